@@ -1,0 +1,54 @@
+"""Backend names, availability probes and per-process instances.
+
+A runtime that is missing is a skip with a reason, decided by a probe that cannot crash the caller: kp aborts the
+whole process when no Vulkan driver exists, so the Vulkan and CUDA probes run in a subprocess.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import subprocess
+import sys
+
+# name -> (module, probe code run in a fresh interpreter; exit 0 = usable)
+BACKENDS = {
+    "numpy": ("backends.numpy_backend", None),
+    "opencl": ("backends.opencl", "import pyopencl as cl; assert any(p.get_devices() for p in cl.get_platforms())"),
+    "vulkan": ("backends.vulkan", "import kp; kp.Manager()"),
+    "cuda": ("backends.cuda", "import cupy; assert cupy.cuda.is_available()"),
+}
+DEVICE_BACKENDS = ["opencl", "vulkan", "cuda"]
+
+
+def check_name(name: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(BACKENDS)}")
+    return name
+
+
+@functools.lru_cache(maxsize=None)
+def availability(name: str) -> str | None:
+    """None when the backend can run here, else why not."""
+    check_name(name)
+    probe = BACKENDS[name][1]
+    if probe is None:
+        return None
+    try:
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    except subprocess.TimeoutExpired:
+        return f"{name} probe timed out"
+    if done.returncode == 0:
+        return None
+    last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+    return f"{name} runtime not usable here: {last}"
+
+
+@functools.lru_cache(maxsize=None)
+def get_backend(name: str):
+    """The process-wide instance (one kp.Manager / cl.Context / CUDA context per process)."""
+    reason = availability(name)
+    if reason:
+        raise RuntimeError(reason)
+    return importlib.import_module(BACKENDS[name][0]).create()

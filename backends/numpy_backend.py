@@ -1,0 +1,48 @@
+"""The reference backend: runs each registry record's NumPy reference on host bytes, honouring every view."""
+from __future__ import annotations
+
+import numpy as np
+
+from reference.tensor import Buffer, DType, host_view
+
+from .base import Backend, Node
+
+
+def read_operand(raw: np.ndarray, t) -> np.ndarray:
+    """A source as float64 (int64 for integer types), in NumPy shape."""
+    view = host_view(raw, t)
+    return view.astype(np.int64 if t.dtype == DType.I32 else np.float64)
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+
+    def _alloc(self, nbytes):
+        return np.zeros(nbytes, dtype=np.uint8)
+
+    def write(self, buf: Buffer, data: np.ndarray) -> None:
+        buf.handle[:] = data.view(np.uint8).reshape(-1)
+
+    def read(self, buf: Buffer) -> np.ndarray:
+        return buf.handle.copy()
+
+    def supports(self, node: Node) -> str | None:
+        return None
+
+    def prepare(self, node: Node):
+        def run():
+            xs = [read_operand(s.buffer.handle, s) for s in node.srcs]
+            out = np.asarray(node.op.reference(xs, node.params))
+            with np.errstate(over="ignore", invalid="ignore"):
+                host_view(node.dst.buffer.handle, node.dst)[...] = out.reshape(node.dst.shape).astype(node.dst.dtype.np)
+        return run
+
+    def device_info(self) -> dict:
+        return {"device": "host CPU (NumPy)", "driver": f"numpy {np.__version__}"}
+
+    def copy_launch(self, src: Buffer, dst: Buffer):
+        return lambda: np.copyto(dst.handle, src.handle)
+
+
+def create() -> NumpyBackend:
+    return NumpyBackend()

@@ -1,0 +1,246 @@
+"""Runs one case on one backend the way test-backend-ops does, and says exactly what went wrong.
+
+Inputs sit in their own buffers, laid out as the case's Layout says (views at an offset, padded strides, permuted
+dims) with NaN in every byte the view does not cover, so a kernel that reads past a stride produces NaN. The output
+is poisoned with NaN before the run and framed by guard bytes. After the run: the output is compared with the NumPy
+reference by NMSE against the op's bound, NaN and a wrong-signed inf fail, and every byte outside the output (guards,
+padding, inputs) must be unchanged.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from backends.base import Backend, Node, make_node
+from backends.numpy_backend import NumpyBackend
+from reference.ops import get_op
+from reference.tensor import DType, Tensor, contiguous_strides, footprint, host_view
+
+GUARD = 64  # bytes of sentinel before and after every output
+SENTINEL = 0xA5
+POISON = 0xFF  # all-ones bytes are NaN in f32 and f16
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How an input sits in its buffer: stored with `pad` extra elements per (storage) dim, `offset` elements in,
+    then permuted with ggml_permute(axes) so the op sees the case's ne."""
+
+    permute: tuple[int, int, int, int] | None = None
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)
+    offset: int = 0
+
+    def describe(self) -> str:
+        parts = []
+        if self.permute:
+            parts.append("perm=" + "".join(map(str, self.permute)))
+        if any(self.pad):
+            parts.append("pad=" + ",".join(map(str, self.pad)))
+        if self.offset:
+            parts.append(f"off={self.offset}")
+        return "|".join(parts) or "cont"
+
+    def storage_ne(self, ne):
+        """The ne before the permute: ggml_permute sends storage dim i to dim axes[i]."""
+        if not self.permute:
+            return tuple(ne)
+        return tuple(ne[self.permute[i]] for i in range(4))
+
+
+CONTIGUOUS = Layout()
+
+
+@dataclass(frozen=True)
+class Input:
+    ne: tuple[int, int, int, int]
+    dtype: DType = DType.F32
+    layout: Layout = CONTIGUOUS
+
+    def __post_init__(self):
+        object.__setattr__(self, "ne", tuple(list(self.ne) + [1] * (4 - len(self.ne))))
+
+
+@dataclass(frozen=True)
+class Case:
+    """One op variant with its inputs: the unit every test, reproducer and perf run is made of."""
+
+    op: str
+    inputs: tuple[Input, ...]
+    params: tuple = ()  # (name, value) pairs, kept hashable
+    seed: int = 0
+    variant: str = "default"
+
+    @staticmethod
+    def of(op: str, *inputs: Input, seed: int = 0, variant: str = "default", **params) -> "Case":
+        return Case(op.upper(), tuple(inputs), tuple(sorted(params.items())), seed, variant)
+
+    @property
+    def param_dict(self) -> dict:
+        return dict(self.params)
+
+    def label(self) -> str:
+        """test-backend-ops style: OP(type=..,ne_a=[..],...); stable, so it can name a pytest id."""
+        names = "abcd"
+        parts = [f"type={self.inputs[0].dtype.label}"] if self.inputs else []
+        for i, inp in enumerate(self.inputs):
+            ne = list(inp.ne)
+            while len(ne) > 1 and ne[-1] == 1:
+                ne.pop()
+            parts.append(f"ne_{names[i]}={ne}".replace(" ", ""))
+            if inp.layout != CONTIGUOUS:
+                parts.append(f"view_{names[i]}={inp.layout.describe()}")
+            if inp.dtype != self.inputs[0].dtype:
+                parts.append(f"type_{names[i]}={inp.dtype.label}")
+        parts += [f"{k}={json.dumps(v) if isinstance(v, (list, tuple)) else v}".replace(" ", "")
+                  for k, v in self.params]
+        if self.variant != "default":
+            parts.append(f"variant={self.variant}")
+        return f"{self.op}({','.join(parts)})"
+
+
+@dataclass
+class Outcome:
+    case: Case
+    backend: str
+    passed: bool
+    nmse: float = float("nan")
+    bound: float = float("nan")
+    problems: list[str] = field(default_factory=list)
+
+    def report(self) -> str:
+        status = "OK" if self.passed else "FAIL"
+        head = f"{self.backend}: {self.case.label()}: {status} (NMSE {self.nmse:.3g} <= {self.bound:g} required)"
+        return "\n".join([head] + ["  - " + p for p in self.problems])
+
+
+# ---- building buffers ----------------------------------------------------------------------------------------------
+@dataclass
+class HostTensor:
+    raw: np.ndarray  # the whole buffer's bytes
+    tensor: Tensor  # descriptor, offset relative to raw
+
+
+def build_input(inp: Input, values: np.ndarray | None, rng, op, index: int, params: dict) -> HostTensor:
+    lay = inp.layout
+    store_ne = lay.storage_ne(inp.ne)
+    backing_ne = tuple(n + p for n, p in zip(store_ne, lay.pad))
+    nb = contiguous_strides(inp.dtype, backing_ne)
+    nbytes = lay.offset * inp.dtype.size + int(np.prod(backing_ne)) * inp.dtype.size + GUARD
+    raw = np.full(nbytes, POISON, dtype=np.uint8)
+    t = Tensor(inp.dtype, store_ne, nb, lay.offset * inp.dtype.size)
+    if lay.permute:
+        t = t.permute(*lay.permute)
+    if values is None:
+        values = op.domain(rng, t.shape, index, params)
+    if inp.dtype == DType.I32:
+        values = np.round(np.asarray(values) * 1000)
+    host_view(raw, t)[...] = np.asarray(values).astype(inp.dtype.np)
+    return HostTensor(raw, t)
+
+
+def build_output(dst: Tensor) -> HostTensor:
+    raw = np.full(GUARD + dst.nbytes() + GUARD, SENTINEL, dtype=np.uint8)
+    t = Tensor.new(dst.dtype, dst.ne, offset=GUARD)
+    raw[GUARD:GUARD + dst.nbytes()] = POISON
+    return HostTensor(raw, t)
+
+
+def host_buffers(case: Case):
+    """(host srcs, host dst or None when in place, op, params): everything a run needs before any backend."""
+    op = get_op(case.op)
+    params = op.defaults(case.param_dict)
+    if len(case.inputs) != op.n_src:
+        raise ValueError(f"{op.name} takes {op.n_src} input(s), the case has {len(case.inputs)}")
+    rng = np.random.default_rng(case.seed)
+    srcs = [build_input(inp, None, rng, op, i, params) for i, inp in enumerate(case.inputs)]
+    node = make_node(op.name, [s.tensor for s in srcs], params)  # validates: ValueError before any kernel runs
+    inplace = bool(op.inplace_param and node.params.get(op.inplace_param))
+    dst = None if inplace else build_output(node.dst)
+    return srcs, dst, op, node.params
+
+
+def execute(backend: Backend, case: Case, srcs, dst, params) -> tuple[list[np.ndarray], np.ndarray, Tensor, str | None]:
+    """Upload, run, read back. Returns (src buffers after, dst buffer after, dst descriptor, unsupported reason)."""
+    bufs = [backend.upload(s.raw) for s in srcs]
+    src_tensors = [s.tensor.with_buffer(b) for s, b in zip(srcs, bufs)]
+    if dst is None:
+        dst_tensor = src_tensors[0]
+        dst_buf = None
+    else:
+        dst_buf = backend.upload(dst.raw)
+        dst_tensor = dst.tensor.with_buffer(dst_buf)
+    try:
+        node = make_node(case.op, src_tensors, params, dst=dst_tensor, variant=case.variant)
+        reason = backend.supports(node)
+        if reason:
+            return [], np.empty(0), dst_tensor, reason
+        backend.prepare(node)()
+        backend.synchronize()
+        after = [backend.read(b)[:s.raw.nbytes] for s, b in zip(srcs, bufs)]
+        out = backend.read(dst_buf)[:dst.raw.nbytes] if dst_buf is not None else after[0]
+        return after, out, dst_tensor, None
+    finally:
+        for b in bufs + ([dst_buf] if dst_buf is not None else []):
+            backend.free(b)
+
+
+_REFERENCE = NumpyBackend()
+
+
+def run_case(backend: Backend, case: Case) -> Outcome:
+    """Run `case` on `backend` and on the reference; compare. Raises NotImplementedError if unsupported."""
+    srcs, dst, op, params = host_buffers(case)
+    ref_srcs, ref_out, dst_t, _ = execute(_REFERENCE, Case(case.op, case.inputs, case.params, case.seed),
+                                          srcs, dst, params)
+    got_srcs, got_out, _, reason = execute(backend, case, srcs, dst, params)
+    if reason:
+        raise NotImplementedError(f"{backend.name} does not support {case.label()}: {reason}")
+    outcome = Outcome(case, backend.name, True, bound=op.nmse)
+
+    # Bytes outside the output must be untouched: guards, input padding, the inputs themselves.
+    out_raw = srcs[0].raw if dst is None else dst.raw
+    mask = footprint(dst_t, out_raw.nbytes)
+    for label, before, after, own_mask in (
+            [("output buffer", out_raw, got_out, mask)]
+            + [(f"input {i}", s.raw, a, mask if (dst is None and i == 0) else None)
+               for i, (s, a) in enumerate(zip(srcs, got_srcs)) if not (dst is None and i == 0)]):
+        changed = before != after
+        if own_mask is not None:
+            changed &= ~own_mask
+        if changed.any():
+            where = np.flatnonzero(changed)
+            outcome.problems.append(f"{label}: {where.size} byte(s) outside the output changed "
+                                    f"(first at byte {where[0]}, last at {where[-1]})")
+
+    ref = host_view(ref_out, dst_t).astype(np.float64)
+    got = host_view(got_out, dst_t).astype(np.float64)
+    outcome.nmse, value_problems = compare(got, ref, op.nmse)
+    outcome.problems += value_problems
+    outcome.passed = not outcome.problems
+    return outcome
+
+
+def compare(got: np.ndarray, ref: np.ndarray, bound: float) -> tuple[float, list[str]]:
+    """test-backend-ops rules: NaN fails, an inf must match the reference's, then NMSE over the rest."""
+    problems = []
+    if np.isnan(ref).any():
+        problems.append(f"the reference produced {np.isnan(ref).sum()} NaN (a reference or domain bug)")
+    nan = np.isnan(got) & ~np.isnan(ref)
+    if nan.any():
+        first = np.argwhere(nan)[0]
+        problems.append(f"{nan.sum()} NaN in the output (first at numpy index {tuple(int(i) for i in first)}; "
+                        f"an unwritten element is NaN: the output was poisoned)")
+    inf_bad = (np.isinf(got) | np.isinf(ref)) & (got != ref) & ~nan
+    if inf_bad.any():
+        problems.append(f"{inf_bad.sum()} inf where the reference differs")
+    finite = np.isfinite(got) & np.isfinite(ref)
+    diff = np.sum((got[finite] - ref[finite]) ** 2)
+    norm = np.sum(ref[finite] ** 2)
+    nmse = float(diff / norm) if norm > 0 else float(diff)
+    if not nmse <= bound:
+        idx = np.unravel_index(np.argmax(np.where(finite, np.abs(got - ref), -1)), got.shape)
+        problems.append(f"NMSE {nmse:.3g} > bound {bound:g}; worst element at numpy index "
+                        f"{tuple(int(i) for i in idx)}: got {got[idx]!r}, expected {ref[idx]!r}")
+    return nmse, problems

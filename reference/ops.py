@@ -1,0 +1,362 @@
+"""The op registry: one record per ggml op, with its parameters, shape rule, NumPy reference, input domain, error
+bound, cost and the upstream cases it must pass. Every test, backend and benchmark reads ops from here.
+
+References compute in float64 and round once to the output type: they give the exact answer that every backend
+is measured against, while each record's NMSE bound (upstream's values) says how far a float32 kernel may drift.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .tensor import DType, Tensor, contiguous_strides
+
+F32, F16, I32 = DType.F32, DType.F16, DType.I32
+
+# TRI keeps element (col i0, row i1) when this holds.
+TRI_TYPES = {"LOWER": 0, "LOWER_DIAG": 1, "UPPER": 2, "UPPER_DIAG": 3}
+_TRI_KEEP = {
+    "LOWER": lambda c, r: c < r,
+    "LOWER_DIAG": lambda c, r: c <= r,
+    "UPPER": lambda c, r: c > r,
+    "UPPER_DIAG": lambda c, r: c >= r,
+}
+
+
+def f32_bits(x: float) -> int:
+    """A float as the int32 word kernels read from their parameter block."""
+    return int(np.array([x], dtype=np.float32).view(np.int32)[0])
+
+
+# ---- input domains: (rng, numpy shape, input index, params) -> float64 values -------------------------------------
+def uniform(lo: float, hi: float):
+    return lambda rng, shape, i, p: rng.uniform(lo, hi, shape)
+
+
+def _solve_tri_domain(rng, shape, i, p):
+    if i == 1:  # right-hand sides
+        return rng.uniform(-1, 1, shape)
+    n = shape[-1]
+    # Lower part scaled by 1/sqrt(n) so forward substitution stays well conditioned (KDA's I + Akk is like this);
+    # the upper part is garbage the kernel must never read.
+    a = rng.uniform(-1, 1, shape) / np.sqrt(n)
+    idx = np.arange(n)
+    a[..., idx, idx] = rng.uniform(0.1, 1.0, shape[:-1])
+    return a
+
+
+def _binary_domain(op: str):
+    def draw(rng, shape, i, p):
+        if op == "DIV" and i == 1:  # keep divisors away from zero
+            return rng.uniform(0.5, 1.5, shape) * rng.choice([-1.0, 1.0], shape)
+        return rng.uniform(-1, 1, shape)
+    return draw
+
+
+# ---- the record ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OpSpec:
+    name: str
+    n_src: int
+    reference: Callable  # (list of float64/int arrays in numpy shape, params) -> output array
+    out: Callable  # (srcs, params) -> (DType, ne), the output of the non in-place form
+    params: dict = field(default_factory=dict)  # name -> default
+    check: Callable | None = None  # (srcs, params) -> None, raises ValueError
+    kernel_params: Callable = lambda srcs, p: []  # op words of the kernel parameter block
+    domain: Callable = uniform(-1, 1)
+    src_dtypes: tuple = ((F32,),)  # per source (the last entry repeats): the types the op accepts
+    nmse: float = 1e-7
+    flops: Callable = lambda srcs, dst, p: dst.nelements
+    inplace_param: str | None = None  # params[inplace_param] true -> dst is a view of src0
+    summary: str = ""
+
+    def defaults(self, params: dict) -> dict:
+        unknown = set(params) - set(self.params)
+        if unknown:
+            raise ValueError(f"{self.name} has no parameter(s) {sorted(unknown)}; it takes {sorted(self.params)}")
+        return {**self.params, **params}
+
+    def validate(self, srcs: list[Tensor], params: dict) -> dict:
+        """Full parameters after checking the sources; raises ValueError with the reason."""
+        params = self.defaults(params)
+        if len(srcs) != self.n_src:
+            raise ValueError(f"{self.name} takes {self.n_src} source(s), got {len(srcs)}")
+        for i, s in enumerate(srcs):
+            allowed = self.src_dtypes[min(i, len(self.src_dtypes) - 1)]
+            if s.dtype not in allowed:
+                raise ValueError(f"{self.name} src{i} must be {'/'.join(d.label for d in allowed)}, got {s.dtype.label}")
+        if self.check:
+            self.check(srcs, params)
+        return params
+
+    def bytes(self, srcs: list[Tensor], dst: Tensor, params: dict) -> int:
+        return sum(s.nbytes() for s in srcs) + dst.nbytes()
+
+    def output(self, srcs: list[Tensor], params: dict) -> Tensor:
+        """The destination descriptor (no buffer): a fresh contiguous tensor, or a view of src0 when in place."""
+        if self.inplace_param and params.get(self.inplace_param):
+            a = srcs[0]
+            return Tensor(a.dtype, a.ne, a.nb, a.offset, a.buffer)
+        dtype, ne = self.out(srcs, params)
+        return Tensor.new(dtype, ne)
+
+
+REGISTRY: dict[str, OpSpec] = {}
+
+
+def register(spec: OpSpec) -> OpSpec:
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_op(name: str) -> OpSpec:
+    try:
+        return REGISTRY[name.upper()]
+    except KeyError:
+        raise ValueError(f"unknown op {name!r}; known ops: {', '.join(sorted(REGISTRY))}") from None
+
+
+def same_shape(srcs, p):
+    return srcs[0].dtype, srcs[0].ne
+
+
+# ---- ACC / SET ----------------------------------------------------------------------------------------------------
+def _block_view(a: Tensor, b: Tensor, p: dict) -> Tensor:
+    """The region of a that acc/set write: b's shape at byte strides (elsize, nb1, nb2, nb3) from byte `offset`."""
+    return Tensor(a.dtype, b.ne, (a.dtype.size, p["nb1"], p["nb2"], p["nb3"]), p["offset"])
+
+
+def _check_block(srcs, p):
+    a, b = srcs
+    if a.dtype != b.dtype:
+        raise ValueError(f"a and b must share a type, got {a.dtype.label} and {b.dtype.label}")
+    if not a.is_contiguous():
+        raise ValueError(f"a must be contiguous (ggml asserts it), got {a.describe()}")
+    if p["nb1"] is None:
+        raise ValueError("nb1, nb2, nb3 and offset are required (bytes)")
+    view = _block_view(a, b, p)  # validates alignment and signs
+    if view.offset + view.extent() > a.nbytes():
+        raise ValueError(f"the block {view.describe()} runs past a ({a.nbytes()} bytes)")
+    # Strides must nest (nb1 >= ne0*size, nb2 >= nb1*ne1, nb3 >= nb2*ne2) so a byte of a maps to at most one
+    # element of b; kernels decompose an offset by nb3, nb2, nb1 in that order.
+    need = a.dtype.size
+    for d in range(1, 4):
+        need *= b.ne[d - 1]
+        if view.nb[d] < need:
+            raise ValueError(f"block stride nb{d}={view.nb[d]} is below nb{d - 1}*ne{d - 1}={need}: "
+                             f"elements of b would overlap in a")
+        need = view.nb[d]
+
+
+def _block_ref(mode: str):
+    def ref(xs, p):
+        a, b = xs
+        out = np.array(a, dtype=a.dtype if mode == "set" else np.float64, order="C")
+        esize = np.dtype(a.dtype).itemsize
+        flat = out.reshape(-1)
+        strides = (p["nb3"] // esize, p["nb2"] // esize, p["nb1"] // esize, 1)
+        block = np.lib.stride_tricks.as_strided(flat[p["offset"] // esize:], shape=b.shape,
+                                                strides=tuple(s * flat.itemsize for s in strides))
+        if mode == "acc":
+            block += b
+        else:
+            block[...] = b
+        return out
+    return ref
+
+
+def _block_words(srcs, p):
+    e = srcs[0].dtype.size
+    return [p["nb1"] // e, p["nb2"] // e, p["nb3"] // e, p["offset"] // e]
+
+
+_BLOCK_PARAMS = {"nb1": None, "nb2": None, "nb3": None, "offset": 0, "inplace": False}
+register(OpSpec("ACC", 2, _block_ref("acc"), same_shape, dict(_BLOCK_PARAMS), _check_block, _block_words,
+                flops=lambda s, d, p: s[1].nelements, inplace_param="inplace",
+                summary="dst = a; dst[offset + i0*4 + i1*nb1 + i2*nb2 + i3*nb3] += b (byte strides)"))
+register(OpSpec("SET", 2, _block_ref("set"), same_shape, dict(_BLOCK_PARAMS), _check_block, _block_words,
+                src_dtypes=((F32, I32),), flops=lambda s, d, p: 0, inplace_param="inplace",
+                summary="dst = a; dst[offset + i0*4 + i1*nb1 + i2*nb2 + i3*nb3] = b (byte strides)"))
+
+
+# ---- scans, triangles, fills ----------------------------------------------------------------------------------------
+register(OpSpec("CUMSUM", 1, lambda xs, p: np.cumsum(xs[0], axis=-1), same_shape,
+                summary="inclusive prefix sum along ne0, per row"))
+
+
+def _check_square(srcs, p):
+    if srcs[0].ne[0] != srcs[0].ne[1]:
+        raise ValueError(f"{srcs[0].describe()} must be square in ne0, ne1")
+
+
+def _check_tri(srcs, p):
+    _check_square(srcs, p)
+    if p["type"] not in TRI_TYPES:
+        raise ValueError(f"TRI type must be one of {list(TRI_TYPES)}, got {p['type']!r}")
+
+
+def _tri_ref(xs, p):
+    n = xs[0].shape[-1]
+    c, r = np.meshgrid(np.arange(n), np.arange(n))  # c varies along the last (ne0) axis
+    return np.where(_TRI_KEEP[p["type"]](c, r), xs[0], 0.0)
+
+
+register(OpSpec("TRI", 1, _tri_ref, same_shape, {"type": "LOWER"}, _check_tri,
+                lambda s, p: [TRI_TYPES[p["type"]]], flops=lambda s, d, p: 0,
+                summary="keep one triangle of each ne0 x ne1 matrix, zero the rest"))
+register(OpSpec("FILL", 1, lambda xs, p: np.full(xs[0].shape, p["c"]), same_shape, {"c": 0.0},
+                kernel_params=lambda s, p: [f32_bits(p["c"])], flops=lambda s, d, p: 0,
+                summary="every element becomes c"))
+
+
+def _check_diag(srcs, p):
+    if srcs[0].ne[1] != 1:
+        raise ValueError(f"DIAG takes a [n,1,ne2,ne3] tensor, got {srcs[0].describe()}")
+
+
+def _diag_ref(xs, p):
+    x = xs[0]  # (ne3, ne2, 1, n)
+    n = x.shape[-1]
+    return np.eye(n) * x  # broadcasts row vector x[..., 0, :] over rows, kept on the diagonal
+
+
+register(OpSpec("DIAG", 1, _diag_ref, lambda s, p: (s[0].dtype, (s[0].ne[0], s[0].ne[0], s[0].ne[2], s[0].ne[3])),
+                check=_check_diag, flops=lambda s, d, p: 0, summary="[n,1,a,b] -> [n,n,a,b] diagonal matrices"))
+
+
+def _check_solve_tri(srcs, p):
+    a, b = srcs
+    _check_square([a], p)
+    if b.ne[1] != a.ne[0] or b.ne[2:] != a.ne[2:]:
+        raise ValueError(f"SOLVE_TRI needs A [n,n,b2,b3] and B [k,n,b2,b3], got A {a.describe()}, B {b.describe()}")
+
+
+def _solve_tri_ref(xs, p):
+    a, b = xs
+    return np.linalg.solve(np.tril(a), b)
+
+
+register(OpSpec("SOLVE_TRI", 2, _solve_tri_ref, lambda s, p: (F32, s[1].ne), check=_check_solve_tri,
+                domain=_solve_tri_domain,
+                flops=lambda s, d, p: s[0].ne[0] * s[0].ne[0] * s[1].ne[0] * s[1].ne[2] * s[1].ne[3],
+                summary="X = A^-1 B, A lower triangular with its own diagonal (left, lower, non-unit)"))
+
+
+# ---- convolution and norms -------------------------------------------------------------------------------------
+def _check_ssm_conv(srcs, p):
+    sx, c = srcs
+    if c.ne[1] != sx.ne[1] or c.ne[0] > sx.ne[0] or c.ne[2] != 1 or c.ne[3] != 1 or sx.ne[3] != 1:
+        raise ValueError(f"SSM_CONV needs sx [d_conv-1+n_t, d_inner, n_s] and c [d_conv, d_inner], got "
+                         f"sx {sx.describe()}, c {c.describe()}")
+
+
+def _ssm_conv_ref(xs, p):
+    sx, c = xs  # sx (1, n_s, d_inner, L), c (1, 1, d_inner, d_conv)
+    d_conv = c.shape[-1]
+    n_t = sx.shape[-1] - d_conv + 1
+    windows = np.stack([sx[..., i:i + n_t] for i in range(d_conv)], axis=-1)  # (1, n_s, d, n_t, d_conv)
+    out = np.einsum("...dti,di->...td", windows, c[0, 0])
+    return out  # (1, n_s, n_t, d_inner)
+
+
+register(OpSpec("SSM_CONV", 2, _ssm_conv_ref,
+                lambda s, p: (F32, (s[0].ne[1], s[0].ne[0] - s[1].ne[0] + 1, s[0].ne[2], 1)),
+                check=_check_ssm_conv, flops=lambda s, d, p: 2 * s[1].ne[0] * d.nelements,
+                summary="causal depthwise conv: x[ch,t,s] = sum_i sx[t+i,ch,s] * c[i,ch]"))
+
+
+def _l2_ref(xs, p):
+    x = xs[0]
+    return x / np.maximum(np.sqrt(np.sum(x * x, axis=-1, keepdims=True)), p["eps"])
+
+
+def _rms_ref(xs, p):
+    x = xs[0]
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + p["eps"])
+
+
+def _check_eps(srcs, p):
+    if not p["eps"] >= 0:
+        raise ValueError(f"eps must be >= 0, got {p['eps']}")
+
+
+register(OpSpec("L2_NORM", 1, _l2_ref, same_shape, {"eps": 1e-6}, _check_eps, lambda s, p: [f32_bits(p["eps"])],
+                flops=lambda s, d, p: 3 * d.nelements, summary="x / max(||x||, eps) per row (eps clamps the norm)"))
+register(OpSpec("RMS_NORM", 1, _rms_ref, same_shape, {"eps": 1e-5}, _check_eps, lambda s, p: [f32_bits(p["eps"])],
+                flops=lambda s, d, p: 3 * d.nelements, summary="x / sqrt(mean(x^2) + eps) per row"))
+
+
+# ---- element-wise ---------------------------------------------------------------------------------------------------
+def _softplus(x):
+    with np.errstate(over="ignore"):
+        return np.where(x > 20, x, np.log1p(np.exp(np.minimum(x, 20))))
+
+
+def _sigmoid(x):
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-x))
+
+
+def _exp(x):
+    with np.errstate(over="ignore"):
+        return np.exp(x)
+
+
+_UNARY = {
+    "SOFTPLUS": (_softplus, "x > 20 ? x : log(1 + e^x)"),
+    "SIGMOID": (_sigmoid, "1 / (1 + e^-x)"),
+    "SILU": (lambda x: x * _sigmoid(x), "x / (1 + e^-x)"),
+    "EXP": (_exp, "e^x"),
+    "NEG": (lambda x: -x, "-x"),
+}
+for _name, (_fn, _doc) in _UNARY.items():
+    register(OpSpec(_name, 1, lambda xs, p, fn=_fn: fn(xs[0]), same_shape, domain=uniform(-150, 150)
+                    if _name != "NEG" else uniform(-1, 1), summary=_doc))
+
+register(OpSpec("SCALE", 1, lambda xs, p: xs[0] * p["s"] + p["b"], same_shape, {"s": 1.0, "b": 0.0},
+                kernel_params=lambda s, p: [f32_bits(p["s"]), f32_bits(p["b"])], summary="x * s + b"))
+
+
+def _check_repeat(srcs, p):
+    a, b = srcs
+    if any(bn == 0 or an % bn for an, bn in zip(a.ne, b.ne)):
+        raise ValueError(f"b {list(b.ne)} cannot be broadcast to a {list(a.ne)}: each a.ne must be a multiple")
+
+
+def _binary_ref(fn):
+    def ref(xs, p):
+        a, b = xs
+        return fn(a, np.tile(b, [x // y for x, y in zip(a.shape, b.shape)]))
+    return ref
+
+
+for _name, _fn in {"ADD": np.add, "SUB": np.subtract, "MUL": np.multiply, "DIV": np.divide}.items():
+    register(OpSpec(_name, 2, _binary_ref(_fn), same_shape, check=_check_repeat, domain=_binary_domain(_name),
+                    summary=f"a {_name.lower()} b, b repeated over a (ggml_can_repeat)"))
+
+
+# ---- copies ---------------------------------------------------------------------------------------------------------
+def _cpy_out(srcs, p):
+    return DType[p["dtype"].upper()], tuple(p["ne"] or srcs[0].ne)
+
+
+def _check_cpy(srcs, p):
+    dtype, ne = _cpy_out(srcs, p)
+    if dtype not in (F32, F16):
+        raise ValueError(f"CPY writes f32 or f16, not {p['dtype']}")
+    if int(np.prod(ne)) != srcs[0].nelements:
+        raise ValueError(f"CPY needs as many elements in dst {list(ne)} as in src {list(srcs[0].ne)}")
+
+
+def _cpy_ref(xs, p):
+    return xs[0].reshape(-1)  # rows of ne0 first: the harness reshapes to the destination
+
+
+register(OpSpec("CPY", 1, _cpy_ref, _cpy_out, {"dtype": "f32", "ne": None}, _check_cpy,
+                lambda s, p: [s[0].dtype.code, DType[p["dtype"].upper()].code], src_dtypes=((F32, F16),),
+                flops=lambda s, d, p: 0, summary="copy with type conversion, element order kept (ggml_cpy)"))
+register(OpSpec("CONT", 1, lambda xs, p: xs[0], same_shape, src_dtypes=((F32, F16),),
+                kernel_params=lambda s, p: [s[0].dtype.code, s[0].dtype.code], flops=lambda s, d, p: 0,
+                summary="a contiguous copy of a view"))
