@@ -154,7 +154,7 @@ def _block_ref(mode: str):
     def ref(xs, p):
         a, b = xs
         out = np.array(a, dtype=a.dtype if mode == "set" else np.float64, order="C")
-        esize = np.dtype(a.dtype).itemsize
+        esize = 4  # strides are bytes of the tensor type; ACC/SET take only 4-byte types (f32, i32)
         flat = out.reshape(-1)
         strides = (p["nb3"] // esize, p["nb2"] // esize, p["nb1"] // esize, 1)
         block = np.lib.stride_tricks.as_strided(flat[p["offset"] // esize:], shape=b.shape,

@@ -1,0 +1,44 @@
+// Element-wise f32 ops: SOFTPLUS, SIGMOID, SILU, EXP, NEG, SCALE. dst and src may be any views of one shape.
+#include "common.cuh"
+
+// Precise libm calls only (no fast-math): expf overflows to +inf at x >= 88.7, which every formula below turns into
+// the right limit (x, 0, 1 or -0) instead of NaN.
+struct Softplus {
+    __device__ float operator()(float x, const int*) const { return x > 20.0f ? x : log1pf(expf(x)); }
+};
+struct Sigmoid {
+    __device__ float operator()(float x, const int*) const { return 1.0f / (1.0f + expf(-x)); }
+};
+struct Silu {
+    __device__ float operator()(float x, const int*) const { return x / (1.0f + expf(-x)); }
+};
+struct Exp {
+    __device__ float operator()(float x, const int*) const { return expf(x); }
+};
+struct Neg {
+    __device__ float operator()(float x, const int*) const { return -x; }
+};
+// words: s, b (float bits)
+struct Scale {
+    __device__ float operator()(float x, const int* p) const { return x * op_float(p, 0) + op_float(p, 1); }
+};
+
+template <typename F>
+__device__ void unary(float* d, const float* a, const int* p) {
+    const View vd = view_of(p, 0);
+    const View va = view_of(p, 1);
+    const int n = nelements(vd);
+    const bool cd = is_contiguous(vd);
+    const bool ca = is_contiguous(va);
+    const F f;
+    for (long long i = first_thread(); i < n; i += thread_stride()) {
+        d[at_flat(vd, (int)i, cd)] = f(a[at_flat(va, (int)i, ca)], p);
+    }
+}
+
+extern "C" __global__ void softplus_f32(float* d, const float* a, const int* p) { unary<Softplus>(d, a, p); }
+extern "C" __global__ void sigmoid_f32(float* d, const float* a, const int* p) { unary<Sigmoid>(d, a, p); }
+extern "C" __global__ void silu_f32(float* d, const float* a, const int* p) { unary<Silu>(d, a, p); }
+extern "C" __global__ void exp_f32(float* d, const float* a, const int* p) { unary<Exp>(d, a, p); }
+extern "C" __global__ void neg_f32(float* d, const float* a, const int* p) { unary<Neg>(d, a, p); }
+extern "C" __global__ void scale_f32(float* d, const float* a, const int* p) { unary<Scale>(d, a, p); }

@@ -1,0 +1,94 @@
+"""The harness must be able to fail: each deliberately wrong backend below is caught, with a message that says
+what went wrong. Plus the broken ACC kernel variant every device backend carries (llama.cpp #19426's bug)."""
+import numpy as np
+import pytest
+
+from backends import DEVICE_BACKENDS
+from backends.numpy_backend import NumpyBackend
+from conftest import device_backend
+from reference.tensor import host_view
+
+from .harness import Case, Input, Layout, run_case
+from .upstream import _block_params
+
+# The 4-D block case that exposed the Vulkan bug, and a 3-D contiguous one the buggy shader got right.
+ACC_4D = Case.of("ACC", Input((64, 64, 3, 2)), Input((16, 16, 3, 2), layout=Layout(pad=(0, 1, 0, 0), offset=16)),
+                 **_block_params((64, 64, 3, 2), offset=1 * 16 * 4 + 3 * 16 * 256))
+ACC_3D = Case.of("ACC", Input((64, 64, 1, 1)), Input((16, 16, 1, 1)), **_block_params((64, 64, 1, 1), offset=64))
+
+
+class GuardWriter(NumpyBackend):
+    """Correct values, plus one stray byte written just past the output."""
+
+    def prepare(self, node):
+        run = super().prepare(node)
+
+        def stray():
+            run()
+            end = node.dst.offset + node.dst.extent()
+            node.dst.buffer.handle[end] ^= 0xFF
+        return stray
+
+
+class SkipsLastElement(NumpyBackend):
+    """Leaves the last output element unwritten (it keeps its NaN poison)."""
+
+    def prepare(self, node):
+        def run():
+            before = host_view(node.dst.buffer.handle, node.dst).reshape(-1)[-1].copy()
+            super(SkipsLastElement, self).prepare(node)()
+            host_view(node.dst.buffer.handle, node.dst).reshape(-1)[-1] = before
+        return run
+
+
+class IgnoresStrides(NumpyBackend):
+    """Reads every source as if it were contiguous from its offset (the commonest kernel bug)."""
+
+    def prepare(self, node):
+        flat = [s.view(s.ne) for s in node.srcs]
+        run = super().prepare(type(node)(node.op, flat, node.dst, node.params))
+        return run
+
+
+class SlightlyOff(NumpyBackend):
+    """Every value off by a relative 1e-3: above any 1e-7 NMSE bound."""
+
+    def prepare(self, node):
+        run = super().prepare(node)
+
+        def off():
+            run()
+            host_view(node.dst.buffer.handle, node.dst)[...] *= np.float32(1.001)
+        return off
+
+
+CUMSUM_VIEW = Case.of("CUMSUM", Input((33, 5, 3), layout=Layout(pad=(3, 1, 0, 0), offset=7)))
+
+
+@pytest.mark.parametrize("liar,expect", [
+    (GuardWriter, "outside the output changed"),
+    (SkipsLastElement, "NaN in the output"),
+    (IgnoresStrides, "NMSE"),
+    (SlightlyOff, "NMSE"),
+])
+def test_harness_catches(liar, expect):
+    outcome = run_case(liar(), CUMSUM_VIEW)
+    assert not outcome.passed
+    assert expect in outcome.report()
+
+
+def test_reference_passes_itself():
+    assert run_case(NumpyBackend(), ACC_4D).passed
+
+
+@pytest.mark.parametrize("backend_name", DEVICE_BACKENDS)
+def test_broken_acc_variant_is_caught(backend_name):
+    backend = device_backend(backend_name)
+    assert "broken_acc_nb3" in backend.variants("ACC"), f"{backend_name} must carry the broken ACC variant"
+    broken = lambda case: Case(case.op, case.inputs, case.params, case.seed, "broken_acc_nb3")
+    caught = run_case(backend, broken(ACC_4D))
+    assert not caught.passed, "the suite failed to catch the nb3-ignoring ACC kernel"
+    print(caught.report())
+    # Like the real bug, the broken kernel is right on 3-D contiguous input: only the 4-D/strided cases expose it.
+    assert run_case(backend, broken(ACC_3D)).passed
+    assert run_case(backend, ACC_4D).passed
