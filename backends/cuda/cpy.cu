@@ -3,9 +3,6 @@
 // f16 travels as its 16-bit pattern; each f16 element is one 2-byte store, never a whole 32-bit word.
 #include "common.cuh"
 
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(unsigned short h) { return half_to_float(h); }
-
 template <typename S, typename D>
 __device__ __forceinline__ D convert(S x);
 template <>

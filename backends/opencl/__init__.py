@@ -1,0 +1,226 @@
+"""OpenCL backend through PyOpenCL (written for PoCL's CPU driver, plain OpenCL C 1.2).
+
+One context and one in-order, profiling queue per process. Each kernel file (one per op family, beside this one)
+is built once per set of defines with common.cl prepended; cl.Kernel objects are made once and get their
+arguments set right before each enqueue, so prepared nodes can share them. The parameter block of backends/base.py
+goes to every kernel as a small __constant int buffer made in prepare(); for element-wise ops prepare() first merges
+neighbouring dims that all operands walk contiguously, so a contiguous 4-D tensor runs as one long row.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyopencl as cl
+
+from reference.tensor import Buffer, DType
+
+from ..base import Backend, Node, TENSOR_WORDS, is_broken, param_block
+
+HERE = Path(__file__).parent
+BUILD_OPTIONS = ["-cl-std=CL1.2"]
+EPT = 4  # elements per work item of the element-wise grid (common.cl)
+CUMSUM_EPT = 8  # elements per work item of a cumsum tile (cumsum.cl)
+MAX_LOCAL = 256
+
+# op -> (kernel file, entry point, defines, grid). Grids: "rows" = element-wise over dst (tiles along ne0, ne1,
+# ne2*ne3), "scan" / "reduce" = one work group per row, "flat" = 1-D over dst elements, "columns" = solve_tri.
+# prepare() adds per-node defines: types (CPY/CONT), b broadcast (binary), in place and variant (ACC/SET).
+KERNELS = {
+    "SOFTPLUS": ("unary.cl", "unary", ["OP_SOFTPLUS"], "rows"),
+    "SIGMOID": ("unary.cl", "unary", ["OP_SIGMOID"], "rows"),
+    "SILU": ("unary.cl", "unary", ["OP_SILU"], "rows"),
+    "EXP": ("unary.cl", "unary", ["OP_EXP"], "rows"),
+    "NEG": ("unary.cl", "unary", ["OP_NEG"], "rows"),
+    "SCALE": ("unary.cl", "unary", ["OP_SCALE"], "rows"),
+    "ADD": ("binary.cl", "binary", ["OP_ADD"], "rows"),
+    "SUB": ("binary.cl", "binary", ["OP_SUB"], "rows"),
+    "MUL": ("binary.cl", "binary", ["OP_MUL"], "rows"),
+    "DIV": ("binary.cl", "binary", ["OP_DIV"], "rows"),
+    "ACC": ("acc_set.cl", "acc_set", ["ACC"], "flat"),
+    "SET": ("acc_set.cl", "acc_set", ["SET"], "flat"),
+    "CUMSUM": ("cumsum.cl", "cumsum", [], "scan"),
+    "TRI": ("tri.cl", "tri", [], "rows"),
+    "FILL": ("tri.cl", "fill", [], "rows"),
+    "DIAG": ("tri.cl", "diag", [], "rows"),
+    "SOLVE_TRI": ("solve_tri.cl", "solve_tri", [], "columns"),
+    "SSM_CONV": ("ssm_conv.cl", "ssm_conv", [], "rows"),
+    "L2_NORM": ("norm.cl", "norm", ["L2"], "reduce"),
+    "RMS_NORM": ("norm.cl", "norm", ["RMS"], "reduce"),
+    "CPY": ("cpy.cl", "cpy", [], "rows"),
+    "CONT": ("cpy.cl", "cpy", [], "rows"),
+}
+# Ops whose dims may be merged before launch (their result does not depend on which dim an element sits in).
+COLLAPSIBLE = {"SOFTPLUS", "SIGMOID", "SILU", "EXP", "NEG", "SCALE", "ADD", "SUB", "MUL", "DIV", "FILL", "CPY",
+               "CONT"}
+VARIANTS = {"ACC": ["default", "broken_acc_nb3"]}
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def _collapse(words: np.ndarray, ts: list[int]) -> None:
+    """Merge dim k into the dim before it wherever every tensor in `ts` allows it (in place on the block).
+
+    ts[0] sets the shape; another tensor either has the same size in both dims and is contiguous across them, or
+    (a broadcast b) has size 1 in both. Merging keeps the flat element order, so CPY may collapse src and dst apart.
+    """
+    ref = ts[0]
+    ne = {t: [int(v) for v in words[TENSOR_WORDS * t + 1:TENSOR_WORDS * t + 5]] for t in ts}
+    nb = {t: [int(v) for v in words[TENSOR_WORDS * t + 5:TENSOR_WORDS * t + 9]] for t in ts}
+    out = {t: [[ne[t][0], nb[t][0]]] for t in ts}
+    for k in range(1, 4):
+        if ne[ref][k] == 1:
+            continue
+        if out[ref][-1][0] == 1:
+            for t in ts:
+                out[t][-1] = [ne[t][k], nb[t][k]]
+            continue
+        merged = {}
+        for t in ts:
+            pn, pb = out[t][-1]
+            if pn == out[ref][-1][0] and ne[t][k] == ne[ref][k] and nb[t][k] == pb * pn:
+                merged[t] = [pn * ne[t][k], pb]
+            elif pn == 1 and ne[t][k] == 1:
+                merged[t] = [1, pb]
+            else:
+                merged = None
+                break
+        for t in ts:
+            if merged is None:
+                out[t].append([ne[t][k], nb[t][k]])
+            else:
+                out[t][-1] = merged[t]
+    for t in ts:
+        dims = out[t] + [[1, out[t][-1][0] * out[t][-1][1]]] * (4 - len(out[t]))
+        words[TENSOR_WORDS * t + 1:TENSOR_WORDS * t + 5] = [n for n, _ in dims]
+        words[TENSOR_WORDS * t + 5:TENSOR_WORDS * t + 9] = [s for _, s in dims]
+
+
+class OpenCLBackend(Backend):
+    name = "opencl"
+
+    def __init__(self):
+        super().__init__()
+        platform, device = next((p, p.get_devices()[0]) for p in cl.get_platforms() if p.get_devices())
+        self.platform, self.device = platform, device
+        self.ctx = cl.Context([device])
+        self.queue = cl.CommandQueue(self.ctx, device, properties=cl.command_queue_properties.PROFILING_ENABLE)
+        self._common = (HERE / "common.cl").read_text()
+        self._programs: dict[tuple, cl.Program] = {}
+        self._kernels: dict[tuple, cl.Kernel] = {}
+
+    # ---- buffers ------------------------------------------------------------------------------------------------
+    def _alloc(self, nbytes):
+        return cl.Buffer(self.ctx, cl.mem_flags.READ_WRITE, nbytes)
+
+    def _free(self, buf: Buffer) -> None:
+        buf.handle.release()
+
+    def write(self, buf: Buffer, data: np.ndarray) -> None:
+        cl.enqueue_copy(self.queue, buf.handle, np.ascontiguousarray(data.view(np.uint8).reshape(-1)),
+                        is_blocking=True)
+
+    def read(self, buf: Buffer) -> np.ndarray:
+        out = np.empty(buf.nbytes, dtype=np.uint8)
+        cl.enqueue_copy(self.queue, out, buf.handle, is_blocking=True)
+        return out
+
+    # ---- kernels ------------------------------------------------------------------------------------------------
+    def kernel(self, file: str, entry: str, defines: tuple[str, ...]) -> cl.Kernel:
+        """The one cl.Kernel for (file, entry, defines), building its program on first use."""
+        key = (file, defines)
+        if key not in self._programs:
+            src = self._common + "\n" + (HERE / file).read_text()
+            self._programs[key] = cl.Program(self.ctx, src).build(BUILD_OPTIONS + [f"-D{d}" for d in defines])
+        if (key, entry) not in self._kernels:
+            self._kernels[(key, entry)] = cl.Kernel(self._programs[key], entry)
+        return self._kernels[(key, entry)]
+
+    def variants(self, op_name: str) -> list[str]:
+        return VARIANTS.get(op_name.upper(), ["default"])
+
+    def supports(self, node: Node) -> str | None:
+        name = node.op.name
+        if name not in KERNELS:
+            return f"no OpenCL kernel for {name}"
+        if node.variant not in self.variants(name):
+            return f"{name} has no variant {node.variant!r} (has {', '.join(self.variants(name))})"
+        types = {t.dtype for t in node.tensors}
+        allowed = {"SET": {DType.F32, DType.I32}, "CPY": {DType.F32, DType.F16}, "CONT": {DType.F32, DType.F16}}
+        if not types <= allowed.get(name, {DType.F32}):
+            return f"{name} on {'/'.join(sorted(t.label for t in types))} is not implemented"
+        if name in ("ACC", "SET") and len(types) != 1:
+            return f"{name} needs a, b and dst of one type"
+        return None
+
+    def prepare(self, node: Node):
+        name = node.op.name
+        file, entry, defines, grid = KERNELS[name]
+        defines = list(defines)
+        words = param_block(node)
+        dst, srcs = node.dst, node.srcs
+        inplace = name in ("ACC", "SET") and dst.buffer is srcs[0].buffer
+        if name in COLLAPSIBLE:
+            if name in ("CPY", "CONT") and dst.ne != srcs[0].ne:
+                _collapse(words, [0])
+                _collapse(words, [1])
+                if list(words[1:5]) != list(words[10:14]):
+                    defines.append("FLAT")
+            else:
+                _collapse(words, list(range(len(node.tensors))))
+        if name in ("CPY", "CONT"):
+            defines += ["SRC_F16"] * (srcs[0].dtype == DType.F16) + ["DST_F16"] * (dst.dtype == DType.F16)
+        if name in ("ADD", "SUB", "MUL", "DIV") and words[19] != words[1]:
+            defines.append("BCAST0")
+        if inplace:
+            defines.append("INPLACE")
+        if is_broken(node.variant):
+            defines.append(node.variant.upper())
+        knl = self.kernel(file, entry, tuple(defines))
+        params = cl.Buffer(self.ctx, cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR, hostbuf=words)
+
+        bufs = [t.buffer.handle for t in ([dst] + srcs[1:] if inplace else node.tensors)]
+        if name == "FILL":
+            bufs = [dst.buffer.handle]  # FILL never reads its source
+        args = bufs + [params]
+        ne0, ne1, ne23 = int(words[1]), int(words[2]), int(words[3]) * int(words[4])
+        if dst.nelements == 0:
+            return lambda: None
+        if grid == "rows":
+            local = min(MAX_LOCAL, _pow2_at_least(ne0))
+            gsize, lsize = (-(-ne0 // (local * EPT)) * local, ne1, ne23), (local, 1, 1)
+        elif grid == "flat":
+            n = dst.nelements
+            local = min(MAX_LOCAL, _pow2_at_least(n))
+            gsize, lsize = (-(-n // (local * EPT)) * local,), (local,)
+        elif grid in ("scan", "reduce"):
+            local = min(MAX_LOCAL, _pow2_at_least(-(-ne0 // CUMSUM_EPT) if grid == "scan" else ne0))
+            gsize, lsize = (local, ne1, ne23), (local, 1, 1)
+            args.append(cl.LocalMemory(4 * local))
+        else:  # columns: one work item per (column of B, batch)
+            k = dst.ne[0]
+            local = min(64, _pow2_at_least(k))
+            gsize, lsize = (-(-k // local) * local, dst.ne[2] * dst.ne[3]), (local, 1)
+        queue = self.queue
+
+        def run():
+            knl.set_args(*args)
+            cl.enqueue_nd_range_kernel(queue, knl, gsize, lsize)
+        return run
+
+    def synchronize(self) -> None:
+        self.queue.finish()
+
+    def device_info(self) -> dict:
+        return {"device": self.device.name.strip(),
+                "driver": f"{self.platform.version.strip()}; driver {self.device.driver_version.strip()}"}
+
+    def copy_launch(self, src: Buffer, dst: Buffer):
+        n = min(src.nbytes, dst.nbytes)
+        return lambda: cl.enqueue_copy(self.queue, dst.handle, src.handle, byte_count=n)
+
+
+def create() -> OpenCLBackend:
+    return OpenCLBackend()

@@ -1,0 +1,88 @@
+"""python -m bench: the suite's command line.
+
+  python -m bench ops [--op CUMSUM,ADD] [--backend opencl,vulkan|all] [--budget 0.5] [-o md|csv|json]
+  python -m bench support [--backend all]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pandas as pd
+
+from backends import BACKENDS, DEVICE_BACKENDS, check_name
+from reference.ops import REGISTRY, get_op
+from reports import history
+
+
+def _list(value: str, known: list[str], what: str, check) -> list[str]:
+    if value == "all":
+        return list(known)
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    for n in names:
+        check(n)
+    if not names:
+        raise ValueError(f"no {what} given; known: {', '.join(known)}")
+    return names
+
+
+def _print_table(df: pd.DataFrame, fmt: str) -> None:
+    if fmt == "csv":
+        print(df.to_csv(index=False))
+    elif fmt == "json":
+        print(df.to_json(orient="records", indent=1))
+    else:
+        print(df.to_markdown(index=False, floatfmt=".3g"))
+
+
+def cmd_ops(args) -> int:
+    from bench import ops as ops_bench
+
+    op_names = [get_op(o).name for o in _list(args.op, sorted(REGISTRY), "ops", get_op)]
+    backends = _list(args.backend, DEVICE_BACKENDS, "backends", check_name)
+    records = ops_bench.run(op_names, backends, args.budget)
+    if args.record:
+        history.append(records)
+    rows = [r for r in records if r["kind"] == "ops" and r.get("supported")]
+    if rows:
+        df = pd.DataFrame(rows)[["backend", "op", "us_per_run", "gb_s", "gflops", "copy_gb_s", "frac_copy"]]
+        df["frac_copy"] = (100 * df["frac_copy"]).round(1)
+        _print_table(df.rename(columns={"frac_copy": "% of copy"}), args.output)
+    return 0
+
+
+def cmd_support(args) -> int:
+    from bench import ops as ops_bench
+
+    backends = _list(args.backend, list(BACKENDS), "backends", check_name)
+    matrix = ops_bench.support_matrix(backends)
+    df = pd.DataFrame.from_dict(matrix, orient="index")
+    df.index.name = "op"
+    _print_table(df.reset_index(), args.output)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("ops", help="per-op us/run, GB/s, GFLOPS vs the backend's copy bandwidth")
+    p.add_argument("--op", default="all", help="comma-separated op names, or all")
+    p.add_argument("--backend", default="all", help="comma-separated backends, or all")
+    p.add_argument("--budget", type=float, default=0.5, help="seconds of timed runs per op (default 0.5)")
+    p.add_argument("--no-record", dest="record", action="store_false", help="do not append to reports/history.jsonl")
+    p.add_argument("-o", "--output", choices=["md", "csv", "json"], default="md")
+    p.set_defaults(func=cmd_ops)
+    p = sub.add_parser("support", help="the op x backend support matrix (test-backend-ops support mode)")
+    p.add_argument("--backend", default="all")
+    p.add_argument("-o", "--output", choices=["md", "csv", "json"], default="md")
+    p.set_defaults(func=cmd_support)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as err:
+        parser.exit(2, f"python -m bench: error: {err}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Per-op performance, test-backend-ops `perf` style: us/run, GB/s and GFLOPS on a large case per op, beside the
+same run's copy bandwidth of the backend (its own buffer copy), so each op shows its fraction of that ceiling."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from backends import availability, get_backend
+from backends.base import make_node
+from cases.harness import Case, Input, Layout, host_buffers
+from cases.upstream import _block_params
+from reference.ops import REGISTRY, get_op
+from reference.tensor import DType
+
+ROWS, COLS = 1024, 4096  # 4 Mi f32 elements = 16 MiB per operand
+BIG = (COLS, ROWS)
+
+# One large case per op. Memory-bound ops move >= 16 MiB per operand; SOLVE_TRI is KDA's shape (64x64 per chunk,
+# 32 heads x 64 chunks), SSM_CONV a 4096-channel conv over 1024 tokens.
+PERF_CASES = {
+    **{op: Case.of(op, Input(BIG)) for op in ("CUMSUM", "SOFTPLUS", "SIGMOID", "SILU", "EXP", "NEG")},
+    **{op: Case.of(op, Input(BIG), Input(BIG)) for op in ("ADD", "SUB", "MUL", "DIV")},
+    "SCALE": Case.of("SCALE", Input(BIG), s=0.5, b=1.0),
+    "FILL": Case.of("FILL", Input(BIG), c=1.5),
+    "TRI": Case.of("TRI", Input((1024, 1024, 4)), type="LOWER_DIAG"),
+    "DIAG": Case.of("DIAG", Input((2048, 1, 1))),
+    "L2_NORM": Case.of("L2_NORM", Input(BIG), eps=1e-6),
+    "RMS_NORM": Case.of("RMS_NORM", Input(BIG), eps=1e-5),
+    "ACC": Case.of("ACC", Input(BIG), Input((COLS // 2, ROWS)), **_block_params(BIG, offset=4 * COLS // 4)),
+    "SET": Case.of("SET", Input(BIG), Input((COLS // 2, ROWS)), **_block_params(BIG, offset=4 * COLS // 4)),
+    "CPY": Case.of("CPY", Input(BIG), dtype="f16"),
+    "CONT": Case.of("CONT", Input(BIG, layout=Layout(permute=(1, 0, 2, 3)))),
+    "SOLVE_TRI": Case.of("SOLVE_TRI", Input((64, 64, 32, 64)), Input((64, 64, 32, 64))),
+    "SSM_CONV": Case.of("SSM_CONV", Input((1024 + 3, 4096, 1)), Input((4, 4096))),
+}
+assert set(PERF_CASES) == set(REGISTRY), "every op needs a perf case"
+COPY_BYTES = 64 << 20
+
+
+def _time(run, sync, budget_s: float, min_runs: int = 3, max_runs: int = 1000) -> tuple[float, int]:
+    """Seconds per run: one warm-up, then enough runs for ~budget_s, timed with one sync at the end."""
+    run()
+    sync()
+    t0 = time.perf_counter()
+    run()
+    sync()
+    once = max(time.perf_counter() - t0, 1e-6)
+    n = int(min(max_runs, max(min_runs, budget_s / once)))
+    t0 = time.perf_counter()
+    for _ in range(n):
+        run()
+    sync()
+    return (time.perf_counter() - t0) / n, n
+
+
+def copy_bandwidth(backend, budget_s: float) -> dict:
+    src, dst = backend.alloc(COPY_BYTES), backend.alloc(COPY_BYTES)
+    try:
+        secs, n = _time(backend.copy_launch(src, dst), backend.synchronize, budget_s)
+    finally:
+        backend.free(src)
+        backend.free(dst)
+    return {"bytes": 2 * COPY_BYTES, "us_per_run": secs * 1e6, "runs": n, "gb_s": 2 * COPY_BYTES / secs / 1e9}
+
+
+def bench_op(backend, case: Case, budget_s: float) -> dict:
+    srcs, dst, op, params = host_buffers(case)
+    bufs = [backend.upload(s.raw) for s in srcs]
+    src_t = [s.tensor.with_buffer(b) for s, b in zip(srcs, bufs)]
+    dst_buf = backend.upload(dst.raw) if dst is not None else None
+    dst_t = dst.tensor.with_buffer(dst_buf) if dst is not None else None
+    try:
+        node = make_node(case.op, src_t, params, dst=dst_t, variant=case.variant)
+        reason = backend.supports(node)
+        if reason:
+            return {"supported": False, "reason": reason}
+        secs, n = _time(backend.prepare(node), backend.synchronize, budget_s)
+    finally:
+        for b in bufs + ([dst_buf] if dst_buf else []):
+            backend.free(b)
+    nbytes = op.bytes(node.srcs, node.dst, node.params)
+    flops = op.flops(node.srcs, node.dst, node.params)
+    return {"supported": True, "us_per_run": secs * 1e6, "runs": n, "bytes": nbytes, "flops": flops,
+            "gb_s": nbytes / secs / 1e9, "gflops": flops / secs / 1e9}
+
+
+def run(ops: list[str], backends: list[str], budget_s: float = 0.5) -> list[dict]:
+    """Benchmark `ops` on `backends`; returns history records (kind 'ops'), copy bandwidth first per backend."""
+    records = []
+    for name in backends:
+        reason = availability(name)
+        if reason:
+            print(f"{name}: skipped ({reason})")
+            continue
+        backend = get_backend(name)
+        info = backend.device_info()
+        base = {"backend": name, **info}
+        copy = copy_bandwidth(backend, budget_s)
+        records.append({"kind": "copy", **base, **copy})
+        print(f"{name}: copy {copy['gb_s']:.2f} GB/s on {info.get('device')}", flush=True)
+        for op in ops:
+            case = PERF_CASES[op]
+            fig = bench_op(backend, case, budget_s)
+            rec = {"kind": "ops", **base, "op": op, "case": case.label(), "copy_gb_s": copy["gb_s"], **fig}
+            if fig["supported"]:
+                rec["frac_copy"] = fig["gb_s"] / copy["gb_s"]
+                print(f"{name}: {op:10s} {fig['us_per_run']:12.1f} us/run {fig['gb_s']:8.2f} GB/s "
+                      f"({100 * rec['frac_copy']:5.1f}% of copy) {fig['gflops']:8.2f} GFLOPS", flush=True)
+            else:
+                print(f"{name}: {op:10s} unsupported: {fig['reason']}", flush=True)
+            records.append(rec)
+    return records
+
+
+def support_matrix(backends: list[str]) -> dict[str, dict[str, str]]:
+    """op -> backend -> 'yes' | 'no: reason' | 'n/a: runtime missing', judged on each op's pinned and perf cases."""
+    from cases.upstream import pinned
+
+    matrix = {}
+    for op in sorted(REGISTRY):
+        row = {}
+        for name in backends:
+            reason = availability(name)
+            if reason:
+                row[name] = "n/a: runtime missing"
+                continue
+            backend = get_backend(name)
+            refusals = set()
+            for case in pinned(op) + [PERF_CASES[op]]:
+                srcs, dst, _, params = host_buffers(case)
+                node = make_node(case.op, [s.tensor for s in srcs], params,
+                                 dst=None if dst is None else dst.tensor)
+                why = backend.supports(node)
+                if why:
+                    refusals.add(why)
+            row[name] = "yes" if not refusals else "no: " + "; ".join(sorted(refusals))
+        matrix[op] = row
+    return matrix
