@@ -33,3 +33,35 @@ def device_backend(name: str):
             pytest.fail(f"{name} is required (KBO_REQUIRE) but {reason}")
         pytest.skip(reason)
     return get_backend(name)
+
+
+# ---- conformance counts into the result history (python -m pytest --record-history) --------------------------------
+def pytest_addoption(parser):
+    parser.addoption("--record-history", action="store_true",
+                     help="append pass/fail/skip counts per backend and op to reports/history.jsonl")
+
+
+_counts: dict = {}
+
+
+def pytest_runtest_logreport(report):
+    """Counts conformance outcomes by (backend, op) from ids like test_upstream[vulkan-ACC(...)]."""
+    if "test_ops.py::" not in report.nodeid or "[" not in report.nodeid:
+        return
+    if report.when != "call" and not (report.when == "setup" and report.outcome != "passed"):
+        return
+    param = report.nodeid.split("[", 1)[1]
+    backend, rest = param.split("-", 1)
+    op = rest.split("(", 1)[0].rstrip("]")
+    entry = _counts.setdefault((backend, op), {"passed": 0, "failed": 0, "skipped": 0})
+    entry[report.outcome] += 1
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not session.config.getoption("--record-history") or hasattr(session.config, "workerinput"):
+        return
+    from reports import history
+
+    profile = session.config.getoption("hypothesis_profile", None) or os.environ.get("HYPOTHESIS_PROFILE", "ci")
+    history.append([{"kind": "conformance", "backend": b, "op": op, "profile": profile, **c}
+                    for (b, op), c in sorted(_counts.items())])

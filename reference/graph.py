@@ -1,0 +1,171 @@
+"""Graphs of ggml-style ops, built once by model code and run by any backend.
+
+A graph is a list of named nodes in execution order over symbolic tensors. A tensor lives in a Storage (an input,
+or the allocation of the node that produced it); views, permutes and reshapes are new descriptors over the same
+storage, never nodes. The planner frees each intermediate storage after its last consumer: the peak of live
+intermediate bytes is the compute buffer (the figure llama.cpp prints). Node names follow llama.cpp's callback
+names where there is one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .ops import get_op
+from .tensor import Buffer, DType, Tensor, contiguous_strides, host_view
+
+
+@dataclass(eq=False)
+class Storage:
+    name: str
+    nbytes: int
+    is_input: bool = False
+    producer: int | None = None  # index of the node that allocates it
+
+
+@dataclass(frozen=True, eq=False)
+class GTensor:
+    """A symbolic tensor: a descriptor (offset relative to its storage) plus the storage it lives in."""
+
+    desc: Tensor
+    storage: Storage
+
+    @property
+    def ne(self):
+        return self.desc.ne
+
+    @property
+    def dtype(self):
+        return self.desc.dtype
+
+    def bound(self, buffer: Buffer) -> Tensor:
+        return self.desc.with_buffer(buffer)
+
+
+@dataclass(eq=False)
+class GNode:
+    name: str
+    op: str
+    srcs: list[GTensor]
+    dst: GTensor
+    params: dict
+
+
+@dataclass
+class Graph:
+    nodes: list[GNode] = field(default_factory=list)
+    inputs: dict[str, GTensor] = field(default_factory=dict)
+    outputs: dict[str, GTensor] = field(default_factory=dict)
+
+    # ---- building -------------------------------------------------------------------------------------------------
+    def input(self, name: str, ne, dtype: DType = DType.F32) -> GTensor:
+        if name in self.inputs:
+            raise ValueError(f"input {name!r} defined twice")
+        t = Tensor.new(dtype, ne)
+        g = GTensor(t, Storage(name, t.nbytes(), is_input=True))
+        self.inputs[name] = g
+        return g
+
+    def op(self, op_name: str, *srcs: GTensor, name: str = "", **params) -> GTensor:
+        spec = get_op(op_name)
+        full = spec.validate([s.desc for s in srcs], params)
+        name = name or f"{spec.name.lower()}-{len(self.nodes)}"
+        if spec.inplace_param and full.get(spec.inplace_param):
+            dst = GTensor(srcs[0].desc, srcs[0].storage)
+        else:
+            out = spec.output([s.desc for s in srcs], full)
+            dst = GTensor(out, Storage(name, out.nbytes(), producer=len(self.nodes)))
+        self.nodes.append(GNode(name, spec.name, list(srcs), dst, full))
+        return dst
+
+    def output(self, name: str, t: GTensor) -> GTensor:
+        self.outputs[name] = t
+        return t
+
+    # ---- views (no nodes) -------------------------------------------------------------------------------------------
+    @staticmethod
+    def view(t: GTensor, ne, nb=None, offset: int = 0) -> GTensor:
+        return GTensor(t.desc.view(ne, nb, offset), t.storage)
+
+    @staticmethod
+    def permute(t: GTensor, *axes: int) -> GTensor:
+        return GTensor(t.desc.permute(*axes), t.storage)
+
+    @staticmethod
+    def transpose(t: GTensor) -> GTensor:
+        return GTensor(t.desc.transpose(), t.storage)
+
+    @staticmethod
+    def reshape(t: GTensor, ne) -> GTensor:
+        if not t.desc.is_contiguous():
+            raise ValueError(f"reshape needs a contiguous tensor, got {t.desc.describe()} (insert a CONT)")
+        if int(np.prod(ne)) != t.desc.nelements:
+            raise ValueError(f"reshape {list(t.ne)} -> {list(ne)} changes the element count")
+        return GTensor(Tensor(t.dtype, tuple(ne) + (1,) * (4 - len(ne)), contiguous_strides(t.dtype, ne),
+                              t.desc.offset), t.storage)
+
+    # ---- planning ---------------------------------------------------------------------------------------------------
+    def last_uses(self) -> dict[Storage, int]:
+        """Index of the last node reading each intermediate storage (graph outputs live to the end)."""
+        last: dict[Storage, int] = {}
+        for i, node in enumerate(self.nodes):
+            for s in node.srcs + [node.dst]:
+                last[s.storage] = i
+        for t in self.outputs.values():
+            last[t.storage] = len(self.nodes)
+        return last
+
+    def plan(self) -> dict:
+        """Planned compute buffer: the peak of live intermediate bytes when each is freed after its last use."""
+        last = self.last_uses()
+        live, peak, at = 0, 0, None
+        for i, node in enumerate(self.nodes):
+            if node.dst.storage.producer == i:
+                live += node.dst.storage.nbytes
+            if live > peak:
+                peak, at = live, node.name
+            live -= sum(s.nbytes for s, end in last.items() if end == i and not s.is_input and s.producer is not None)
+        return {"compute_bytes": peak, "peak_at": at, "nodes": len(self.nodes),
+                "input_bytes": sum(t.storage.nbytes for t in self.inputs.values())}
+
+
+def run_graph(backend, graph: Graph, values: dict[str, np.ndarray], keep: str = "outputs") -> dict[str, np.ndarray]:
+    """Run `graph` on `backend` with input arrays (NumPy shape = reversed ne). Returns the outputs as float64 arrays,
+    and with keep='nodes' every node's result too (read back before its storage is freed)."""
+    missing = set(graph.inputs) - set(values)
+    if missing:
+        raise ValueError(f"graph inputs without values: {sorted(missing)}")
+    buffers: dict[Storage, Buffer] = {}
+    for name, t in graph.inputs.items():
+        arr = np.asarray(values[name], dtype=t.dtype.np)
+        if arr.shape != t.desc.shape:
+            raise ValueError(f"input {name!r} needs numpy shape {t.desc.shape}, got {arr.shape}")
+        buffers[t.storage] = backend.upload(np.ascontiguousarray(arr).view(np.uint8).reshape(-1))
+    last = graph.last_uses()
+    results: dict[str, np.ndarray] = {}
+    from backends.base import Node
+
+    def fetch(t: GTensor) -> np.ndarray:
+        raw = backend.read(buffers[t.storage])
+        return host_view(raw, t.desc).astype(np.float64)
+
+    try:
+        for i, node in enumerate(graph.nodes):
+            st = node.dst.storage
+            if st.producer == i:
+                buffers[st] = backend.alloc(st.nbytes)
+            bound = Node(get_op(node.op), [s.bound(buffers[s.storage]) for s in node.srcs],
+                         node.dst.bound(buffers[st]), node.params, name=node.name)
+            backend.compute(bound)
+            if keep == "nodes":
+                results[node.name] = fetch(node.dst)
+            for s, end in last.items():
+                if end == i and not s.is_input and s in buffers:
+                    backend.free(buffers.pop(s))
+        for name, t in graph.outputs.items():
+            results[name] = fetch(t)
+    finally:
+        for buf in buffers.values():
+            backend.free(buf)
+    return results
