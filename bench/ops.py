@@ -9,7 +9,7 @@ import numpy as np
 from backends import availability, get_backend
 from backends.base import make_node
 from cases.harness import Case, Input, Layout, host_buffers
-from cases.upstream import _block_params
+from cases.upstream import _block_params, gdn_inputs
 from reference.ops import REGISTRY, get_op
 from reference.tensor import DType
 
@@ -33,6 +33,10 @@ PERF_CASES = {
     "CONT": Case.of("CONT", Input(BIG, layout=Layout(permute=(1, 0, 2, 3)))),
     "SOLVE_TRI": Case.of("SOLVE_TRI", Input((64, 64, 32, 64)), Input((64, 64, 32, 64))),
     "SSM_CONV": Case.of("SSM_CONV", Input((1024 + 3, 4096, 1)), Input((4, 4096))),
+    "MUL_MAT": Case.of("MUL_MAT", Input((1024, 1024)), Input((1024, 512))),
+    "REPEAT": Case.of("REPEAT", Input((COLS, ROWS // 4)), ne=(COLS, ROWS, 1, 1)),
+    "PAD": Case.of("PAD", Input((COLS, ROWS - 1)), pad=(0, 1, 0, 0)),
+    "GATED_DELTA_NET": Case.of("GATED_DELTA_NET", *gdn_inputs(128, 32, 512, 1, kda=True)),
 }
 assert set(PERF_CASES) == set(REGISTRY), "every op needs a perf case"
 COPY_BYTES = 64 << 20

@@ -244,3 +244,59 @@ def compare(got: np.ndarray, ref: np.ndarray, bound: float) -> tuple[float, list
         problems.append(f"NMSE {nmse:.3g} > bound {bound:g}; worst element at numpy index "
                         f"{tuple(int(i) for i in idx)}: got {got[idx]!r}, expected {ref[idx]!r}")
     return nmse, problems
+
+
+# ---- graphs, node by node ----------------------------------------------------------------------------------------
+class _Tracer(NumpyBackend):
+    """The reference backend, keeping each node's buffers before and after it runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.trace = []
+
+    def prepare(self, node: Node):
+        run = super().prepare(node)
+
+        def traced():
+            before = {id(t.buffer): t.buffer.handle.copy() for t in node.tensors}
+            run()
+            self.trace.append((node, before, node.dst.buffer.handle.copy()))
+        return traced
+
+
+def check_graph_nodes(backend: Backend, graph, values: dict) -> list[str]:
+    """Run every node of `graph` on `backend` from the reference's own inputs to that node (as test-backend-ops
+    compares graphs), and return one line per failing node: name, op, shapes and what went wrong."""
+    from reference.graph import run_graph
+
+    tracer = _Tracer()
+    run_graph(tracer, graph, values)
+    failures = []
+    for node, before, ref_after in tracer.trace:
+        uploads = dict(before)
+        dst_key = id(node.dst.buffer)
+        if all(id(s.buffer) != dst_key for s in node.srcs):  # a fresh output: poison it so unwritten elements show
+            uploads[dst_key] = np.where(footprint(node.dst, before[dst_key].nbytes), np.uint8(POISON), before[dst_key])
+        device = {key: backend.upload(raw) for key, raw in uploads.items()}
+        try:
+            bind = lambda t: t.with_buffer(device[id(t.buffer)])
+            dev_node = Node(node.op, [bind(s) for s in node.srcs], bind(node.dst), node.params, name=node.name)
+            reason = backend.supports(dev_node)
+            if reason:
+                failures.append(f"{node.name} ({dev_node.label()}): unsupported: {reason}")
+                continue
+            backend.compute(dev_node)
+            got_raw = backend.read(device[dst_key])[:ref_after.nbytes]
+        finally:
+            for buf in device.values():
+                backend.free(buf)
+        problems = []
+        outside = ~footprint(node.dst, ref_after.nbytes)
+        if (got_raw[outside] != before[dst_key][outside]).any():
+            problems.append("bytes outside the output changed")
+        _, value_problems = compare(host_view(got_raw, node.dst).astype(np.float64),
+                                    host_view(ref_after, node.dst).astype(np.float64), node.op.nmse)
+        problems += value_problems
+        if problems:
+            failures.append(f"{node.name} ({dev_node.label()}): " + "; ".join(problems))
+    return failures

@@ -126,11 +126,49 @@ def cpy(draw):
                    dtype=draw(st.sampled_from(["f32", "f16"])), ne=dst_ne)
 
 
+@st.composite
+def mul_mat(draw):
+    k = draw(st.sampled_from([1, 2, 16, 31, 64, 65, 128, 257]))
+    n, m = draw(st.sampled_from([1, 2, 5, 16, 33, 64])), draw(st.sampled_from([1, 2, 7, 16, 33]))
+    a2, a3 = draw(st.sampled_from([1, 2])), draw(st.sampled_from([1, 2]))
+    b2, b3 = a2 * draw(st.sampled_from([1, 3])), a3 * draw(st.sampled_from([1, 2]))
+    a, b = (k, n, a2, a3), (k, m, b2, b3)
+    return Case.of("MUL_MAT", Input(a, draw(st.sampled_from([F32, F16])), draw(layouts(a))),
+                   Input(b, F32, draw(layouts(b))), seed=draw(seeds()))
+
+
+@st.composite
+def repeat(draw):
+    a = draw(shapes(max_elements=1 << 12))
+    reps = [draw(st.sampled_from([1, 2, 3])) for _ in range(4)]
+    return Case.of("REPEAT", Input(a, layout=draw(layouts(a))), ne=tuple(n * r for n, r in zip(a, reps)),
+                   seed=draw(seeds()))
+
+
+@st.composite
+def pad(draw):
+    a = draw(shapes(max_elements=1 << 14))
+    return Case.of("PAD", Input(a, layout=draw(layouts(a))), pad=tuple(draw(st.sampled_from([0, 1, 3, 17]))
+                                                                        for _ in range(4)), seed=draw(seeds()))
+
+
+@st.composite
+def gated_delta_net(draw):
+    from .upstream import gdn_inputs
+
+    S, H = draw(st.sampled_from([1, 2, 16, 32, 64])), draw(st.sampled_from([1, 2, 4]))
+    h_k = draw(st.sampled_from(sorted({1, H // 2 or 1, H})))
+    return Case.of("GATED_DELTA_NET", *gdn_inputs(S, H, draw(st.sampled_from([1, 2, 33, 65])),
+                                                 draw(st.sampled_from([1, 2])), draw(st.booleans()), h_k,
+                                                 draw(st.booleans())), seed=draw(seeds()))
+
+
 def _finite_float(lo, hi):
     return st.floats(lo, hi, allow_nan=False, width=32)
 
 
 STRATEGIES = {
+    "MUL_MAT": mul_mat, "REPEAT": repeat, "PAD": pad, "GATED_DELTA_NET": gated_delta_net,
     "ACC": lambda: block("ACC"),
     "SET": lambda: block("SET"),
     "CUMSUM": lambda: elementwise("CUMSUM", row_sizes=ROW_SIZES + [8191, 20481]),

@@ -148,7 +148,46 @@ def cont_cases():
             for dtype in (F32, F16) for perm in ((1, 0, 2, 3), (0, 2, 1, 3), (2, 0, 1, 3))]
 
 
+def mul_mat_cases():
+    t = Layout(permute=(1, 0, 2, 3))
+    return [Case.of("MUL_MAT", Input((256, 64)), Input((256, 17))),
+            Case.of("MUL_MAT", Input((256, 64)), Input((256, 1))),
+            Case.of("MUL_MAT", Input((128, 33, 1, 1)), Input((128, 5, 4, 2))),
+            Case.of("MUL_MAT", Input((64, 16, 2, 1)), Input((64, 16, 4, 3))),
+            Case.of("MUL_MAT", Input((64, 48), layout=t), Input((64, 32), layout=t)),
+            Case.of("MUL_MAT", Input((256, 64), F16), Input((256, 17)))]
+
+
+def repeat_cases():
+    return [Case.of("REPEAT", Input(ne), ne=(10, 6, 4, 3)) for ne in ((10, 1, 4, 1), (1, 1, 1, 1), (5, 3, 2, 3))] \
+        + [Case.of("REPEAT", Input((5, 3, 2), layout=Layout(permute=(1, 0, 2, 3))), ne=(10, 6, 4, 2))]
+
+
+def pad_cases():
+    return [Case.of("PAD", Input((10, 5, 4, 3)), pad=(2, 0, 3, 1)),
+            Case.of("PAD", Input((64, 33, 2), layout=Layout(permute=(0, 2, 1, 3))), pad=(0, 0, 31, 0))]
+
+
+def gdn_inputs(S, H, T, n, kda=True, h_k=None, permuted=False):
+    """q, k [S,H_k,T,n], v [S,H,T,n], g [1|S,H,T,n], beta [1,H,T,n], state [S,S,H,n]; permuted = q/k/v stored
+    token-major ([S,T,H,n]) and viewed head-major, as llama.cpp's reshapes leave them."""
+    h_k = h_k or H
+    lay = Layout(permute=(0, 2, 1, 3)) if permuted else Layout()
+    return (Input((S, h_k, T, n), layout=lay), Input((S, h_k, T, n), layout=lay), Input((S, H, T, n), layout=lay),
+            Input((S if kda else 1, H, T, n)), Input((1, H, T, n)), Input((S, S, H, n)))
+
+
+def gated_delta_net_cases():
+    cases = [Case.of("GATED_DELTA_NET", *gdn_inputs(S, H, T, n, kda))
+             for kda in (False, True) for H, S, T, n in ((32, 128, 1, 1), (16, 64, 1, 2), (4, 64, 4, 2))]
+    cases += [Case.of("GATED_DELTA_NET", *gdn_inputs(64, 4, 4, 2, kda, h_k=2)) for kda in (False, True)]
+    cases += [Case.of("GATED_DELTA_NET", *gdn_inputs(64, 4, 33, 1, kda, permuted=True)) for kda in (False, True)]
+    cases += [Case.of("GATED_DELTA_NET", *gdn_inputs(32, 4, T, 1, True)) for T in (33, 64, 65, 100, 127, 200, 256)]
+    return cases
+
+
 PINNED = {
+    "MUL_MAT": mul_mat_cases, "REPEAT": repeat_cases, "PAD": pad_cases, "GATED_DELTA_NET": gated_delta_net_cases,
     "ACC": acc_cases, "SET": set_cases, "CUMSUM": cumsum_cases, "TRI": tri_cases, "FILL": fill_cases,
     "DIAG": diag_cases, "SOLVE_TRI": solve_tri_cases, "SSM_CONV": ssm_conv_cases, "L2_NORM": l2_norm_cases,
     "RMS_NORM": rms_norm_cases, "SCALE": scale_cases, "CPY": cpy_cases, "CONT": cont_cases,

@@ -56,15 +56,22 @@ class GNode:
 class Graph:
     nodes: list[GNode] = field(default_factory=list)
     inputs: dict[str, GTensor] = field(default_factory=dict)
+    scratch: dict[str, GTensor] = field(default_factory=dict)
     outputs: dict[str, GTensor] = field(default_factory=dict)
 
     # ---- building -------------------------------------------------------------------------------------------------
     def input(self, name: str, ne, dtype: DType = DType.F32) -> GTensor:
-        if name in self.inputs:
+        if name in self.inputs or name in self.scratch:
             raise ValueError(f"input {name!r} defined twice")
         t = Tensor.new(dtype, ne)
         g = GTensor(t, Storage(name, t.nbytes(), is_input=True))
         self.inputs[name] = g
+        return g
+
+    def new_tensor(self, name: str, ne, dtype: DType = DType.F32) -> GTensor:
+        """A tensor whose values do not matter (ggml_new_tensor before FILL): only its shape is used."""
+        g = self.input(name, ne, dtype)
+        self.scratch[name] = self.inputs.pop(name)
         return g
 
     def op(self, op_name: str, *srcs: GTensor, name: str = "", **params) -> GTensor:
@@ -142,6 +149,8 @@ def run_graph(backend, graph: Graph, values: dict[str, np.ndarray], keep: str = 
         if arr.shape != t.desc.shape:
             raise ValueError(f"input {name!r} needs numpy shape {t.desc.shape}, got {arr.shape}")
         buffers[t.storage] = backend.upload(np.ascontiguousarray(arr).view(np.uint8).reshape(-1))
+    for t in graph.scratch.values():
+        buffers[t.storage] = backend.upload(np.zeros(t.storage.nbytes, dtype=np.uint8))
     last = graph.last_uses()
     results: dict[str, np.ndarray] = {}
     from backends.base import Node

@@ -360,3 +360,109 @@ register(OpSpec("CPY", 1, _cpy_ref, _cpy_out, {"dtype": "f32", "ne": None}, _che
 register(OpSpec("CONT", 1, lambda xs, p: xs[0], same_shape, src_dtypes=((F32, F16),),
                 kernel_params=lambda s, p: [s[0].dtype.code, s[0].dtype.code], flops=lambda s, d, p: 0,
                 summary="a contiguous copy of a view"))
+
+
+# ---- matrix product, repeat, pad (the chunked delta net's building blocks) -------------------------------------------
+def _check_mul_mat(srcs, p):
+    a, b = srcs
+    if a.ne[0] != b.ne[0] or b.ne[2] % a.ne[2] or b.ne[3] % a.ne[3]:
+        raise ValueError(f"MUL_MAT contracts ne0 and broadcasts a over b's ne2/ne3: got a {a.describe()}, "
+                         f"b {b.describe()}")
+
+
+def _mul_mat_ref(xs, p):
+    a, b = xs  # numpy (a3, a2, N, K), (b3, b2, M, K)
+    a = np.repeat(np.repeat(a, b.shape[0] // a.shape[0], axis=0), b.shape[1] // a.shape[1], axis=1)
+    return np.einsum("xynk,xymk->xymn", a, b)
+
+
+register(OpSpec("MUL_MAT", 2, _mul_mat_ref, lambda s, p: (F32, (s[0].ne[1], s[1].ne[1], s[1].ne[2], s[1].ne[3])),
+                check=_check_mul_mat, src_dtypes=((F32, F16), (F32,)), nmse=5e-4,
+                flops=lambda s, d, p: 2 * s[0].ne[0] * d.nelements,
+                summary="r[n,m] = sum_k a[k,n] b[k,m]; a's ne2/ne3 broadcast over b's (a index = b index / ratio)"))
+
+
+def _check_repeat_to(srcs, p):
+    ne = tuple(p["ne"] or ())
+    if len(ne) != 4 or any(n % m for n, m in zip(ne, srcs[0].ne)):
+        raise ValueError(f"REPEAT needs a 4-entry ne that is a multiple of {list(srcs[0].ne)}, got {p['ne']}")
+
+
+register(OpSpec("REPEAT", 1, lambda xs, p: np.tile(xs[0], [n // m for n, m in zip(reversed(p["ne"]), xs[0].shape)]),
+                lambda s, p: (s[0].dtype, tuple(p["ne"])), {"ne": None}, _check_repeat_to,
+                flops=lambda s, d, p: 0, summary="tile a up to ne (each ne a multiple of a's)"))
+
+
+def _check_pad(srcs, p):
+    if any(v < 0 for v in p["pad"]) or len(p["pad"]) != 4:
+        raise ValueError(f"PAD takes 4 non-negative pads, got {p['pad']}")
+
+
+register(OpSpec("PAD", 1, lambda xs, p: np.pad(xs[0], [(0, v) for v in reversed(p["pad"])]),
+                lambda s, p: (s[0].dtype, tuple(n + v for n, v in zip(s[0].ne, p["pad"]))), {"pad": (0, 0, 0, 0)},
+                _check_pad, lambda s, p: list(p["pad"]), flops=lambda s, d, p: 0,
+                summary="zero-pad at the end of each dim"))
+
+
+# ---- the gated delta net (fused recurrence) ------------------------------------------------------------------------
+def _check_gdn(srcs, p):
+    q, k, v, g, beta, state = srcs
+    S, H, T, n = v.ne
+    problems = []
+    if q.ne != k.ne or q.ne[0] != S or q.ne[2:] != (T, n) or H % q.ne[1]:
+        problems.append(f"q, k must be [S,H_k,T,n] with H % H_k == 0 (q {list(q.ne)}, k {list(k.ne)}, v {list(v.ne)})")
+    if g.ne not in ((1, H, T, n), (S, H, T, n)):
+        problems.append(f"g must be [1,H,T,n] (GDA) or [S,H,T,n] (KDA), got {list(g.ne)}")
+    if beta.ne != (1, H, T, n):
+        problems.append(f"beta must be [1,H,T,n], got {list(beta.ne)}")
+    if state.ne != (S, S, H, n):
+        problems.append(f"state must be [S,S,H,n], got {list(state.ne)}")
+    if problems:
+        raise ValueError("GATED_DELTA_NET: " + "; ".join(problems))
+
+
+def gdn_recurrence(q, k, v, g, beta, state):
+    """The fused recurrence on NumPy arrays in ggml layout, numpy shapes q,k (n,T,H_k,S), v (n,T,H,S),
+    g (n,T,H,1|S), beta (n,T,H,1), state (n,H,S[value j],S[key i]). Returns o (n,T,H,S) and the final state.
+
+    Per token (spec 3.2): decay S by exp(g) along the key dim; delta = (v - S^T k) * beta; S += k delta^T;
+    o = S^T q / sqrt(S)."""
+    n_seqs, T, H, S = v.shape
+    h_k = q.shape[2]
+    st = np.array(state, dtype=np.float64).swapaxes(-1, -2)  # (n, H, key, value)
+    o = np.zeros(v.shape, dtype=np.float64)
+    scale = 1.0 / np.sqrt(S)
+    for s in range(n_seqs):
+        for h in range(H):
+            M = st[s, h]
+            for t in range(T):
+                kt, qt = k[s, t, h % h_k], q[s, t, h % h_k]
+                M *= np.exp(g[s, t, h])[:, None]
+                delta = (v[s, t, h] - M.T @ kt) * beta[s, t, h, 0]
+                M += np.outer(kt, delta)
+                o[s, t, h] = M.T @ qt * scale
+    return o, st.swapaxes(-1, -2)
+
+
+def _gdn_ref(xs, p):
+    q, k, v, g, beta, state = (x[...] for x in xs)
+    o, st = gdn_recurrence(q, k, v, g, beta, state)
+    n, T, H, S = v.shape
+    return np.concatenate([o.reshape(n * T, H * S), st.reshape(n * S, H * S)], axis=0)
+
+
+def _gdn_domain(rng, shape, i, p):
+    """Kimi-realistic inputs (upstream-cases.md 2): q, k L2-normalised per head, g in [-20, -1e-4] (log gates),
+    beta in [0, 1], v in [-0.3, 5], state in [-1, 1]."""
+    if i in (0, 1):
+        x = rng.normal(size=shape)
+        return x / np.linalg.norm(x, axis=-1, keepdims=True)
+    return {2: lambda: rng.uniform(-0.3, 5, shape), 3: lambda: rng.uniform(-20, -1e-4, shape),
+            4: lambda: rng.uniform(0, 1, shape), 5: lambda: rng.uniform(-1, 1, shape)}[i]()
+
+
+register(OpSpec("GATED_DELTA_NET", 6, _gdn_ref,
+                lambda s, p: (F32, (s[2].ne[0] * s[2].ne[1], s[2].ne[2] * s[2].ne[3] + s[2].ne[0] * s[2].ne[3])),
+                check=_check_gdn, domain=_gdn_domain,
+                flops=lambda s, d, p: 6 * s[2].ne[0] * s[2].ne[0] * s[2].ne[1] * s[2].ne[2] * s[2].ne[3],
+                summary="gated delta rule over T tokens: output [S*H, T*n] then the final states [S*H, S*n]"))
