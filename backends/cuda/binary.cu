@@ -22,7 +22,14 @@ __device__ void binary(float* d, const float* a, const float* b, const int* p) {
     const View vb = view_of(p, 2);
     const int n = nelements(vd);
     const F f;
+    // The common case, all contiguous and no repeat, needs no index arithmetic.
+    const bool plain = is_contiguous(vd) && is_contiguous(va) && is_contiguous(vb) && vb.ne[0] == vd.ne[0] &&
+                       vb.ne[1] == vd.ne[1] && vb.ne[2] == vd.ne[2] && vb.ne[3] == vd.ne[3];
     for (long long flat = first_thread(); flat < n; flat += thread_stride()) {
+        if (plain) {
+            d[vd.off + flat] = f(a[va.off + flat], b[vb.off + flat]);
+            continue;
+        }
         int i[4];
         unflatten(vd, (int)flat, i);
         const float x = a[at(va, i[0], i[1], i[2], i[3])];

@@ -1,5 +1,5 @@
 // Shared by every kernel file: the parameter block layout (backends/base.py) and view indexing.
-// The runtime inlines this file into each .cu source before compiling (see backends/cuda/source.py), so the
+// The runtime inlines this file into each .cu source before compiling (see backends/cuda/build.py), so the
 // sources need no include path and no CUDA toolkit headers.
 #pragma once
 
@@ -74,7 +74,8 @@ __device__ __forceinline__ long long first_thread() { return (long long)blockIdx
 __device__ __forceinline__ long long thread_stride() { return (long long)gridDim.x * blockDim.x; }
 
 // f16 is stored as its 16-bit pattern; conversions are the PTX instructions behind __half2float/__float2half_rn
-// (cuda_fp16.h is not shipped with NVRTC's pip wheel). cvt.rn rounds to nearest even.
+// (cuda_fp16.h is not shipped with NVRTC's pip wheel). cvt.rn rounds to nearest even. host_emulation.h has its own.
+#ifndef HOST_EMULATION
 __device__ __forceinline__ float half_to_float(unsigned short h) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
@@ -86,6 +87,7 @@ __device__ __forceinline__ unsigned short float_to_half(float f) {
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
 }
+#endif
 
 // Exclusive prefix sum over the block of one float per thread (blockDim.x a multiple of 32, at most 1024).
 // `warp_sums` is shared scratch of 32 floats; the caller must __syncthreads() before reusing it.

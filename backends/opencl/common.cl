@@ -1,20 +1,28 @@
-// Prepended to every kernel file. The parameter block of backends/base.py: per tensor (0 dst, 1 src0, 2 src1)
-// offset, ne0..ne3, nb0..nb3 in ELEMENTS, then the op's own words at 36. Kernels copy what they need into private
-// variables first: on a CPU driver __constant is ordinary memory the compiler cannot prove unaliased.
+// Prepended to every kernel file. P is the parameter block of backends/base.py, passed BY VALUE: per tensor
+// (0 dst, 1 src0, 2 src1) offset, ne0..ne3, nb0..nb3 in ELEMENTS, then the op's own words at 36. By value, the
+// compiler knows no store can change it, so it hoists it out of loops (from a __constant buffer PoCL reloads it
+// after every store and gives up vectorising).
+typedef struct { int w[48]; } Params;
 #define T_DST 0
 #define T_A 1
 #define T_B 2
-#define OFF(t) P[9 * (t)]
-#define NE(t, k) P[9 * (t) + 1 + (k)]
-#define NB(t, k) P[9 * (t) + 5 + (k)]
-#define WORD(k) P[36 + (k)]
-#define WORD_F(k) as_float(P[36 + (k)])
+#define OFF(t) P.w[9 * (t)]
+#define NE(t, k) P.w[9 * (t) + 1 + (k)]
+#define NB(t, k) P.w[9 * (t) + 5 + (k)]
+#define WORD(k) P.w[36 + (k)]
+#define WORD_F(k) as_float(P.w[36 + (k)])
 
-// Element-wise grid: (tiles along ne0, ne1, ne2*ne3). Each work item handles EPT elements of one row, spaced by
-// the work-group size so that neighbouring work items touch neighbouring elements (PoCL vectorises across them).
-#define EPT 4
-
-// Start of the row (i1, i2, i3) of tensor t for the element-wise grid; i2/i3 come from grid dim 2 split by dst ne2.
-#define ROW_START(t) (OFF(t) + (int)get_global_id(1) * NB(t, 1) \
-                      + ((int)get_global_id(2) % NE(T_DST, 2)) * NB(t, 2) + ((int)get_global_id(2) / NE(T_DST, 2)) * NB(t, 3))
-#define FIRST_I0 ((int)get_group_id(0) * (int)get_local_size(0) * EPT + (int)get_local_id(0))
+// Row-chunk grid (host: grid "rows"): work item (g0, g1, g2) handles elements [g0*CHUNK, g0*CHUNK + CHUNK) of dst
+// row (i1 = g1, i2 = g2 % ne2, i3 = g2 / ne2); dim 1 is rounded up to the work-group size, so kernels start with
+// `if (!ROW_IN_GRID) return;`. A plain loop over a contiguous run is what a CPU driver vectorises best (the loop
+// vectoriser versions it for unit strides). CHUNK comes from the host (-DCHUNK).
+// Kernels with a barrier never return early: PoCL 3.1 miscompiled a return placed before a barrier (a segfault),
+// even one no work item took.
+#define I1 ((int)get_global_id(1))
+#define I2 ((int)get_global_id(2) % NE(T_DST, 2))
+#define I3 ((int)get_global_id(2) / NE(T_DST, 2))
+#define ROW_IN_GRID (I1 < NE(T_DST, 1))
+#define CHUNK_BEGIN ((int)get_global_id(0) * CHUNK)
+#define CHUNK_END min(NE(T_DST, 0), CHUNK_BEGIN + CHUNK)
+// First element of row (I1, I2, I3) of tensor t.
+#define ROW(t) (OFF(t) + I1 * NB(t, 1) + I2 * NB(t, 2) + I3 * NB(t, 3))

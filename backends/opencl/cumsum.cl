@@ -1,34 +1,49 @@
-// CUMSUM: one work group per row, walking the row in tiles of (work-group size * CS_EPT) elements. Each work item
-// sums CS_EPT consecutive elements, the work group scans those partial sums in local memory (Hillis-Steele), and
-// a running carry joins the tiles. The carry is read from local memory before the barrier that lets the next
-// tile overwrite it (upstream CUDA updated it before the barrier: a race).
-#define CS_EPT 8
-
-__kernel void cumsum(__global float* d, __global const float* a, __constant int* P, __local float* part) {
+// CUMSUM: one work group per row. Work item l owns the contiguous segment [l*seg, (l+1)*seg) of the row: it sums
+// the segment, one work item scans the segment sums in local memory, then each work item rescans its segment
+// starting from the sum of everything before it. Two barriers in all; the carry into a segment is read only
+// after the barrier that follows the scan (upstream CUDA raced there). Contiguous rows go 8 elements at a time
+// with explicit float8 (PoCL does not vectorise a float sum or scan itself).
+__kernel void cumsum(__global float* d, __global const float* a, const Params P, __local float* part) {
     const int ne0 = NE(T_DST, 0), sd = NB(T_DST, 0), sa = NB(T_A, 0);
-    const int lid = get_local_id(0), lsz = get_local_size(0);
-    __global float* drow = d + ROW_START(T_DST);
-    __global const float* arow = a + ROW_START(T_A);
-    float carry = 0.0f;
-    for (int base = 0; base < ne0; base += lsz * CS_EPT) {
-        const int first = base + lid * CS_EPT;
-        float v[CS_EPT];
-        float s = 0.0f;
-        for (int k = 0; k < CS_EPT; ++k) {
-            s += first + k < ne0 ? arow[(first + k) * sa] : 0.0f;
-            v[k] = s;
+    const int lid = get_local_id(0), lsz = get_local_size(0), seg = (ne0 + lsz - 1) / lsz;
+    const int begin = min(ne0, lid * seg), end = min(ne0, begin + seg);
+    __global float* dr = d + ROW(T_DST);
+    __global const float* ar = a + ROW(T_A);
+    int i = begin;
+    float s = 0.0f;
+    if (sa == 1) {
+        float8 s8 = 0.0f;
+        for (; i + 8 <= end; i += 8) s8 += vload8(0, ar + i);
+        const float4 s4 = s8.lo + s8.hi;
+        s = (s4.x + s4.y) + (s4.z + s4.w);
+    }
+    for (; i < end; ++i) s += ar[i * sa];
+    part[lid] = s;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (lid == 0) {  // exclusive scan of the segment sums
+        float run = 0.0f;
+        for (int l = 0; l < lsz; ++l) {
+            const float t = part[l];
+            part[l] = run;
+            run += t;
         }
-        part[lid] = s;
-        barrier(CLK_LOCAL_MEM_FENCE);
-        for (int off = 1; off < lsz; off <<= 1) {
-            const float t = lid >= off ? part[lid - off] : 0.0f;
-            barrier(CLK_LOCAL_MEM_FENCE);
-            part[lid] += t;
-            barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float run = part[lid];
+    i = begin;
+    if (sa == 1 && sd == 1) {  // 8 at a time: a log-step scan inside the vector, then the carry
+        for (; i + 8 <= end; i += 8) {
+            float8 x = vload8(0, ar + i);
+            x += (float8)(0.0f, x.s0, x.s12, x.s3456);  // lanes shifted up by 1, 2, 4
+            x += (float8)(0.0f, 0.0f, x.s0123, x.s45);
+            x += (float8)((float4)(0.0f), x.s0123);
+            x += run;
+            vstore8(x, 0, dr + i);
+            run = x.s7;
         }
-        const float before = carry + (lid > 0 ? part[lid - 1] : 0.0f);
-        for (int k = 0; k < CS_EPT && first + k < ne0; ++k) drow[(first + k) * sd] = before + v[k];
-        carry += part[lsz - 1];
-        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    for (; i < end; ++i) {
+        run += ar[i * sa];
+        dr[i * sd] = run;
     }
 }

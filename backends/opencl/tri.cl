@@ -1,31 +1,29 @@
-// TRI, FILL and DIAG: element-wise over dst with the element's own (i0, i1) deciding the value.
-__kernel void tri(__global float* d, __global const float* a, __constant int* P) {
-    const int ne0 = NE(T_DST, 0), sd = NB(T_DST, 0), sa = NB(T_A, 0), type = WORD(0), step = get_local_size(0);
-    const int i1 = get_global_id(1);
-    __global float* drow = d + ROW_START(T_DST);
-    __global const float* arow = a + ROW_START(T_A);
-    int i0 = FIRST_I0;
-    for (int k = 0; k < EPT && i0 < ne0; ++k, i0 += step) {
-        const bool keep = type == 1 ? i0 <= i1 : type == 2 ? i0 > i1 : type == 3 ? i0 >= i1 : i0 < i1;
-        drow[i0 * sd] = keep ? arow[i0 * sa] : 0.0f;
-    }
+// TRI, FILL and DIAG: element-wise over dst; the element's own (i0, i1) decides the value.
+__kernel void tri(__global float* d, __global const float* a, const Params P) {
+    if (!ROW_IN_GRID) return;
+    const int sd = NB(T_DST, 0), sa = NB(T_A, 0), i1 = I1, end = CHUNK_END;
+    // the kept columns of row i1 are [lo, hi): LOWER i0 < i1, LOWER_DIAG i0 <= i1, UPPER i0 > i1, UPPER_DIAG i0 >= i1
+    const int type = WORD(0);
+    const int lo = type == 2 ? i1 + 1 : type == 3 ? i1 : 0;
+    const int hi = type == 1 ? i1 + 1 : (type == 2 || type == 3) ? NE(T_DST, 0) : i1;
+    __global float* dr = d + ROW(T_DST);
+    __global const float* ar = a + ROW(T_A);
+    for (int i = CHUNK_BEGIN; i < end; ++i) dr[i * sd] = i >= lo && i < hi ? ar[i * sa] : 0.0f;
 }
 
-__kernel void fill(__global float* d, __constant int* P) {
-    const int ne0 = NE(T_DST, 0), sd = NB(T_DST, 0), step = get_local_size(0);
+__kernel void fill(__global float* d, const Params P) {
+    if (!ROW_IN_GRID) return;
+    const int sd = NB(T_DST, 0), end = CHUNK_END;
     const float c = WORD_F(0);
-    __global float* drow = d + ROW_START(T_DST);
-    int i0 = FIRST_I0;
-    for (int k = 0; k < EPT && i0 < ne0; ++k, i0 += step) drow[i0 * sd] = c;
+    __global float* dr = d + ROW(T_DST);
+    for (int i = CHUNK_BEGIN; i < end; ++i) dr[i * sd] = c;
 }
 
-// src [n,1,a,b] -> dst [n,n,a,b]: src row (i2, i3) has i1 = 0, so ROW_START(T_A) with get_global_id(1) = i1 is
-// not usable; index src explicitly.
-__kernel void diag(__global float* d, __global const float* a, __constant int* P) {
-    const int ne0 = NE(T_DST, 0), sd = NB(T_DST, 0), step = get_local_size(0);
-    const int i1 = get_global_id(1), i2 = (int)get_global_id(2) % NE(T_DST, 2), i3 = (int)get_global_id(2) / NE(T_DST, 2);
-    __global float* drow = d + ROW_START(T_DST);
-    int i0 = FIRST_I0;
-    for (int k = 0; k < EPT && i0 < ne0; ++k, i0 += step)
-        drow[i0 * sd] = i0 == i1 ? a[OFF(T_A) + i0 * NB(T_A, 0) + i2 * NB(T_A, 2) + i3 * NB(T_A, 3)] : 0.0f;
+// src [n,1,a,b] -> dst [n,n,a,b]: row i1 of dst holds src[i1, 0, i2, i3] at i0 = i1 and zeros elsewhere.
+__kernel void diag(__global float* d, __global const float* a, const Params P) {
+    if (!ROW_IN_GRID) return;
+    const int sd = NB(T_DST, 0), i1 = I1, end = CHUNK_END;
+    const float v = a[OFF(T_A) + i1 * NB(T_A, 0) + I2 * NB(T_A, 2) + I3 * NB(T_A, 3)];
+    __global float* dr = d + ROW(T_DST);
+    for (int i = CHUNK_BEGIN; i < end; ++i) dr[i * sd] = i == i1 ? v : 0.0f;
 }

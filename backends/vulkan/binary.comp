@@ -15,19 +15,27 @@ float apply(float a, float b) {
 }
 
 void main() {
-    ivec4 ne = ne_of(T_DST);
-    int n = nelem(ne);
+    load_params();
+    int n = nelem(ne_d);
     int f = first_elem();
     if (f >= n) return;
-    ivec4 nbd = nb_of(T_DST), nba = nb_of(T_SRC0), neb = ne_of(T_SRC1), nbb = nb_of(T_SRC1);
-    int od = off_of(T_DST), oa = off_of(T_SRC0), ob = off_of(T_SRC1);
+#if defined(VEC4) // a, b, dst contiguous with the same shape, offsets multiples of 4
+    if (f + 4 <= n) {
+        vec4 a = uintBitsToFloat(S04[(off_0 + f) >> 2]), b = uintBitsToFloat(S14[(off_1 + f) >> 2]);
+        vec4 r = vec4(apply(a.x, b.x), apply(a.y, b.y), apply(a.z, b.z), apply(a.w, b.w));
+        D4[(off_d + f) >> 2] = floatBitsToUint(r);
+    } else {
+        for (int k = f; k < n; ++k) store_f32(off_d + k, apply(LOAD_F32(S0, off_0 + k), LOAD_F32(S1, off_1 + k)));
+    }
+#else
+    ivec4 ne = ne_d, neb = ne_1;
     ivec4 i = unflatten(f, ne);
     ivec4 j = i % neb; // b's index follows i, wrapping per dim instead of a modulo per element
     int end = min(f + PER, n);
     for (int k = f; k < end; ++k) {
-        float a = LOAD_F32(S0, at(i, nba, oa));
-        float b = LOAD_F32(S1, at(j, nbb, ob));
-        store_f32(at(i, nbd, od), apply(a, b));
+        float a = LOAD_F32(S0, at(i, nb_0, off_0));
+        float b = LOAD_F32(S1, at(j, nb_1, off_1));
+        store_f32(at(i, nb_d, off_d), apply(a, b));
         if (++j.x == neb.x) j.x = 0;
         if (++i.x == ne.x) {
             i.x = 0; j.x = 0;
@@ -43,4 +51,5 @@ void main() {
             }
         }
     }
+#endif
 }

@@ -1,0 +1,164 @@
+"""CUDA backend through CuPy. Kernels are the *.cu files beside this module (one per op family, sharing common.cuh);
+each file is compiled once per process by NVRTC (build.py says why not cupy.RawModule), loaded as a CuPy module,
+and its extern "C" entry points are launched with (dst, src0[, src1], params): the raw buffers plus the 48-word
+parameter block of backends/base.py on the device.
+
+CuPy is imported only when the backend is created, so importing this module never fails on a machine without a GPU;
+there, `python -m backends.cuda.compile_check` proves every kernel compiles.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..base import Backend, Node, param_block
+from .build import compile_program, device_arch, kernel_source
+
+# op -> (kernel file, entry point). {src}/{dst} in an entry point are the operand types (f32, f16).
+KERNELS = {
+    "ACC": ("acc_set.cu", "acc_f32"),
+    "SET": ("acc_set.cu", "set_b32"),  # f32 and i32 alike: raw 32-bit words
+    "CUMSUM": ("cumsum.cu", "cumsum_f32"),
+    "TRI": ("tri.cu", "tri_f32"),
+    "FILL": ("tri.cu", "fill_f32"),
+    "DIAG": ("tri.cu", "diag_f32"),
+    "SOLVE_TRI": ("solve_tri.cu", "solve_tri_f32"),
+    "SSM_CONV": ("ssm_conv.cu", "ssm_conv_f32"),
+    "L2_NORM": ("norm.cu", "l2_norm_f32"),
+    "RMS_NORM": ("norm.cu", "rms_norm_f32"),
+    "SOFTPLUS": ("unary.cu", "softplus_f32"),
+    "SIGMOID": ("unary.cu", "sigmoid_f32"),
+    "SILU": ("unary.cu", "silu_f32"),
+    "EXP": ("unary.cu", "exp_f32"),
+    "NEG": ("unary.cu", "neg_f32"),
+    "SCALE": ("unary.cu", "scale_f32"),
+    "ADD": ("binary.cu", "add_f32"),
+    "SUB": ("binary.cu", "sub_f32"),
+    "MUL": ("binary.cu", "mul_f32"),
+    "DIV": ("binary.cu", "div_f32"),
+    "CPY": ("cpy.cu", "cpy_{src}_{dst}"),
+    "CONT": ("cpy.cu", "cpy_{src}_{dst}"),
+}
+# Deliberately wrong variants (base.is_broken) that prove the suite catches a known upstream bug.
+BROKEN = {
+    ("ACC", "broken_acc_nb3"): ("acc_set.cu", "acc_f32_broken_nb3"),  # llama.cpp Vulkan bug #19426
+}
+# Entry points that run one block per row of ne0 (a block-wide scan or sum) -> elements a thread takes per pass
+# (cumsum.cu ITEMS); all other entry points run one thread per item with grid-stride loops.
+ROW_KERNELS = {"cumsum_f32": 4, "l2_norm_f32": 1, "rms_norm_f32": 1}
+
+BLOCK = 256
+INT_LIMIT = 2**31  # kernels index elements with int (offsets with 64-bit)
+
+_MODULES: dict = {}  # (file, arch) -> cupy.cuda.function.Module, shared by every backend instance of the process
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+class CudaBackend(Backend):
+    name = "cuda"
+
+    def __init__(self):
+        super().__init__()
+        import cupy  # only here: a CPU machine can import this module
+        self.cp = cupy
+        self.props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        self.max_blocks = 64 * self.props["multiProcessorCount"]  # grid-stride loops cover the rest
+        self.arch = device_arch(self.props["major"], self.props["minor"])
+
+    # ---- buffers ------------------------------------------------------------------------------------------------
+    def _alloc(self, nbytes):
+        return self.cp.empty(nbytes, dtype=self.cp.uint8)
+
+    def _free(self, buf):
+        buf.handle = None  # back to CuPy's memory pool
+
+    def write(self, buf, data):
+        buf.handle.set(np.ascontiguousarray(data).view(np.uint8).reshape(-1))
+
+    def read(self, buf):
+        return buf.handle.get()
+
+    # ---- ops ----------------------------------------------------------------------------------------------------
+    def variants(self, op_name):
+        return ["default"] + [v for (op, v) in BROKEN if op == op_name.upper()]
+
+    def _kernel(self, node: Node) -> tuple[str, str]:
+        if node.variant != "default":
+            return BROKEN[(node.op.name, node.variant)]
+        file, entry = KERNELS[node.op.name]
+        return file, entry.format(src=node.srcs[0].dtype.label, dst=node.dst.dtype.label)
+
+    def supports(self, node):
+        if node.op.name not in KERNELS:
+            return f"no CUDA kernel for {node.op.name}"
+        if node.variant != "default" and (node.op.name, node.variant) not in BROKEN:
+            return f"no CUDA variant {node.variant!r} of {node.op.name}"
+        for t in node.tensors:
+            if t.nelements >= INT_LIMIT:
+                return f"{t.describe()} has {t.nelements} elements; kernels index elements with 32-bit ints"
+        return None
+
+    def _function(self, file: str, entry: str):
+        key = (file, self.arch)
+        if key not in _MODULES:
+            code, log = compile_program(kernel_source(file), file, self.arch)
+            if code is None:
+                raise RuntimeError(f"NVRTC failed on {file} for {self.arch}:\n{log}")
+            module = self.cp.cuda.function.Module()
+            module.load(code)  # a cubin, or PTX the driver compiles
+            _MODULES[key] = module
+        return _MODULES[key].get_function(entry)
+
+    def _launch_shape(self, node: Node, entry: str) -> tuple[int, int]:
+        """(blocks, threads per block); blocks == 0 when there is nothing to do."""
+        dst = node.dst
+        if entry in ROW_KERNELS:
+            rows = dst.ne[1] * dst.ne[2] * dst.ne[3]
+            per_thread = -(-dst.ne[0] // ROW_KERNELS[entry])
+            threads = min(BLOCK, max(32, _pow2_at_least(per_thread)))  # whole warps: the block scan needs them
+            return (min(rows, self.max_blocks) if dst.ne[0] else 0), threads
+        items = dst.ne[0] * dst.ne[2] * dst.ne[3] if node.op.name == "SOLVE_TRI" else dst.nelements  # (col, batch)
+        return min(-(-items // BLOCK), self.max_blocks), BLOCK
+
+    def prepare(self, node):
+        file, entry = self._kernel(node)
+        function = self._function(file, entry)
+        params = self.cp.asarray(param_block(node))
+        args = tuple(t.buffer.handle for t in node.tensors) + (params,)
+        blocks, threads = self._launch_shape(node, entry)
+        if blocks == 0:
+            return lambda: None
+
+        def run():
+            function((blocks,), (threads,), args)
+        return run
+
+    def synchronize(self):
+        self.cp.cuda.get_current_stream().synchronize()
+
+    def device_info(self):
+        runtime = self.cp.cuda.runtime
+        driver, rt = runtime.driverGetVersion(), runtime.runtimeGetVersion()
+        name = self.props["name"]
+        return {
+            "device": (name.decode() if isinstance(name, bytes) else str(name))
+            + f" (sm_{self.props['major']}{self.props['minor']}, {self.props['multiProcessorCount']} SMs)",
+            "driver": f"CUDA driver {driver // 1000}.{driver % 1000 // 10}, runtime {rt // 1000}.{rt % 1000 // 10}, "
+                      f"CuPy {self.cp.__version__}",
+        }
+
+    def copy_launch(self, src, dst):
+        runtime = self.cp.cuda.runtime
+        nbytes = min(src.nbytes, dst.nbytes)
+        src_ptr, dst_ptr = src.handle.data.ptr, dst.handle.data.ptr
+
+        def run():
+            runtime.memcpyAsync(dst_ptr, src_ptr, nbytes, runtime.memcpyDeviceToDevice,
+                                self.cp.cuda.get_current_stream().ptr)
+        return run
+
+
+def create() -> CudaBackend:
+    return CudaBackend()

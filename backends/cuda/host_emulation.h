@@ -1,0 +1,104 @@
+// Host (CPU) emulation of the CUDA subset the kernels use, for checking kernel logic on machines without a GPU
+// (see host_emulation.py). One OS thread per CUDA thread; the blocks of a launch run one after another, so
+// __shared__ variables can be function statics. Not emulated: warp divergence rules, the GPU memory model.
+#pragma once
+#include <math.h>
+
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#define HOST_EMULATION 1
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __shared__ static
+
+struct Dim3 {
+    unsigned x, y, z;
+};
+thread_local Dim3 threadIdx, blockIdx;
+Dim3 blockDim, gridDim;
+
+struct Barrier {
+    std::mutex m;
+    std::condition_variable cv;
+    int n = 0, count = 0;
+    long generation = 0;
+    void wait() {
+        std::unique_lock<std::mutex> lock(m);
+        const long g = generation;
+        if (++count == n) {
+            count = 0;
+            ++generation;
+            cv.notify_all();
+        } else {
+            cv.wait(lock, [&] { return generation != g; });
+        }
+    }
+};
+Barrier block_barrier;
+float shuffle_slots[2][1024];
+thread_local int shuffle_round;
+
+inline void __syncthreads() { block_barrier.wait(); }
+inline float __int_as_float(int i) {
+    float f;
+    std::memcpy(&f, &i, 4);
+    return f;
+}
+// Shuffles exchange values through block-wide slots: valid because the kernels call them with the whole block.
+// Two slot sets alternate, so one barrier per shuffle suffices: a set is rewritten only after the next shuffle's
+// barrier, which every thread reaches after reading it.
+inline float shuffle_from(float v, int src, bool valid) {
+    float* slots = shuffle_slots[shuffle_round++ & 1];
+    slots[threadIdx.x] = v;
+    block_barrier.wait();
+    return valid ? slots[src] : v;
+}
+inline float __shfl_up_sync(unsigned, float v, int d) {
+    return shuffle_from(v, threadIdx.x - d, (int)(threadIdx.x & 31) >= d);
+}
+inline float __shfl_xor_sync(unsigned, float v, int d) { return shuffle_from(v, threadIdx.x ^ d, true); }
+
+// The f16 conversions (common.cuh uses PTX cvt on the GPU): _Float16 converts with the same round-to-nearest-even.
+inline float half_to_float(unsigned short h) {
+    _Float16 x;
+    std::memcpy(&x, &h, 2);
+    return (float)x;
+}
+inline unsigned short float_to_half(float f) {
+    const _Float16 x = (_Float16)f;
+    unsigned short h;
+    std::memcpy(&h, &x, 2);
+    return h;
+}
+
+typedef void (*Kernel3)(void*, void*, void*);
+typedef void (*Kernel4)(void*, void*, void*, void*);
+
+extern "C" void emulate_launch(void* kernel, int nargs, void** args, int grid, int block) {
+    blockDim = {(unsigned)block, 1, 1};
+    gridDim = {(unsigned)grid, 1, 1};
+    for (int b = 0; b < grid; ++b) {
+        block_barrier.n = block;
+        std::vector<std::thread> threads;
+        for (int t = 0; t < block; ++t) {
+            threads.emplace_back([=] {
+                threadIdx = {(unsigned)t, 0, 0};
+                shuffle_round = 0;
+                blockIdx = {(unsigned)b, 0, 0};
+                if (nargs == 3) {
+                    ((Kernel3)kernel)(args[0], args[1], args[2]);
+                } else {
+                    ((Kernel4)kernel)(args[0], args[1], args[2], args[3]);
+                }
+            });
+        }
+        for (auto& th : threads) {
+            th.join();
+        }
+    }
+}

@@ -1,0 +1,117 @@
+"""The CUDA backend without a GPU: every kernel file compiles cleanly (no errors, no warnings) through NVRTC, and
+every op's kernel computes the upstream cases right when emulated on the host.
+
+CUDA kernels only run on an NVIDIA GPU. Compilation is checked for the PTX target (compute_80) and through ptxas for
+Hopper (sm_90), which also checks the inline PTX of the f16 conversions; broken sources must be reported with their
+compiler log. The emulated runs go through the real runtime's kernel table and launch shapes.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backends.cuda import BROKEN, KERNELS
+from backends.cuda.compile_check import compile_all, compile_source
+from backends.cuda.build import kernel_files, kernel_source, nvrtc
+from reference.ops import REGISTRY
+
+from .harness import Case, run_case
+from .upstream import pinned
+
+FILES = kernel_files()
+
+
+def _nvrtc_or_skip():
+    try:
+        nvrtc()
+    except Exception as err:  # CuPy or NVRTC missing (the cuda extra) is a missing runtime: a skip with the reason
+        pytest.skip(f"NVRTC through CuPy not usable here: {err!r}")
+
+
+@pytest.mark.parametrize("file", FILES, ids=[f"cuda-compile-{f}" for f in FILES])
+def test_kernel_file_compiles(file):
+    _nvrtc_or_skip()
+    result = compile_source(kernel_source(file), file, "compute_80")
+    assert result.ok, f"{file} (compute_80):\n{result.log}"
+
+
+@pytest.mark.parametrize("file", FILES, ids=[f"cuda-sm90-{f}" for f in FILES])
+def test_kernel_file_assembles_for_hopper(file):
+    _nvrtc_or_skip()
+    result = compile_source(kernel_source(file), file, "sm_90")
+    assert result.ok, f"{file} (sm_90, through ptxas):\n{result.log}"
+
+
+def test_cuda_compile_all_covers_every_file():
+    _nvrtc_or_skip()
+    results = compile_all()
+    assert [r.file for r in results] == FILES
+    assert all(r.ok for r in results), "\n".join(f"{r.file}: {r.log}" for r in results if not r.ok)
+
+
+def test_cuda_kernel_table_names_existing_files():
+    assert FILES, "no .cu files found"
+    for file, entry in list(KERNELS.values()) + list(BROKEN.values()):
+        assert file in FILES, f"{file} is in the kernel table but missing"
+        names = [entry.format(src=s, dst=d) for s in ("f32", "f16") for d in ("f32", "f16")]
+        text = kernel_source(file)
+        assert any(f"void {n}(" in text for n in names), f"{entry} is not an entry point of {file}"
+
+
+@pytest.mark.parametrize("source, needle", [
+    ('extern "C" __global__ void k(float* x) { x[0] = 1.0f }', "error"),  # syntax error
+    ('extern "C" __global__ void k(float* x) { int unused; x[0] = 1.0f; }', "warning"),  # a warning fails too
+    ('#include "common.cuh"\nextern "C" __global__ void k(float* x) { x[0] = undefined_helper(); }', "error"),
+], ids=["cuda-reports-syntax-error", "cuda-reports-warning", "cuda-reports-error-after-header"])
+def test_cuda_compile_check_reports_bad_source(source, needle):
+    _nvrtc_or_skip()
+    result = compile_source(kernel_source("bad.cu", text=source), "bad.cu")
+    assert not result.ok
+    assert needle in result.log and "bad.cu" in result.log, result.log
+
+
+def test_cuda_compile_check_accepts_good_source():
+    _nvrtc_or_skip()
+    result = compile_source(kernel_source("good.cu", text='#include "common.cuh"\n'
+                                          'extern "C" __global__ void k(float* x, const int* p) '
+                                          '{ x[0] = op_float(p, 0); }'), "good.cu")
+    assert result.ok, result.log
+
+
+# ---- kernel logic on the CPU: the real runtime (kernel table, launch shapes) with kernels built by the host C++
+# compiler against host_emulation.h. Not a GPU run: it checks indexing, views, tiling and carries, not warps or ptxas.
+def _emulated_cases(op):
+    cases = pinned(op)
+    if op not in ("CUMSUM", "L2_NORM", "RMS_NORM"):
+        return cases
+    # Block-wide scans and sums are slow to emulate (OS threads and barriers): every case of the shortest row
+    # (all views and eps values) and the longest affordable row (multi-tile carries).
+    shortest = min(c.inputs[0].ne[0] for c in cases)
+    longest = max((c for c in cases if np.prod(c.inputs[0].ne) <= 100_000), key=lambda c: c.inputs[0].ne[0])
+    return [c for c in cases if c.inputs[0].ne[0] == shortest] + [longest]
+
+
+@pytest.fixture(scope="module")
+def emulated():
+    from backends.cuda.host_emulation import EmulatedCudaBackend, compiler
+    if compiler() is None:
+        pytest.skip("no host C++ compiler (g++ or clang++) to emulate CUDA kernels with")
+    return EmulatedCudaBackend()
+
+
+@pytest.mark.parametrize("op", sorted(REGISTRY), ids=[f"cuda-emulated-{op}" for op in sorted(REGISTRY)])
+def test_kernels_on_host_emulation(emulated, op):
+    for case in _emulated_cases(op):
+        outcome = run_case(emulated, case)
+        assert outcome.passed, outcome.report()
+
+
+def test_cuda_emulated_broken_acc_is_caught(emulated):
+    assert emulated.variants("ACC") == ["default", "broken_acc_nb3"]
+    acc = pinned("ACC")
+    four_d = next(c for c in acc if c.inputs[0].ne[2:] == (3, 2))
+    three_d = acc[0]
+    broken = lambda c: Case(c.op, c.inputs, c.params, c.seed, "broken_acc_nb3")
+    assert run_case(emulated, four_d).passed
+    assert not run_case(emulated, broken(four_d)).passed, "the nb3-ignoring ACC kernel was not caught"
+    assert run_case(emulated, broken(three_d)).passed, "like the real bug, the broken kernel is right in 3-D"
