@@ -4,11 +4,11 @@ compiles (once) and binds a kernel and returns a callable that enqueues it.
 The kernel ABI is shared by every runtime so kernels read the same parameter block in every language:
 
     int32 words[PARAM_WORDS]
-      words[9*t : 9*t+9]  for tensor t in (dst, src0, src1, src2): offset, ne0..ne3, nb0..nb3
+      words[9*t : 9*t+9]  for tensor t in (dst, src0, ..., src5): offset, ne0..ne3, nb0..nb3
                           offset and nb are in ELEMENTS of that tensor's type (the host checked they divide)
-      words[36 : 48]      the op's own words (OpSpec.kernel_params): ints, or floats as their bit patterns
+      words[63 : 75]      the op's own words (OpSpec.kernel_params): ints, or floats as their bit patterns
 
-Buffers are bound in the order dst, src0, src1, src2; two of them may be the same buffer (in-place ops).
+Buffers are bound in the order dst, src0, src1, ...; two of them may be the same buffer (in-place ops).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from reference.ops import OpSpec, get_op
 from reference.tensor import Buffer, Tensor
 
 TENSOR_WORDS = 9
-MAX_TENSORS = 4
+MAX_TENSORS = 7  # dst + up to 6 sources (GATED_DELTA_NET has 6)
 OP_WORDS = 12
 OP_WORDS_AT = TENSOR_WORDS * MAX_TENSORS
 PARAM_WORDS = OP_WORDS_AT + OP_WORDS

@@ -82,7 +82,7 @@ class Case:
 
     def label(self) -> str:
         """test-backend-ops style: OP(type=..,ne_a=[..],...); stable, so it can name a pytest id."""
-        names = "abcd"
+        names = "abcdefg"
         parts = [f"type={self.inputs[0].dtype.label}"] if self.inputs else []
         for i, inp in enumerate(self.inputs):
             ne = list(inp.ne)

@@ -1,16 +1,16 @@
 // Prepended to every kernel file. P is the parameter block of backends/base.py, passed BY VALUE: per tensor
-// (0 dst, 1 src0, 2 src1) offset, ne0..ne3, nb0..nb3 in ELEMENTS, then the op's own words at 36. By value, the
+// (0 dst, 1 src0, 2 src1) offset, ne0..ne3, nb0..nb3 in ELEMENTS, then the op's own words at 63 (7 tensors: dst, src0..src5). By value, the
 // compiler knows no store can change it, so it hoists it out of loops (from a __constant buffer PoCL reloads it
 // after every store and gives up vectorising).
-typedef struct { int w[48]; } Params;
+typedef struct { int w[75]; } Params;
 #define T_DST 0
 #define T_A 1
 #define T_B 2
 #define OFF(t) P.w[9 * (t)]
 #define NE(t, k) P.w[9 * (t) + 1 + (k)]
 #define NB(t, k) P.w[9 * (t) + 5 + (k)]
-#define WORD(k) P.w[36 + (k)]
-#define WORD_F(k) as_float(P.w[36 + (k)])
+#define WORD(k) P.w[63 + (k)]
+#define WORD_F(k) as_float(P.w[63 + (k)])
 
 // Row-chunk grid (host: grid "rows"): work item (g0, g1, g2) handles elements [g0*CHUNK, g0*CHUNK + CHUNK) of dst
 // row (i1 = g1, i2 = g2 % ne2, i3 = g2 / ne2); dim 1 is rounded up to the work-group size, so kernels start with
