@@ -2,6 +2,7 @@
 
   python -m bench ops [--op CUMSUM,ADD] [--backend opencl,vulkan|all] [--budget 0.5] [-o md|csv|json]
   python -m bench support [--backend all]
+  python -m bench delta-net [--backend all] [--variant all] [--S 128 --H 32 --T 512 --n-seqs 1] [--gda] [-r 3]
 """
 from __future__ import annotations
 
@@ -62,6 +63,33 @@ def cmd_support(args) -> int:
     return 0
 
 
+def cmd_delta_net(args) -> int:
+    from bench import delta_net
+    from reference.delta_net import VARIANTS, check_variant
+
+    backends = _list(args.backend, list(BACKENDS), "backends", check_name)
+    variants = _list(args.variant, list(VARIANTS), "variants", check_variant)
+    for name, value in (("--S", args.S), ("--H", args.H), ("--T", args.T), ("--n-seqs", args.n_seqs), ("-r", args.reps)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    records = delta_net.run(backends, variants, args.S, args.H, args.T, args.n_seqs, not args.gda, args.reps)
+    if args.record:
+        history.append(records)
+    df = pd.DataFrame(records)
+    if df.empty:
+        return 0
+    df["planned MiB"] = df["planned_compute_bytes"] / 2**20
+    if "measured_compute_bytes" in df:
+        df["measured MiB"] = df["measured_compute_bytes"] / 2**20
+    chunk64 = df[df.variant == "chunk64"].set_index("backend")["planned MiB"]
+    df["x chunk64"] = [row["planned MiB"] / chunk64[row.backend] if row.backend in chunk64 else float("nan")
+                       for _, row in df.iterrows()]
+    cols = [c for c in ["backend", "variant", "ms", "ms_std", "tokens_per_s", "planned MiB", "measured MiB",
+                        "x chunk64", "reason"] if c in df]
+    _print_table(df[cols], args.output)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,6 +105,18 @@ def main(argv=None) -> int:
     p.add_argument("--backend", default="all")
     p.add_argument("-o", "--output", choices=["md", "csv", "json"], default="md")
     p.set_defaults(func=cmd_support)
+    p = sub.add_parser("delta-net", help="delta-net variants: time and compute buffer per variant per backend")
+    p.add_argument("--backend", default="all")
+    p.add_argument("--variant", default="all", help="comma-separated: recurrent, chunk64, chunk16, block16, or all")
+    p.add_argument("--S", type=int, default=128, help="head size (default 128, Kimi)")
+    p.add_argument("--H", type=int, default=32, help="heads (default 32, Kimi)")
+    p.add_argument("--T", type=int, default=512, help="tokens per sequence (default 512)")
+    p.add_argument("--n-seqs", type=int, default=1)
+    p.add_argument("--gda", action="store_true", help="one gate per head (Qwen3-Next GDA) instead of KDA's per channel")
+    p.add_argument("-r", "--reps", type=int, default=3)
+    p.add_argument("--no-record", dest="record", action="store_false")
+    p.add_argument("-o", "--output", choices=["md", "csv", "json"], default="md")
+    p.set_defaults(func=cmd_delta_net)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -42,30 +42,35 @@ assert set(PERF_CASES) == set(REGISTRY), "every op needs a perf case"
 COPY_BYTES = 64 << 20
 
 
-def _time(run, sync, budget_s: float, min_runs: int = 3, max_runs: int = 1000) -> tuple[float, int]:
-    """Seconds per run: one warm-up, then enough runs for ~budget_s, timed with one sync at the end."""
+def _time(run, sync, budget_s: float, batches: int = 5, max_runs: int = 1000) -> tuple[float, list[float]]:
+    """Seconds per run: one warm-up, then `batches` timed batches sharing ~budget_s, each synced once at its end.
+    Returns the best batch (the least disturbed by other work on the machine, as timeit does) and every batch."""
     run()
     sync()
     t0 = time.perf_counter()
     run()
     sync()
     once = max(time.perf_counter() - t0, 1e-6)
-    n = int(min(max_runs, max(min_runs, budget_s / once)))
-    t0 = time.perf_counter()
-    for _ in range(n):
-        run()
-    sync()
-    return (time.perf_counter() - t0) / n, n
+    n = int(min(max_runs, max(1, budget_s / batches / once)))
+    samples = []
+    for _ in range(batches):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            run()
+        sync()
+        samples.append((time.perf_counter() - t0) / n)
+    return min(samples), samples
 
 
 def copy_bandwidth(backend, budget_s: float) -> dict:
     src, dst = backend.alloc(COPY_BYTES), backend.alloc(COPY_BYTES)
     try:
-        secs, n = _time(backend.copy_launch(src, dst), backend.synchronize, budget_s)
+        secs, samples = _time(backend.copy_launch(src, dst), backend.synchronize, budget_s)
     finally:
         backend.free(src)
         backend.free(dst)
-    return {"bytes": 2 * COPY_BYTES, "us_per_run": secs * 1e6, "runs": n, "gb_s": 2 * COPY_BYTES / secs / 1e9}
+    return {"bytes": 2 * COPY_BYTES, "us_per_run": secs * 1e6, "samples_us": [x * 1e6 for x in samples],
+            "gb_s": 2 * COPY_BYTES / secs / 1e9}
 
 
 def bench_op(backend, case: Case, budget_s: float) -> dict:
@@ -79,13 +84,14 @@ def bench_op(backend, case: Case, budget_s: float) -> dict:
         reason = backend.supports(node)
         if reason:
             return {"supported": False, "reason": reason}
-        secs, n = _time(backend.prepare(node), backend.synchronize, budget_s)
+        secs, samples = _time(backend.prepare(node), backend.synchronize, budget_s)
     finally:
         for b in bufs + ([dst_buf] if dst_buf else []):
             backend.free(b)
     nbytes = op.bytes(node.srcs, node.dst, node.params)
     flops = op.flops(node.srcs, node.dst, node.params)
-    return {"supported": True, "us_per_run": secs * 1e6, "runs": n, "bytes": nbytes, "flops": flops,
+    return {"supported": True, "us_per_run": secs * 1e6, "samples_us": [x * 1e6 for x in samples], "bytes": nbytes,
+            "flops": flops,
             "gb_s": nbytes / secs / 1e9, "gflops": flops / secs / 1e9}
 
 

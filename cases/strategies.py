@@ -173,7 +173,8 @@ STRATEGIES = {
     "SET": lambda: block("SET"),
     "CUMSUM": lambda: elementwise("CUMSUM", row_sizes=ROW_SIZES + [8191, 20481]),
     "TRI": lambda: st.sampled_from(list(TRI_TYPES)).flatmap(lambda t: square("TRI", type=t)),
-    "FILL": lambda: _finite_float(-1e3, 1e3).flatmap(lambda c: elementwise("FILL", c=c)),
+    "FILL": lambda: st.tuples(_finite_float(-1e3, 1e3), st.booleans()).flatmap(
+        lambda ci: elementwise("FILL", c=ci[0], inplace=ci[1])),
     "DIAG": diag,
     "SOLVE_TRI": solve_tri,
     "SSM_CONV": ssm_conv,

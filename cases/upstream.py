@@ -74,7 +74,8 @@ def tri_cases():
 
 
 def fill_cases():
-    return [Case.of("FILL", Input((10, 10, 4, 3)), c=c) for c in (0.0, 2.0, -152.0, 3.5)]
+    return [Case.of("FILL", Input((10, 10, 4, 3)), c=c) for c in (0.0, 2.0, -152.0, 3.5)] \
+        + [Case.of("FILL", Input((10, 10, 4, 3), layout=Layout(pad=(2, 0, 1, 0), offset=3)), c=1.0, inplace=True)]
 
 
 def diag_cases():

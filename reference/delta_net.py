@@ -71,7 +71,7 @@ def _pairwise(gr: Graph, gam: GTensor, kk: GTensor, qq: GTensor, name: str):
     s, c, nbat, _ = gam.ne
     g_i = gr.view(gam, (s, 1, c, nbat), nb=(4, 4 * s, 4 * s, 4 * s * c))
     g_j = gr.view(gam, (s, c, 1, nbat), nb=(4, 4 * s, 4 * s * c, 4 * s * c))
-    ones = gr.op("FILL", gr.new_tensor(f"{name}_shape", (c, c)), c=1.0, name=f"{name}_ones")
+    ones = gr.op("FILL", gr.new_tensor(f"{name}_ones", (c, c)), c=1.0, inplace=True, name=f"{name}_ones")
     mask = gr.op("TRI", ones, type="LOWER_DIAG", name=f"{name}_mask")  # keep j <= i
     diff = gr.op("SUB", gr.op("REPEAT", g_i, ne=(s, c, c, nbat), name=f"{name}_gi"), g_j, name=f"{name}_gdiff")
     masked = gr.op("MUL", diff, gr.view(mask, (1, c, c, 1), nb=(4, 4, 4 * c, 4 * c * c)), name=f"{name}_gdiff_m")
@@ -91,8 +91,8 @@ def _blocked(gr: Graph, gam: GTensor, kk: GTensor, qq: GTensor, block: int):
     nblk = c // block
     as_blocks = lambda t: gr.reshape(t, (s, block, nblk * nbat))  # contiguous rows: block b of chunk = batch b
     akk_d, aqk_d = _pairwise(gr, as_blocks(gam), as_blocks(kk), as_blocks(qq), "kda_diag")
-    akk = gr.op("FILL", gr.new_tensor("kda_akk_shape", (c, c, nbat)), c=0.0, name="kda_akk_zero")
-    aqk = gr.op("FILL", gr.new_tensor("kda_aqk_shape", (c, c, nbat)), c=0.0, name="kda_aqk_zero")
+    akk = gr.op("FILL", gr.new_tensor("kda_akk_blocks", (c, c, nbat)), c=0.0, inplace=True, name="kda_akk_zero")
+    aqk = gr.op("FILL", gr.new_tensor("kda_aqk_blocks", (c, c, nbat)), c=0.0, inplace=True, name="kda_aqk_zero")
     row, mat = 4 * c, 4 * c * c
     for b in range(nblk):  # diagonal blocks
         at = dict(nb1=row, nb2=mat, nb3=mat, offset=b * block * 4 + b * block * row, inplace=True)
@@ -143,7 +143,7 @@ def _chunked(gr, q, k, v, g, beta, state, chunk: int, block: int | None):
         akk, aqk = _pairwise(gr, gam, kc, qc, "kda")
     akk = gr.op("TRI", gr.op("MUL", akk, bc, name="kda_akk_beta"), type="LOWER", name="kda_akk")
     aqk = gr.op("TRI", aqk, type="LOWER_DIAG", name="kda_aqk")
-    ones = gr.op("FILL", gr.new_tensor("kda_ident_shape", (chunk, 1)), c=1.0, name="kda_ident_ones")
+    ones = gr.op("FILL", gr.new_tensor("kda_ident_ones", (chunk, 1)), c=1.0, inplace=True, name="kda_ident_ones")
     eye_plus = gr.op("ADD", akk, gr.op("DIAG", ones, name="kda_ident"), name="kda_i_plus_akk")
 
     # W = (I + Akk)^-1 (beta K exp(G)), U = (I + Akk)^-1 (beta V): forward substitution, no explicit inverse.
@@ -161,7 +161,7 @@ def _chunked(gr, q, k, v, g, beta, state, chunk: int, block: int | None):
         s, r = t.ne[0], t.ne[1]
         return gr.view(t, (s, r, 1, B), nb=(4, 4 * s, 4 * s * r, 4 * s * r * nc), offset=c * 4 * s * r)
 
-    o_all = gr.op("FILL", w, c=0.0, name="kda_o_zero")  # [S, C, NB], every chunk overwritten below
+    o_all = gr.op("FILL", gr.new_tensor("kda_o", w.ne), c=0.0, inplace=True, name="kda_o_zero")  # [S, C, NB]
     st = gr.reshape(state, (S, S, 1, B))
     for c in range(nc):
         ws = gr.op("MUL_MAT", st, per_chunk(w, c), name=f"kda_ws-c{c}")  # [S(v), C, 1, B]

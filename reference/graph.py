@@ -56,28 +56,31 @@ class GNode:
 class Graph:
     nodes: list[GNode] = field(default_factory=list)
     inputs: dict[str, GTensor] = field(default_factory=dict)
-    scratch: dict[str, GTensor] = field(default_factory=dict)
     outputs: dict[str, GTensor] = field(default_factory=dict)
 
     # ---- building -------------------------------------------------------------------------------------------------
     def input(self, name: str, ne, dtype: DType = DType.F32) -> GTensor:
-        if name in self.inputs or name in self.scratch:
+        if name in self.inputs:
             raise ValueError(f"input {name!r} defined twice")
         t = Tensor.new(dtype, ne)
         g = GTensor(t, Storage(name, t.nbytes(), is_input=True))
         self.inputs[name] = g
         return g
 
-    def new_tensor(self, name: str, ne, dtype: DType = DType.F32) -> GTensor:
-        """A tensor whose values do not matter (ggml_new_tensor before FILL): only its shape is used."""
-        g = self.input(name, ne, dtype)
-        self.scratch[name] = self.inputs.pop(name)
-        return g
+    @staticmethod
+    def new_tensor(name: str, ne, dtype: DType = DType.F32) -> GTensor:
+        """ggml_new_tensor: uninitialised memory for an in-place op (FILL) to write; allocated by the planner like
+        any intermediate, from the first node that touches it."""
+        t = Tensor.new(dtype, ne)
+        return GTensor(t, Storage(name, t.nbytes()))
 
     def op(self, op_name: str, *srcs: GTensor, name: str = "", **params) -> GTensor:
         spec = get_op(op_name)
         full = spec.validate([s.desc for s in srcs], params)
         name = name or f"{spec.name.lower()}-{len(self.nodes)}"
+        for s in srcs:
+            if s.storage.producer is None and not s.storage.is_input:  # a new_tensor, first touched here
+                s.storage.producer = len(self.nodes)
         if spec.inplace_param and full.get(spec.inplace_param):
             dst = GTensor(srcs[0].desc, srcs[0].storage)
         else:
@@ -128,13 +131,21 @@ class Graph:
         last = self.last_uses()
         live, peak, at = 0, 0, None
         for i, node in enumerate(self.nodes):
-            if node.dst.storage.producer == i:
-                live += node.dst.storage.nbytes
+            live += sum(st.nbytes for st in node_storages(node) if st.producer == i)
             if live > peak:
                 peak, at = live, node.name
             live -= sum(s.nbytes for s, end in last.items() if end == i and not s.is_input and s.producer is not None)
         return {"compute_bytes": peak, "peak_at": at, "nodes": len(self.nodes),
                 "input_bytes": sum(t.storage.nbytes for t in self.inputs.values())}
+
+
+def node_storages(node: GNode) -> list[Storage]:
+    """The distinct storages a node touches."""
+    seen = []
+    for t in node.srcs + [node.dst]:
+        if all(t.storage is not s for s in seen):
+            seen.append(t.storage)
+    return seen
 
 
 def run_graph(backend, graph: Graph, values: dict[str, np.ndarray], keep: str = "outputs") -> dict[str, np.ndarray]:
@@ -149,8 +160,6 @@ def run_graph(backend, graph: Graph, values: dict[str, np.ndarray], keep: str = 
         if arr.shape != t.desc.shape:
             raise ValueError(f"input {name!r} needs numpy shape {t.desc.shape}, got {arr.shape}")
         buffers[t.storage] = backend.upload(np.ascontiguousarray(arr).view(np.uint8).reshape(-1))
-    for t in graph.scratch.values():
-        buffers[t.storage] = backend.upload(np.zeros(t.storage.nbytes, dtype=np.uint8))
     last = graph.last_uses()
     results: dict[str, np.ndarray] = {}
     from backends.base import Node
@@ -161,11 +170,11 @@ def run_graph(backend, graph: Graph, values: dict[str, np.ndarray], keep: str = 
 
     try:
         for i, node in enumerate(graph.nodes):
-            st = node.dst.storage
-            if st.producer == i:
-                buffers[st] = backend.alloc(st.nbytes)
+            for st in node_storages(node):
+                if st.producer == i:
+                    buffers[st] = backend.alloc(st.nbytes)
             bound = Node(get_op(node.op), [s.bound(buffers[s.storage]) for s in node.srcs],
-                         node.dst.bound(buffers[st]), node.params, name=node.name)
+                         node.dst.bound(buffers[node.dst.storage]), node.params, name=node.name)
             backend.compute(bound)
             if keep == "nodes":
                 results[node.name] = fetch(node.dst)

@@ -206,9 +206,9 @@ def _tri_ref(xs, p):
 register(OpSpec("TRI", 1, _tri_ref, same_shape, {"type": "LOWER"}, _check_tri,
                 lambda s, p: [TRI_TYPES[p["type"]]], flops=lambda s, d, p: 0,
                 summary="keep one triangle of each ne0 x ne1 matrix, zero the rest"))
-register(OpSpec("FILL", 1, lambda xs, p: np.full(xs[0].shape, p["c"]), same_shape, {"c": 0.0},
-                kernel_params=lambda s, p: [f32_bits(p["c"])], flops=lambda s, d, p: 0,
-                summary="every element becomes c"))
+register(OpSpec("FILL", 1, lambda xs, p: np.full(xs[0].shape, p["c"]), same_shape, {"c": 0.0, "inplace": False},
+                kernel_params=lambda s, p: [f32_bits(p["c"])], flops=lambda s, d, p: 0, inplace_param="inplace",
+                summary="every element becomes c (in place: fills a new_tensor, as ggml_fill_inplace)"))
 
 
 def _check_diag(srcs, p):

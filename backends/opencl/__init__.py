@@ -27,14 +27,17 @@ BUILD_OPTIONS = ["-cl-std=CL1.2"]
 MAX_LOCAL = 64  # work items per work group; on a CPU driver a work group is the unit one core takes
 SSM_TILE = 64  # ssm_conv.cl's TILE
 SOLVE_COLUMNS = 8  # columns per work item in solve_tri.cl
+MATMUL_WG, MATMUL_TILE = 16, 64  # matmul.cl's WG and TILE (= WG * R)
 MIN_SEGMENT, MAX_SEGMENTS = 64, 256  # "segments" grid: least elements per work item, most work items per row
 PARAMS_DTYPE = np.dtype([("w", np.int32, PARAM_WORDS)])  # common.cl's Params, passed by value
 
 # op -> (kernel file, entry point, defines, grid). Grids: "rows" = runs of CHUNK elements along dst rows (ne1 and
 # ne2*ne3 in dims 1 and 2), "flat" = runs of CHUNK dst elements, "segments" = one work group per row,
-# "tiles" = SSM_TILE channels x SSM_TILE tokens per work group, "columns" = one work item per (SOLVE_COLUMNS columns, batch).
-# prepare() adds per-node defines: CHUNK, types (CPY/CONT), b broadcast (binary), in place and variant (ACC/SET),
-# taps (SSM_CONV).
+# "tiles" = SSM_TILE channels x SSM_TILE tokens per work group, "columns" = one work item per (SOLVE_COLUMNS columns, batch),
+# "matmul" = MATMUL_WG x MATMUL_WG work items per MATMUL_TILE x MATMUL_TILE block of dst, "heads" = one work group
+# per (head, seq) with one work item per value column.
+# prepare() adds per-node defines: CHUNK, types (CPY/CONT, a of MUL_MAT), b broadcast (binary), in place and variant
+# (ACC/SET), taps (SSM_CONV), head size and gate kind (GATED_DELTA_NET).
 KERNELS = {
     "SOFTPLUS": ("unary.cl", "unary", ["OP_SOFTPLUS"], "rows"),
     "SIGMOID": ("unary.cl", "unary", ["OP_SIGMOID"], "rows"),
@@ -58,6 +61,10 @@ KERNELS = {
     "RMS_NORM": ("norm.cl", "norm", ["RMS"], "segments"),
     "CPY": ("cpy.cl", "cpy", [], "rows"),
     "CONT": ("cpy.cl", "cpy", [], "rows"),
+    "REPEAT": ("layout.cl", "repeat", [], "rows"),
+    "PAD": ("layout.cl", "pad", [], "rows"),
+    "MUL_MAT": ("matmul.cl", "mul_mat", [], "matmul"),
+    "GATED_DELTA_NET": ("gated_delta_net.cl", "gated_delta_net", [], "heads"),
 }
 # Ops whose dims may be merged before launch (their result does not depend on which dim an element sits in).
 COLLAPSIBLE = {"SOFTPLUS", "SIGMOID", "SILU", "EXP", "NEG", "SCALE", "ADD", "SUB", "MUL", "DIV", "FILL", "CPY",
@@ -157,7 +164,8 @@ class OpenCLBackend(Backend):
         if node.variant not in self.variants(name):
             return f"{name} has no variant {node.variant!r} (has {', '.join(self.variants(name))})"
         types = {t.dtype for t in node.tensors}
-        allowed = {"SET": {DType.F32, DType.I32}, "CPY": {DType.F32, DType.F16}, "CONT": {DType.F32, DType.F16}}
+        allowed = {"SET": {DType.F32, DType.I32}, "CPY": {DType.F32, DType.F16}, "CONT": {DType.F32, DType.F16},
+                   "MUL_MAT": {DType.F32, DType.F16}}
         if not types <= allowed.get(name, {DType.F32}):
             return f"{name} on {'/'.join(sorted(t.label for t in types))} is not implemented"
         if name in ("ACC", "SET") and len(types) != 1:
@@ -194,6 +202,10 @@ class OpenCLBackend(Backend):
             defines.append(node.variant.upper())
         if name == "SSM_CONV":
             defines.append(f"D_CONV={srcs[1].ne[0]}")
+        if name == "MUL_MAT" and srcs[0].dtype == DType.F16:
+            defines.append("A_F16")
+        if name == "GATED_DELTA_NET":
+            defines += [f"S_V={srcs[2].ne[0]}"] + ["KDA"] * (srcs[3].ne[0] != 1 or srcs[2].ne[0] == 1)
         # A source strided along ne0 (a transpose) reads a cache line per element: then each work item takes a short
         # run and the work group many rows, so neighbouring work items share those lines.
         strided = grid == "rows" and any(words[TENSOR_WORDS * t + 5] != 1 for t in range(1, len(node.tensors)))
@@ -220,6 +232,13 @@ class OpenCLBackend(Backend):
             args.append(cl.LocalMemory(4 * (local + 1)))
         elif grid == "tiles":
             gsize, lsize = (-(-ne0 // SSM_TILE) * SSM_TILE, -(-ne1 // SSM_TILE), ne23), (SSM_TILE, 1, 1)
+        elif grid == "matmul":
+            gsize = (-(-dst.ne[0] // MATMUL_TILE) * MATMUL_WG, -(-dst.ne[1] // MATMUL_TILE) * MATMUL_WG,
+                     dst.ne[2] * dst.ne[3])
+            lsize = (MATMUL_WG, MATMUL_WG, 1)
+        elif grid == "heads":
+            S, H, _, n = srcs[2].ne
+            gsize, lsize = (S, H, n), (S, 1, 1)
         else:  # columns: groups of SOLVE_COLUMNS columns
             groups = -(-dst.ne[0] // SOLVE_COLUMNS)
             local = min(MAX_LOCAL, _pow2_at_least(groups))

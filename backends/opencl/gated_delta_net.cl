@@ -1,0 +1,74 @@
+// GATED_DELTA_NET: the gated delta rule over T tokens, one work group per (head h, seq s), one work item per
+// value column j holding its state column S[:, j] (S_V floats, a host define) in private memory. Per token the
+// group stages k, q and exp(g) of the token in local memory (each work item one key index), then every column
+// updates on its own: S[:, j] *= exp(g); delta = (v_j - S[:, j].k) * beta; S[:, j] += k delta; o_j = S[:, j].q / sqrt(S).
+// KDA (host define): g has one gate per key channel; otherwise one per head (GDA).
+// Tensors: 1 q, 2 k [S, H_k, T, n]; 3 v [S, H, T, n]; 4 g [1|S, H, T, n]; 5 beta [1, H, T, n]; 6 state [S, S, H, n].
+// dst (any strides) is read as [S*H, T*n + S*n]: o of (s, t, h, j) at flat element ((s*T + t)*H + h)*S + j, then
+// the final states from element S*H*T*n on, in the input state's layout.
+#define T_Q 1
+#define T_K 2
+#define T_V 3
+#define T_G 4
+#define T_BETA 5
+#define T_STATE 6
+
+__kernel __attribute__((reqd_work_group_size(S_V, 1, 1)))
+void gated_delta_net(__global float* restrict d, __global const float* restrict q, __global const float* restrict k,
+                     __global const float* restrict v, __global const float* restrict g,
+                     __global const float* restrict beta, __global const float* restrict state, const Params P) {
+    __local float lk[S_V], lq[S_V];
+#ifdef KDA
+    __local float lg[S_V];
+#endif
+    const int j = get_local_id(0), h = get_group_id(1), s = get_group_id(2);
+    const int H = NE(T_V, 1), T = NE(T_V, 2), hk = h % NE(T_Q, 1);
+    const float scale = 1.0f / sqrt((float)S_V);
+    float col[S_V];
+    __global const float* st = state + OFF(T_STATE) + j * NB(T_STATE, 1) + h * NB(T_STATE, 2) + s * NB(T_STATE, 3);
+    for (int i = 0; i < S_V; ++i) col[i] = st[i * NB(T_STATE, 0)];
+    const int qrow = OFF(T_Q) + j * NB(T_Q, 0) + hk * NB(T_Q, 1) + s * NB(T_Q, 3);
+    const int krow = OFF(T_K) + j * NB(T_K, 0) + hk * NB(T_K, 1) + s * NB(T_K, 3);
+    const int vrow = OFF(T_V) + j * NB(T_V, 0) + h * NB(T_V, 1) + s * NB(T_V, 3);
+#ifdef KDA
+    const int grow = OFF(T_G) + j * NB(T_G, 0) + h * NB(T_G, 1) + s * NB(T_G, 3);
+#else
+    const int grow = OFF(T_G) + h * NB(T_G, 1) + s * NB(T_G, 3);
+#endif
+    const int brow = OFF(T_BETA) + h * NB(T_BETA, 1) + s * NB(T_BETA, 3);
+    for (int t = 0; t < T; ++t) {
+        barrier(CLK_LOCAL_MEM_FENCE);  // the previous token's reads of lk/lq/lg are done
+        lk[j] = k[krow + t * NB(T_K, 2)];
+        lq[j] = q[qrow + t * NB(T_Q, 2)];
+#ifdef KDA
+        lg[j] = exp(g[grow + t * NB(T_G, 2)]);
+#endif
+        barrier(CLK_LOCAL_MEM_FENCE);
+        float kv = 0.0f;
+#ifdef KDA
+        for (int i = 0; i < S_V; ++i) {
+            col[i] *= lg[i];
+            kv += col[i] * lk[i];
+        }
+#else
+        const float decay = exp(g[grow + t * NB(T_G, 2)]);
+        for (int i = 0; i < S_V; ++i) {
+            col[i] *= decay;
+            kv += col[i] * lk[i];
+        }
+#endif
+        const float delta = (v[vrow + t * NB(T_V, 2)] - kv) * beta[brow + t * NB(T_BETA, 2)];
+        float o = 0.0f;
+        for (int i = 0; i < S_V; ++i) {
+            col[i] += lk[i] * delta;
+            o += col[i] * lq[i];
+        }
+        d[OFF(T_DST) + (h * S_V + j) * NB(T_DST, 0) + (s * T + t) * NB(T_DST, 1)] = o * scale;
+    }
+    // Final state: flat element S*H*T*n + i + S*j + S*S*h + S*S*H*s, split by dst's row length S*H.
+    const int row = S_V * H, first = row * T * NE(T_V, 3) + S_V * j + S_V * S_V * h + S_V * S_V * H * s;
+    for (int i = 0; i < S_V; ++i) {
+        const int e = first + i;
+        d[OFF(T_DST) + (e % row) * NB(T_DST, 0) + (e / row) * NB(T_DST, 1)] = col[i];
+    }
+}

@@ -1,0 +1,29 @@
+// REPEAT and PAD on the row-chunk grid (one work item = a run of one dst row). Both move raw 32-bit words.
+// REPEAT: dst[i] = a[i_k % a.ne_k]. The source row is fixed per dst row; along the row the source index wraps
+// with a counter instead of a division per element.
+__kernel void repeat(__global uint* d, __global const uint* a, const Params P) {
+    if (!ROW_IN_GRID) return;
+    const int n0 = NE(T_A, 0), sa = NB(T_A, 0), sd = NB(T_DST, 0), end = CHUNK_END;
+    __global uint* dr = d + ROW(T_DST);
+    __global const uint* ar = a + OFF(T_A) + (I1 % NE(T_A, 1)) * NB(T_A, 1) + (I2 % NE(T_A, 2)) * NB(T_A, 2)
+                              + (I3 % NE(T_A, 3)) * NB(T_A, 3);
+    int j = CHUNK_BEGIN % n0;
+    for (int i = CHUNK_BEGIN; i < end; ++i) {
+        dr[i * sd] = ar[j * sa];
+        if (++j == n0) j = 0;
+    }
+}
+
+// PAD: dst = a inside a's extent, 0 past it. A dst row outside a's rows is all zeros; a row inside copies a's
+// row then zero-fills the tail, two plain loops.
+__kernel void pad(__global uint* d, __global const uint* a, const Params P) {
+    if (!ROW_IN_GRID) return;
+    const int i1 = I1, i2 = I2, i3 = I3, sa = NB(T_A, 0), sd = NB(T_DST, 0), begin = CHUNK_BEGIN, end = CHUNK_END;
+    const bool inside = i1 < NE(T_A, 1) && i2 < NE(T_A, 2) && i3 < NE(T_A, 3);
+    const int copy_end = inside ? min(end, NE(T_A, 0)) : begin;
+    __global uint* dr = d + ROW(T_DST);
+    __global const uint* ar = a + OFF(T_A) + i1 * NB(T_A, 1) + i2 * NB(T_A, 2) + i3 * NB(T_A, 3);
+    int i = begin;
+    for (; i < copy_end; ++i) dr[i * sd] = ar[i * sa];
+    for (; i < end; ++i) dr[i * sd] = 0u;
+}

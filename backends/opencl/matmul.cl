@@ -1,0 +1,60 @@
+// MUL_MAT: dst[n, m, i2, i3] = sum_k a[k, n, i2 / (b2 / a2), i3 / (b3 / a3)] * b[k, m, i2, i3] (ggml broadcasts a
+// by division). A work group of WG x WG work items computes a TILE x TILE block of dst (n x m) for one (i2, i3),
+// each work item R x R outputs spaced WG apart (so neighbouring work items touch neighbouring n: the work-item
+// loop PoCL builds vectorises over them). K goes in steps of TK: the group stages a[k0.., n0..] and b[k0.., m0..]
+// in local memory (through any strides; zeros past K, N, M so the tails need no branches in the product loop).
+// A_F16 (host define) reads a as half (vload_half is exact).
+#define WG 16
+#define R 4
+#define TILE (WG * R)
+#define TK 16
+
+#ifdef A_F16
+#define LOAD_A(i) vload_half((i), a)
+typedef half AT;
+#else
+#define LOAD_A(i) a[i]
+typedef float AT;
+#endif
+
+__kernel __attribute__((reqd_work_group_size(WG, WG, 1)))
+void mul_mat(__global float* restrict d, __global const AT* restrict a, __global const float* restrict b,
+             const Params P) {
+    __local float as[TK][TILE];  // [k][n]
+    __local float bs[TK][TILE];  // [k][m]
+    const int lx = get_local_id(0), ly = get_local_id(1), l = ly * WG + lx;
+    const int n0 = get_group_id(0) * TILE, m0 = get_group_id(1) * TILE, z = get_global_id(2);
+    const int i2 = z % NE(T_DST, 2), i3 = z / NE(T_DST, 2);
+    const int K = NE(T_A, 0), N = NE(T_A, 1), M = NE(T_B, 1);
+    const int ak = NB(T_A, 0), an = NB(T_A, 1), bk = NB(T_B, 0), bm = NB(T_B, 1);
+    const int abase = OFF(T_A) + (i2 / (NE(T_B, 2) / NE(T_A, 2))) * NB(T_A, 2)
+                      + (i3 / (NE(T_B, 3) / NE(T_A, 3))) * NB(T_A, 3);
+    const int bbase = OFF(T_B) + i2 * NB(T_B, 2) + i3 * NB(T_B, 3);
+    float acc[R][R];
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < R; ++c) acc[r][c] = 0.0f;
+    for (int k0 = 0; k0 < K; k0 += TK) {
+        // TK x TILE elements per operand, WG*WG work items: element e = l + WG*WG*r, k fastest (a row of a
+        // contiguous operand is read in order).
+        for (int r = 0; r < TK * TILE / (WG * WG); ++r) {
+            const int e = l + WG * WG * r, kk = e % TK, x = e / TK, k = k0 + kk;
+            as[kk][x] = (k < K && n0 + x < N) ? (float)LOAD_A(abase + k * ak + (n0 + x) * an) : 0.0f;
+            bs[kk][x] = (k < K && m0 + x < M) ? b[bbase + k * bk + (m0 + x) * bm] : 0.0f;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int kk = 0; kk < TK; ++kk) {
+            float av[R], bv[R];
+            for (int r = 0; r < R; ++r) av[r] = as[kk][lx + WG * r];
+            for (int c = 0; c < R; ++c) bv[c] = bs[kk][ly + WG * c];
+            for (int r = 0; r < R; ++r)
+                for (int c = 0; c < R; ++c) acc[r][c] += av[r] * bv[c];
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    const int dbase = OFF(T_DST) + i2 * NB(T_DST, 2) + i3 * NB(T_DST, 3);
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < R; ++c) {
+            const int n = n0 + lx + WG * r, m = m0 + ly + WG * c;
+            if (n < N && m < M) d[dbase + n * NB(T_DST, 0) + m * NB(T_DST, 1)] = acc[r][c];
+        }
+}

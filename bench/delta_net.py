@@ -1,0 +1,61 @@
+"""The delta-net variant comparison: time per variant per backend, and each variant's compute buffer, planned by the
+graph planner and measured by the backend's allocator, at Kimi dimensions by default (H=32, S=128, T=512)."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from backends import availability, get_backend
+from reference.delta_net import VARIANTS, build_gdn_graph
+from reference.graph import run_graph
+from reference.ops import _gdn_domain
+
+INPUTS = ["q", "k", "v", "g", "beta", "state"]
+
+
+def inputs_for(graph, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {name: _gdn_domain(rng, graph.inputs[name].desc.shape, i, {}) for i, name in enumerate(INPUTS)}
+
+
+def run(backends: list[str], variants: list[str], S=128, H=32, T=512, n_seqs=1, kda=True, reps=3) -> list[dict]:
+    records = []
+    for name in backends:
+        reason = availability(name)
+        if reason:
+            print(f"{name}: skipped ({reason})")
+            continue
+        backend = get_backend(name)
+        info = backend.device_info()
+        for variant in variants:
+            graph = build_gdn_graph(S, H, T, n_seqs, H, kda, variant)
+            plan = graph.plan()
+            values = inputs_for(graph)
+            rec = {"kind": "delta_net", "backend": name, **info, "variant": variant, "S": S, "H": H, "T": T,
+                   "n_seqs": n_seqs, "gate": "kda" if kda else "gda", "nodes": plan["nodes"],
+                   "planned_compute_bytes": plan["compute_bytes"], "peak_at": plan["peak_at"]}
+            try:
+                run_graph(backend, graph, values)  # warm-up: compiles every kernel once
+                samples = []
+                for _ in range(reps):
+                    base = backend.live_bytes
+                    backend.peak_bytes = base
+                    t0 = time.perf_counter()
+                    run_graph(backend, graph, values)
+                    samples.append(time.perf_counter() - t0)
+                # The allocator saw inputs and intermediates; inputs are not compute buffer.
+                rec["measured_compute_bytes"] = backend.peak_bytes - base - plan["input_bytes"]
+            except NotImplementedError as err:
+                rec.update(supported=False, reason=str(err))
+                print(f"{name}: {variant:9s} unsupported: {err}", flush=True)
+                records.append(rec)
+                continue
+            rec.update(supported=True, ms=1e3 * float(np.mean(samples)), ms_std=1e3 * float(np.std(samples, ddof=1))
+                       if len(samples) > 1 else 0.0, samples_ms=[1e3 * s for s in samples],
+                       tokens_per_s=T * n_seqs / float(np.mean(samples)))
+            print(f"{name}: {variant:9s} {rec['ms']:10.1f} ms  compute buffer planned "
+                  f"{plan['compute_bytes'] / 2**20:8.1f} MiB, measured {rec['measured_compute_bytes'] / 2**20:8.1f} MiB",
+                  flush=True)
+            records.append(rec)
+    return records
