@@ -205,7 +205,7 @@ class OpenCLBackend(Backend):
         if name == "MUL_MAT" and srcs[0].dtype == DType.F16:
             defines.append("A_F16")
         if name == "GATED_DELTA_NET":
-            defines += [f"S_V={srcs[2].ne[0]}"] + ["KDA"] * (srcs[3].ne[0] != 1 or srcs[2].ne[0] == 1)
+            defines += [f"S_V={srcs[2].ne[0]}"] + ["KDA"] * (srcs[3].ne[0] != 1)
         # A source strided along ne0 (a transpose) reads a cache line per element: then each work item takes a short
         # run and the work group many rows, so neighbouring work items share those lines.
         strided = grid == "rows" and any(words[TENSOR_WORDS * t + 5] != 1 for t in range(1, len(node.tensors)))
