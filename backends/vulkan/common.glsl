@@ -30,8 +30,8 @@ layout(std430, binding = 3) readonly buffer Src1Buf4 { uvec4 S14[]; };
 int off_of(int t) { return P[9 * t]; }
 ivec4 ne_of(int t) { return ivec4(P[9 * t + 1], P[9 * t + 2], P[9 * t + 3], P[9 * t + 4]); }
 ivec4 nb_of(int t) { return ivec4(P[9 * t + 5], P[9 * t + 6], P[9 * t + 7], P[9 * t + 8]); }
-int op_int(int i) { return P[36 + i]; }
-float op_float(int i) { return intBitsToFloat(P[36 + i]); }
+int op_int(int i) { return P[63 + i]; }
+float op_float(int i) { return intBitsToFloat(P[63 + i]); }
 
 // Every kernel calls load_params() first and reads P nowhere else inside branches or loops: at top level a read
 // with a constant index is one scalar load, inside divergent control flow lavapipe loads it lane by lane.
