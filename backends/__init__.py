@@ -17,8 +17,12 @@ BACKENDS = {
     "opencl": ("backends.opencl", "import pyopencl as cl; assert any(p.get_devices() for p in cl.get_platforms())"),
     "vulkan": ("backends.vulkan", "import kp; kp.Manager()"),
     "cuda": ("backends.cuda", "import cupy; assert cupy.cuda.is_available()"),
+    "ggml": ("backends.ggml", "import ggml"),
 }
-DEVICE_BACKENDS = ["opencl", "vulkan", "cuda"]
+KERNEL_BACKENDS = ["opencl", "vulkan", "cuda"]  # the runtimes whose kernels this project writes
+# Everything the conformance tests compare with the NumPy reference: our kernels, and the real ggml CPU code as a
+# second opinion on the references themselves.
+TESTED_BACKENDS = KERNEL_BACKENDS + ["ggml"]
 
 
 def check_name(name: str) -> str:

@@ -11,7 +11,7 @@ import sys
 
 import pandas as pd
 
-from backends import BACKENDS, DEVICE_BACKENDS, check_name
+from backends import BACKENDS, TESTED_BACKENDS, check_name
 from reference.ops import REGISTRY, get_op
 from reports import history
 
@@ -40,7 +40,7 @@ def cmd_ops(args) -> int:
     from bench import ops as ops_bench
 
     op_names = [get_op(o).name for o in _list(args.op, sorted(REGISTRY), "ops", get_op)]
-    backends = _list(args.backend, DEVICE_BACKENDS, "backends", check_name)
+    backends = _list(args.backend, TESTED_BACKENDS, "backends", check_name)
     records = ops_bench.run(op_names, backends, args.budget)
     if args.record:
         history.append(records)

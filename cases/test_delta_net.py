@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backends import DEVICE_BACKENDS
+from backends import TESTED_BACKENDS
 from backends.numpy_backend import NumpyBackend
 from conftest import device_backend
 from reference.delta_net import VARIANTS, build_gdn_graph, check_variant
@@ -125,7 +125,7 @@ END_TO_END_NMSE = 1e-6
 
 @pytest.mark.parametrize("problem", GRAPH_PROBLEMS)
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("backend_name", DEVICE_BACKENDS)
+@pytest.mark.parametrize("backend_name", TESTED_BACKENDS)
 def test_delta_net_graph_on_backend(backend_name, variant, problem):
     """Every node of the variant's graph on the backend, from the reference's inputs to that node; then the whole
     graph end to end against the recurrence."""

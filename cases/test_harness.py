@@ -3,7 +3,7 @@ what went wrong. Plus the broken ACC kernel variant every device backend carries
 import numpy as np
 import pytest
 
-from backends import DEVICE_BACKENDS
+from backends import KERNEL_BACKENDS
 from backends.numpy_backend import NumpyBackend
 from conftest import device_backend
 from reference.tensor import host_view
@@ -81,7 +81,7 @@ def test_reference_passes_itself():
     assert run_case(NumpyBackend(), ACC_4D).passed
 
 
-@pytest.mark.parametrize("backend_name", DEVICE_BACKENDS)
+@pytest.mark.parametrize("backend_name", KERNEL_BACKENDS)
 def test_broken_acc_variant_is_caught(backend_name):
     backend = device_backend(backend_name)
     assert "broken_acc_nb3" in backend.variants("ACC"), f"{backend_name} must carry the broken ACC variant"

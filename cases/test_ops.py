@@ -7,7 +7,7 @@ import pytest
 from hypothesis import event, given, reject
 from hypothesis import strategies as st
 
-from backends import DEVICE_BACKENDS
+from backends import TESTED_BACKENDS
 from backends.base import is_broken
 from conftest import device_backend
 from reference.ops import REGISTRY
@@ -31,7 +31,7 @@ def check(backend, case: Case, drawn: bool = False):
 
 
 @pytest.mark.parametrize("backend_name,case", [
-    pytest.param(b, case, id=f"{b}-{case.label()}") for b in DEVICE_BACKENDS for op in OPS for case in pinned(op)])
+    pytest.param(b, case, id=f"{b}-{case.label()}") for b in TESTED_BACKENDS for op in OPS for case in pinned(op)])
 def test_upstream(backend_name, case):
     backend = device_backend(backend_name)
     for variant in backend.variants(case.op):
@@ -39,7 +39,7 @@ def test_upstream(backend_name, case):
             check(backend, Case(case.op, case.inputs, case.params, case.seed, variant))
 
 
-@pytest.mark.parametrize("backend_name,op", [pytest.param(b, op, id=f"{b}-{op}") for b in DEVICE_BACKENDS for op in OPS])
+@pytest.mark.parametrize("backend_name,op", [pytest.param(b, op, id=f"{b}-{op}") for b in TESTED_BACKENDS for op in OPS])
 @given(data=st.data())
 def test_drawn(backend_name, op, data):
     backend = device_backend(backend_name)

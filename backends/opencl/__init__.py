@@ -28,6 +28,7 @@ MAX_LOCAL = 64  # work items per work group; on a CPU driver a work group is the
 SSM_TILE = 64  # ssm_conv.cl's TILE
 SOLVE_COLUMNS = 8  # columns per work item in solve_tri.cl
 MATMUL_WG, MATMUL_TILE = 16, 64  # matmul.cl's WG and TILE (= WG * R)
+MM_RN, MM_RM, MM_LOCAL = 4, 2, (8, 8)  # mul_mat_k1: rows of a x rows of b per work item, work group shape
 MIN_SEGMENT, MAX_SEGMENTS = 64, 256  # "segments" grid: least elements per work item, most work items per row
 PARAMS_DTYPE = np.dtype([("w", np.int32, PARAM_WORDS)])  # common.cl's Params, passed by value
 
@@ -202,8 +203,10 @@ class OpenCLBackend(Backend):
             defines.append(node.variant.upper())
         if name == "SSM_CONV":
             defines.append(f"D_CONV={srcs[1].ne[0]}")
-        if name == "MUL_MAT" and srcs[0].dtype == DType.F16:
-            defines.append("A_F16")
+        if name == "MUL_MAT":
+            defines += ["A_F16"] * (srcs[0].dtype == DType.F16) + [f"RN={MM_RN}", f"RM={MM_RM}"]
+            if words[TENSOR_WORDS + 5] == 1 and words[2 * TENSOR_WORDS + 5] == 1:  # both contiguous along k
+                entry, grid = "mul_mat_k1", "k1"
         if name == "GATED_DELTA_NET":
             defines += [f"S_V={srcs[2].ne[0]}"] + ["KDA"] * (srcs[3].ne[0] != 1)
         # A source strided along ne0 (a transpose) reads a cache line per element: then each work item takes a short
@@ -236,6 +239,10 @@ class OpenCLBackend(Backend):
             gsize = (-(-dst.ne[0] // MATMUL_TILE) * MATMUL_WG, -(-dst.ne[1] // MATMUL_TILE) * MATMUL_WG,
                      dst.ne[2] * dst.ne[3])
             lsize = (MATMUL_WG, MATMUL_WG, 1)
+        elif grid == "k1":
+            l0, l1 = MM_LOCAL
+            gsize = (-(-dst.ne[0] // (MM_RN * l0)) * l0, -(-dst.ne[1] // (MM_RM * l1)) * l1, dst.ne[2] * dst.ne[3])
+            lsize = (l0, l1, 1)
         elif grid == "heads":
             S, H, _, n = srcs[2].ne
             gsize, lsize = (S, H, n), (S, 1, 1)

@@ -10,10 +10,12 @@
 #define TK 16
 
 #ifdef A_F16
-#define LOAD_A(i) vload_half((i), a)
+#define LOAD_A(p) vload_half(0, p)
+#define LOAD_A8(p) vload_half8(0, p)
 typedef half AT;
 #else
-#define LOAD_A(i) a[i]
+#define LOAD_A(p) (*(p))
+#define LOAD_A8(p) vload8(0, p)
 typedef float AT;
 #endif
 
@@ -38,7 +40,7 @@ void mul_mat(__global float* restrict d, __global const AT* restrict a, __global
         // contiguous operand is read in order).
         for (int r = 0; r < TK * TILE / (WG * WG); ++r) {
             const int e = l + WG * WG * r, kk = e % TK, x = e / TK, k = k0 + kk;
-            as[kk][x] = (k < K && n0 + x < N) ? (float)LOAD_A(abase + k * ak + (n0 + x) * an) : 0.0f;
+            as[kk][x] = (k < K && n0 + x < N) ? (float)LOAD_A(a + abase + k * ak + (n0 + x) * an) : 0.0f;
             bs[kk][x] = (k < K && m0 + x < M) ? b[bbase + k * bk + (m0 + x) * bm] : 0.0f;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
@@ -56,5 +58,44 @@ void mul_mat(__global float* restrict d, __global const AT* restrict a, __global
         for (int c = 0; c < R; ++c) {
             const int n = n0 + lx + WG * r, m = m0 + ly + WG * c;
             if (n < N && m < M) d[dbase + n * NB(T_DST, 0) + m * NB(T_DST, 1)] = acc[r][c];
+        }
+}
+
+// MUL_MAT when a and b are both contiguous along k (the common case): no local memory, no barrier. Each work item
+// takes RN rows of a x RM rows of b and walks k 8 at a time with float8 fma accumulators (the CPU caches do the
+// blocking: a work group's rows of a and b stay in L2). Rows past N / M are clamped to the last row (computed,
+// not stored), so the inner loop has no branches.
+__kernel void mul_mat_k1(__global float* restrict d, __global const AT* restrict a, __global const float* restrict b,
+                         const Params P) {
+    const int n0 = get_global_id(0) * RN, m0 = get_global_id(1) * RM, z = get_global_id(2);
+    const int K = NE(T_A, 0), N = NE(T_A, 1), M = NE(T_B, 1);
+    if (n0 >= N || m0 >= M) return;
+    const int i2 = z % NE(T_DST, 2), i3 = z / NE(T_DST, 2);
+    __global const AT* ar[RN];
+    __global const float* br[RM];
+    for (int r = 0; r < RN; ++r)
+        ar[r] = a + OFF(T_A) + (i2 / (NE(T_B, 2) / NE(T_A, 2))) * NB(T_A, 2)
+                + (i3 / (NE(T_B, 3) / NE(T_A, 3))) * NB(T_A, 3) + min(n0 + r, N - 1) * NB(T_A, 1);
+    for (int c = 0; c < RM; ++c) br[c] = b + OFF(T_B) + i2 * NB(T_B, 2) + i3 * NB(T_B, 3) + min(m0 + c, M - 1) * NB(T_B, 1);
+    float8 acc[RN][RM];
+    for (int r = 0; r < RN; ++r)
+        for (int c = 0; c < RM; ++c) acc[r][c] = 0.0f;
+    int k = 0;
+    for (; k + 8 <= K; k += 8) {
+        float8 bv[RM];
+        for (int c = 0; c < RM; ++c) bv[c] = vload8(0, br[c] + k);
+        for (int r = 0; r < RN; ++r) {
+            const float8 av = LOAD_A8(ar[r] + k);
+            for (int c = 0; c < RM; ++c) acc[r][c] = fma(av, bv[c], acc[r][c]);
+        }
+    }
+    const int dbase = OFF(T_DST) + i2 * NB(T_DST, 2) + i3 * NB(T_DST, 3);
+    for (int r = 0; r < RN; ++r)
+        for (int c = 0; c < RM; ++c) {
+            const float4 s4 = acc[r][c].lo + acc[r][c].hi;
+            const float2 s2 = s4.lo + s4.hi;
+            float s = s2.x + s2.y;
+            for (int kk = k; kk < K; ++kk) s = fma((float)LOAD_A(ar[r] + kk), br[c][kk], s);
+            if (n0 + r < N && m0 + c < M) d[dbase + (n0 + r) * NB(T_DST, 0) + (m0 + c) * NB(T_DST, 1)] = s;
         }
 }

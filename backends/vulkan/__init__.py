@@ -2,7 +2,8 @@
 
 Kernels are GLSL compute shaders beside this file, one per op family, sharing common.glsl (parameter block, bindings,
 indexing, exact f16 conversion). KERNELS below says which file and which #defines run each op. Every kernel binds
-(params, dst, src0, src1): the parameter block of backends/base.py sits in a small uint32 kp tensor.
+(params, dst, src0, src1, ...): the parameter block of backends/base.py sits in a small uint32 kp tensor; a
+one-source op gets src0 again as src1, GATED_DELTA_NET binds its six sources at 2..7.
 
 SPIR-V comes from `glslc --target-env=vulkan1.1 -O`, compiled lazily once per (file, defines) and cached in memory
 and on disk (keyed by sources, includes, compiler version, flags and defines; written atomically because pytest-xdist
@@ -34,7 +35,8 @@ HERE = Path(__file__).resolve().parent
 GLSLC_FLAGS = ["--target-env=vulkan1.1", "-O"]
 
 # op -> (kernel file, #defines). kernel_for() adds the type and layout defines: SRC_F16/DST_F16, VEC4 / DST_VEC4
-# (contiguous 4-aligned operands), XCACHE/SHARE_A (SOLVE_TRI), DCONV (SSM_CONV), ROWCACHE (norms), BROKEN_NB3.
+# (contiguous 4-aligned operands), XCACHE/SHARE_A (SOLVE_TRI), DCONV (SSM_CONV), ROWCACHE (norms), BROKEN_NB3,
+# A_F16 (MUL_MAT), SDIM/KDA (GATED_DELTA_NET).
 KERNELS = {
     "ACC": ("acc_set.comp", ("OP_ACC",)),
     "SET": ("acc_set.comp", ("OP_SET",)),
@@ -58,6 +60,10 @@ KERNELS = {
     "DIV": ("binary.comp", ("OP_DIV",)),
     "CPY": ("cpy.comp", ()),  # + SRC_F16 / DST_F16 from the types
     "CONT": ("cpy.comp", ()),
+    "MUL_MAT": ("matmul.comp", ()),  # + A_F16 for an f16 a
+    "REPEAT": ("layout.comp", ("OP_REPEAT",)),
+    "PAD": ("layout.comp", ("OP_PAD",)),
+    "GATED_DELTA_NET": ("gated_delta_net.comp", ()),  # + SDIM=S (= workgroup size), KDA for per-channel gates
 }
 VARIANTS = {"ACC": ["default", "broken_acc_nb3"]}
 VARIANT_DEFINES = {"broken_acc_nb3": ("BROKEN_NB3",)}
@@ -124,6 +130,9 @@ def _vec4_ok(node: Node) -> bool:
     if op in ("CUMSUM", "L2_NORM", "RMS_NORM"):  # rows contiguous and 4-aligned
         return all(_elems(t, t.nb[0]) == 1 and all(_elems(t, b) % 4 == 0 for b in t.nb[1:])
                    and _elems(t, t.offset) % 4 == 0 for t in (dst, srcs[0]))
+    if op == "MUL_MAT":  # rows of a and b contiguous along K, every row start 4-aligned
+        return all(t.nb[0] == t.dtype.size and all(_elems(t, b) % 4 == 0 for b in t.nb[1:])
+                   and _elems(t, t.offset) % 4 == 0 and t.ne[0] % 4 == 0 for t in srcs)
     flat = {"FILL": [dst], "DIAG": [dst], "ACC": [dst, srcs[0]], "SET": [dst, srcs[0]]}.get(op, [dst, *srcs])
     if op in ("ADD", "SUB", "MUL", "DIV") and srcs[1].ne != srcs[0].ne:
         return False
@@ -137,7 +146,15 @@ def kernel_for(node: Node) -> tuple[str, tuple[str, ...]]:
     if op in ("CPY", "CONT"):
         defines += (("SRC_F16",) if node.srcs[0].dtype == DType.F16 else ()) \
                    + (("DST_F16",) if node.dst.dtype == DType.F16 else ())
-    if op == "SOLVE_TRI":
+    if op == "MUL_MAT" and node.srcs[0].dtype == DType.F16:
+        defines += ("A_F16",)
+    if op == "GATED_DELTA_NET":
+        S = node.srcs[2].ne[0]
+        defines += (f"WG={S}", f"SDIM={S}") + (("KDA",) if node.srcs[3].ne[0] == S > 1 else ())
+    elif op in ("REPEAT", "PAD"):
+        if node.dst.is_contiguous() and _elems(node.dst, node.dst.offset) % 4 == 0:
+            defines += ("DST_VEC4",)
+    elif op == "SOLVE_TRI":
         if node.srcs[0].ne[0] <= 128:
             defines += ("XCACHE",) + (("SHARE_A",) if subgroup_size() >= 8 else ())
     elif op == "SSM_CONV":
@@ -184,6 +201,11 @@ def workgroups(node: Node) -> list[int]:
         # A subgroup per row; the kernels grid-stride over rows, so any group count is correct.
         rows_per_group = max(1, ROW_KERNEL_WG // subgroup_size())
         return _grid(-(-rows // rows_per_group))
+    if op == "MUL_MAT":  # a thread per 4x4 block of dst, 64 per group (matmul.comp)
+        return _grid(-(-(-(-dst.ne[0] // 4) * -(-dst.ne[1] // 4) * dst.ne[2] * dst.ne[3]) // 64))
+    if op == "GATED_DELTA_NET":  # a group per (head, sequence)
+        v = node.srcs[2]
+        return _grid(v.ne[1] * v.ne[3])
     if op == "SSM_CONV":  # a thread per (channel, block of 16 tokens, sequence), 256 per group
         return _grid(-(-dst.ne[0] * -(-dst.ne[1] // 16) * dst.ne[2] // 256))
     wg, per = ELEMENTWISE
@@ -258,7 +280,7 @@ class VulkanBackend(Backend):
         params = self.mgr.tensor_t(param_block(node).view(np.uint32).copy())
         self._eval(kp.OpTensorSyncDevice([params]))
         srcs = [s.buffer.handle for s in node.srcs]
-        bound = [params, node.dst.buffer.handle, srcs[0], srcs[1] if len(srcs) > 1 else srcs[0]]
+        bound = [params, node.dst.buffer.handle, *srcs, *srcs[:1] * (2 - len(srcs))]
         algo = self.mgr.algorithm(bound, code, workgroups(node), np.zeros(0, np.uint32), np.zeros(0, np.uint32))
         seq = self.mgr.sequence().record(kp.OpAlgoDispatch(algo))
 

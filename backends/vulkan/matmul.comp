@@ -1,0 +1,68 @@
+#version 450
+// MUL_MAT: dst[n,m,i2,i3] = sum_k a[k,n,i2/(b2/a2),i3/(b3/a3)] * b[k,m,i2,i3]; a f32, or f16 with A_F16; b, dst f32.
+// A thread computes a 4x4 block of dst (4 n by 4 m): per step it loads 4 values of a and 4 of b and does 16 FMAs,
+// which is what pays on lavapipe, where every load is the cost. Rows past N/M are clamped (valid loads, results
+// dropped at the store) so the loop has no branches.
+// VEC4: a and b have nb0 == 1 and K, offsets, strides multiples of 4: k advances by 4 with 16-byte (8 for f16)
+// loads, 8 loads per 64 FMAs. Otherwise the general path walks every stride.
+#define WG 64
+#include "common.glsl"
+
+#if defined(A_F16)
+#define LOAD_A(i) LOAD_F16(S0, i)
+vec4 load_a4(int i) { // i: a multiple of 4 halves
+    uvec2 h = S02[i >> 2];
+    return vec4(f16_to_f32(h.x & 0xFFFFu), f16_to_f32(h.x >> 16), f16_to_f32(h.y & 0xFFFFu), f16_to_f32(h.y >> 16));
+}
+#else
+#define LOAD_A(i) LOAD_F32(S0, i)
+vec4 load_a4(int i) { return uintBitsToFloat(S04[i >> 2]); }
+#endif
+
+void main() {
+    load_params();
+    int K = ne_0.x, N = ne_0.y, M = ne_1.y;
+    int bn = (N + 3) / 4, bm = (M + 3) / 4;
+    int t = group_id() * WG + int(gl_LocalInvocationID.x);
+    if (t >= bn * bm * ne_1.z * ne_1.w) return;
+    int n0 = (t % bn) * 4;
+    t /= bn;
+    int m0 = (t % bm) * 4;
+    t /= bm;
+    int i2 = t % ne_1.z, i3 = t / ne_1.z;
+    int a_base = off_0 + (i2 / (ne_1.z / ne_0.z)) * nb_0.z + (i3 / (ne_1.w / ne_0.w)) * nb_0.w;
+    int b_base = off_1 + i2 * nb_1.z + i3 * nb_1.w;
+    // Start of each of the 4 rows of a (n) and of b (m), clamped to the last row.
+    ivec4 ar = a_base + min(n0 + ivec4(0, 1, 2, 3), N - 1) * nb_0.y;
+    ivec4 br = b_base + min(m0 + ivec4(0, 1, 2, 3), M - 1) * nb_1.y;
+    mat4 acc = mat4(0.0); // acc[c][r] = dst[n0 + r, m0 + c]
+#if defined(VEC4)
+    for (int k = 0; k < K; k += 4) {
+        vec4 a0 = load_a4(ar.x + k), a1 = load_a4(ar.y + k), a2 = load_a4(ar.z + k), a3 = load_a4(ar.w + k);
+        vec4 b0 = uintBitsToFloat(S14[(br.x + k) >> 2]), b1 = uintBitsToFloat(S14[(br.y + k) >> 2]);
+        vec4 b2 = uintBitsToFloat(S14[(br.z + k) >> 2]), b3 = uintBitsToFloat(S14[(br.w + k) >> 2]);
+        mat4 at4 = transpose(mat4(a0, a1, a2, a3)); // at4[kk] = (a[k+kk, n0..n0+3])
+        acc[0] += at4 * b0;
+        acc[1] += at4 * b1;
+        acc[2] += at4 * b2;
+        acc[3] += at4 * b3;
+    }
+#else
+    int sa = nb_0.x, sb = nb_1.x;
+    for (int k = 0; k < K; ++k) {
+        vec4 av = vec4(LOAD_A(ar.x + k * sa), LOAD_A(ar.y + k * sa), LOAD_A(ar.z + k * sa), LOAD_A(ar.w + k * sa));
+        vec4 bv = vec4(LOAD_F32(S1, br.x + k * sb), LOAD_F32(S1, br.y + k * sb), LOAD_F32(S1, br.z + k * sb),
+                       LOAD_F32(S1, br.w + k * sb));
+        acc[0] += av * bv.x;
+        acc[1] += av * bv.y;
+        acc[2] += av * bv.z;
+        acc[3] += av * bv.w;
+    }
+#endif
+    int d = off_d + i2 * nb_d.z + i3 * nb_d.w;
+    for (int c = 0; c < 4; ++c) {
+        for (int r = 0; r < 4; ++r) {
+            if (n0 + r < N && m0 + c < M) store_f32(d + (n0 + r) * nb_d.x + (m0 + c) * nb_d.y, acc[c][r]);
+        }
+    }
+}
