@@ -9,7 +9,7 @@ setup:
 
 # OpenCL (PoCL) and Vulkan (lavapipe) must run, never skip: KBO_REQUIRE turns a missing runtime into a failure.
 test: setup
-	KBO_REQUIRE=opencl,vulkan $(PY) -m pytest -n auto -q $(PYTEST_ARGS)
+	KBO_REQUIRE=opencl,vulkan,ggml $(PY) -m pytest -n auto -q --hypothesis-seed=0 $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m bench ops

@@ -242,7 +242,7 @@ def compare(got: np.ndarray, ref: np.ndarray, bound: float) -> tuple[float, list
     if not nmse <= bound:
         idx = np.unravel_index(np.argmax(np.where(finite, np.abs(got - ref), -1)), got.shape)
         problems.append(f"NMSE {nmse:.3g} > bound {bound:g}; worst element at numpy index "
-                        f"{tuple(int(i) for i in idx)}: got {got[idx]!r}, expected {ref[idx]!r}")
+                        f"{tuple(int(i) for i in idx)}: got {float(got[idx])!r}, expected {float(ref[idx])!r}")
     return nmse, problems
 
 

@@ -1,13 +1,19 @@
 """The harness must be able to fail: each deliberately wrong backend below is caught, with a message that says
 what went wrong. Plus the broken ACC kernel variant every device backend carries (llama.cpp #19426's bug)."""
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from backends import KERNEL_BACKENDS
 from backends.numpy_backend import NumpyBackend
 from conftest import device_backend
-from reference.tensor import host_view
+from reference.tensor import DType, host_view
 
+from . import replay
 from .harness import Case, Input, Layout, run_case
 from .upstream import _block_params
 
@@ -92,3 +98,29 @@ def test_broken_acc_variant_is_caught(backend_name):
     # Like the real bug, the broken kernel is right on 3-D contiguous input: only the 4-D/strided cases expose it.
     assert run_case(backend, broken(ACC_3D)).passed
     assert run_case(backend, ACC_4D).passed
+
+
+@pytest.mark.parametrize("backend_name", ["opencl", "vulkan"])
+def test_reproducer_replays_the_failure(backend_name, tmp_path, monkeypatch):
+    """The replay command printed for the broken ACC kernel fails again in a fresh process; for the correct
+    kernel it passes. The test-backend-ops form names the exact views and strides."""
+    device_backend(backend_name)
+    monkeypatch.setattr(replay, "REPRO_DIR", tmp_path)
+    case = Case(ACC_4D.op, ACC_4D.inputs, ACC_4D.params, ACC_4D.seed, "broken_acc_nb3")
+    text = replay.save_reproducer(backend_name, case, run_case(device_backend(backend_name), case).report(), "t")
+    command = next(line.strip() for line in text.splitlines() if line.strip().startswith("python -m cases.replay"))
+    root = Path(__file__).resolve().parent.parent
+    run = lambda cmd: subprocess.run([sys.executable, *shlex.split(cmd)[1:]], cwd=root, capture_output=True, text=True)
+    failed = run(command)
+    assert failed.returncode == 1 and "FAIL" in failed.stdout, failed.stdout + failed.stderr
+    fixed = run(command.replace("broken_acc_nb3", "default"))
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert "ggml_acc(ctx, a, b, 256, 16384, 49152, 12352)" in text
+    assert "ggml_view_4d(ctx, b, 16, 16, 3, 2, b->nb[1], b->nb[2], b->nb[3], 64)" in text
+    assert (tmp_path / f"{backend_name}-ACC-t.md").exists()
+
+
+def test_case_json_round_trip():
+    for case in (ACC_4D, CUMSUM_VIEW, Case.of("CPY", Input((7, 5), DType.F16, Layout((1, 0, 2, 3))), dtype="f32",
+                                              ne=(35,))):
+        assert replay.case_from_json(replay.case_to_json(case)) == case

@@ -13,6 +13,7 @@ from conftest import device_backend
 from reference.ops import REGISTRY
 
 from .harness import Case, run_case
+from .replay import save_reproducer
 from .strategies import cases_for
 from .upstream import pinned
 
@@ -27,7 +28,9 @@ def check(backend, case: Case, drawn: bool = False):
             event(f"unsupported on {backend.name}")
             reject()
         pytest.skip(f"unsupported: {unsupported}")
-    assert outcome.passed, outcome.report()
+    if not outcome.passed:
+        pytest.fail(save_reproducer(backend.name, case, outcome.report(), "drawn" if drawn else "upstream"),
+                    pytrace=False)
 
 
 @pytest.mark.parametrize("backend_name,case", [

@@ -24,7 +24,7 @@ void main() {
     int gid = group_id();
     int h = gid % H, s = gid / H, hk = h % hk_count;
     int j = int(gl_LocalInvocationID.x);
-    // dst as a [S*H, T*n + S*n] matrix: outputs at row s*T + t, final states at row T*n + S*s + j.
+    // dst is a [S*H, T*n + S*n] matrix: output (s, t, h, j) at row s*T + t, column h*S + j.
     int o_col = off_d + (h * SDIM + j) * nb_d.x;
 
     float st[SDIM];
@@ -60,6 +60,11 @@ void main() {
         store_f32(o_col + (s * T + t) * nb_d.y, o * scale);
         barrier(); // every thread is done with this token's k, q, decay before they are overwritten
     }
-    int n_tok = T * ne_of(3).w;
-    for (int i = 0; i < SDIM; ++i) store_f32(off_d + (h * SDIM + i) * nb_d.x + (n_tok + SDIM * s + j) * nb_d.y, st[i]);
+    // Final states: flat dst element S*H*T*n + (i + S*j + S*S*h + S*S*H*s), the input state's own layout.
+    int row_len = ne_d.x;
+    int e0 = row_len * T * ne_of(3).w + SDIM * (j + SDIM * (h + H * s));
+    for (int i = 0; i < SDIM; ++i) {
+        int e = e0 + i;
+        store_f32(off_d + (e % row_len) * nb_d.x + (e / row_len) * nb_d.y, st[i]);
+    }
 }
