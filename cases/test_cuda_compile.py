@@ -15,7 +15,7 @@ from backends.cuda.compile_check import compile_all, compile_source
 from backends.cuda.build import kernel_files, kernel_source, nvrtc
 from reference.ops import REGISTRY
 
-from .harness import Case, run_case
+from .harness import Case, Input, run_case
 from .upstream import pinned
 
 FILES = kernel_files()
@@ -115,3 +115,12 @@ def test_cuda_emulated_broken_acc_is_caught(emulated):
     assert run_case(emulated, four_d).passed
     assert not run_case(emulated, broken(four_d)).passed, "the nb3-ignoring ACC kernel was not caught"
     assert run_case(emulated, broken(three_d)).passed, "like the real bug, the broken kernel is right in 3-D"
+
+
+@pytest.mark.parametrize("op", ["SILU", "SIGMOID", "SOFTPLUS", "EXP"], ids=lambda op: f"cuda-emulated-denormal-{op}")
+def test_cuda_emulated_denormal_results(emulated, op):
+    # One element, so nothing else hides its error. With the +-150 domain these seeds draw x in (-104, -87), where
+    # the result is a float32 denormal and the plain float formulas return -0 (SILU) or lose most bits.
+    for seed in (25, 36, 88, 116, 273):
+        outcome = run_case(emulated, Case.of(op, Input((1,)), seed=seed))
+        assert outcome.passed, outcome.report()

@@ -2,18 +2,41 @@
 #include "common.cuh"
 
 // Precise libm calls only (no fast-math): expf overflows to +inf at x >= 88.7, which every formula below turns into
-// the right limit (x, 0, 1 or -0) instead of NaN.
+// the right limit (x, 0, 1 or -0) instead of NaN. Below x = -80 the results fall towards the denormal range, where
+// float32 intermediates lose bits (and e^-x overflows, so x / (1 + e^-x) gives -0 instead of x e^x): there the
+// value is computed in double and rounded once, like the reference. Only those elements pay for double.
+#define DENORMAL_RISK -80.0f
+
 struct Softplus {
-    __device__ float operator()(float x, const int*) const { return x > 20.0f ? x : log1pf(expf(x)); }
+    __device__ float operator()(float x, const int*) const {
+        if (x < DENORMAL_RISK) {
+            return (float)log1p(exp((double)x));
+        }
+        return x > 20.0f ? x : log1pf(expf(x));
+    }
 };
 struct Sigmoid {
-    __device__ float operator()(float x, const int*) const { return 1.0f / (1.0f + expf(-x)); }
+    __device__ float operator()(float x, const int*) const {
+        if (x < DENORMAL_RISK) {
+            const double e = exp((double)x);
+            return (float)(e / (1.0 + e));
+        }
+        return 1.0f / (1.0f + expf(-x));
+    }
 };
 struct Silu {
-    __device__ float operator()(float x, const int*) const { return x / (1.0f + expf(-x)); }
+    __device__ float operator()(float x, const int*) const {
+        if (x < DENORMAL_RISK) {
+            const double e = exp((double)x);
+            return (float)(x * e / (1.0 + e));
+        }
+        return x / (1.0f + expf(-x));
+    }
 };
 struct Exp {
-    __device__ float operator()(float x, const int*) const { return expf(x); }
+    __device__ float operator()(float x, const int*) const {
+        return x < DENORMAL_RISK ? (float)exp((double)x) : expf(x);
+    }
 };
 struct Neg {
     __device__ float operator()(float x, const int*) const { return -x; }
