@@ -1,6 +1,6 @@
 """CUDA backend through CuPy. Kernels are the *.cu files beside this module (one per op family, sharing common.cuh);
 each file is compiled once per process by NVRTC (build.py says why not cupy.RawModule), loaded as a CuPy module,
-and its extern "C" entry points are launched with (dst, src0[, src1], params): the raw buffers plus the 48-word
+and its extern "C" entry points are launched with (dst, src0[, src1], params): the raw buffers plus the 75-word
 parameter block of backends/base.py on the device.
 
 CuPy is imported only when the backend is created, so importing this module never fails on a machine without a GPU;

@@ -4,8 +4,8 @@
 #pragma once
 
 // words[9*t : 9*t+9] describe tensor t (0 = dst, 1 = src0, 2 = src1, 3 = src2): offset, ne0..ne3, nb0..nb3,
-// offset and strides in ELEMENTS; words[36 : 48] are the op's own words.
-#define OP_WORDS_AT 36
+// offset and strides in ELEMENTS; words[63 : 75] are the op's own words (7 tensors: dst, src0..src5).
+#define OP_WORDS_AT 63
 
 // Offsets and strides are 64-bit: element counts stay below 2^31, but i * nb products of a view need not.
 struct View {

@@ -28,7 +28,9 @@ MAX_LOCAL = 64  # work items per work group; on a CPU driver a work group is the
 SSM_TILE = 64  # ssm_conv.cl's TILE
 SOLVE_COLUMNS = 8  # columns per work item in solve_tri.cl
 MATMUL_WG, MATMUL_TILE = 16, 64  # matmul.cl's WG and TILE (= WG * R)
-MM_RN, MM_RM, MM_LOCAL = 4, 2, (8, 8)  # mul_mat_k1: rows of a x rows of b per work item, work group shape
+# mul_mat_k1: rows of a x rows of b per work item, work group shape (best of a sweep on PoCL, 1024x1024x512: 4x8 and
+# (2, 16) ~40 GFLOPS per CPU second; 4x2 ~22; 4x16 spills)
+MM_RN, MM_RM, MM_LOCAL = 4, 8, (2, 16)
 MIN_SEGMENT, MAX_SEGMENTS = 64, 256  # "segments" grid: least elements per work item, most work items per row
 PARAMS_DTYPE = np.dtype([("w", np.int32, PARAM_WORDS)])  # common.cl's Params, passed by value
 
@@ -204,9 +206,11 @@ class OpenCLBackend(Backend):
         if name == "SSM_CONV":
             defines.append(f"D_CONV={srcs[1].ne[0]}")
         if name == "MUL_MAT":
-            defines += ["A_F16"] * (srcs[0].dtype == DType.F16) + [f"RN={MM_RN}", f"RM={MM_RM}"]
+            defines += ["A_F16"] * (srcs[0].dtype == DType.F16)
             if words[TENSOR_WORDS + 5] == 1 and words[2 * TENSOR_WORDS + 5] == 1:  # both contiguous along k
                 entry, grid = "mul_mat_k1", "k1"
+                rn, rm = min(MM_RN, dst.ne[0]), min(MM_RM, dst.ne[1])  # a matrix-vector product takes RM = 1
+                defines += [f"RN={rn}", f"RM={rm}"]
         if name == "GATED_DELTA_NET":
             defines += [f"S_V={srcs[2].ne[0]}"] + ["KDA"] * (srcs[3].ne[0] != 1)
         # A source strided along ne0 (a transpose) reads a cache line per element: then each work item takes a short
@@ -240,8 +244,9 @@ class OpenCLBackend(Backend):
                      dst.ne[2] * dst.ne[3])
             lsize = (MATMUL_WG, MATMUL_WG, 1)
         elif grid == "k1":
-            l0, l1 = MM_LOCAL
-            gsize = (-(-dst.ne[0] // (MM_RN * l0)) * l0, -(-dst.ne[1] // (MM_RM * l1)) * l1, dst.ne[2] * dst.ne[3])
+            blocks = (-(-dst.ne[0] // rn), -(-dst.ne[1] // rm))
+            l0, l1 = (min(want, _pow2_at_least(n)) for want, n in zip(MM_LOCAL, blocks))
+            gsize = (-(-blocks[0] // l0) * l0, -(-blocks[1] // l1) * l1, dst.ne[2] * dst.ne[3])
             lsize = (l0, l1, 1)
         elif grid == "heads":
             S, H, _, n = srcs[2].ne

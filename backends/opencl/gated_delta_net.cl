@@ -13,20 +13,38 @@
 #define T_BETA 5
 #define T_STATE 6
 
+// The key loops run VW (8, or 1 when S_V is not a multiple of 8) keys at a time in vector registers: PoCL leaves a
+// scalar float reduction unvectorised (it may not reorder the sum), so the kernel does it by hand.
+#if S_V % 8 == 0
+#define VW 8
+typedef float8 VT;
+inline float hsum(VT x) {
+    const float4 a = x.lo + x.hi;
+    const float2 b = a.lo + a.hi;
+    return b.x + b.y;
+}
+#else
+#define VW 1
+typedef float VT;
+#define hsum(x) (x)
+#endif
+#define NV (S_V / VW)
+
 __kernel __attribute__((reqd_work_group_size(S_V, 1, 1)))
 void gated_delta_net(__global float* restrict d, __global const float* restrict q, __global const float* restrict k,
                      __global const float* restrict v, __global const float* restrict g,
                      __global const float* restrict beta, __global const float* restrict state, const Params P) {
-    __local float lk[S_V], lq[S_V];
+    __local VT lk[NV], lq[NV];
 #ifdef KDA
-    __local float lg[S_V];
+    __local VT lg[NV];
 #endif
     const int j = get_local_id(0), h = get_group_id(1), s = get_group_id(2);
     const int H = NE(T_V, 1), T = NE(T_V, 2), hk = h % NE(T_Q, 1);
     const float scale = 1.0f / sqrt((float)S_V);
-    float col[S_V];
+    VT col[NV];
+    __private float* colf = (__private float*)col;
     __global const float* st = state + OFF(T_STATE) + j * NB(T_STATE, 1) + h * NB(T_STATE, 2) + s * NB(T_STATE, 3);
-    for (int i = 0; i < S_V; ++i) col[i] = st[i * NB(T_STATE, 0)];
+    for (int i = 0; i < S_V; ++i) colf[i] = st[i * NB(T_STATE, 0)];
     const int qrow = OFF(T_Q) + j * NB(T_Q, 0) + hk * NB(T_Q, 1) + s * NB(T_Q, 3);
     const int krow = OFF(T_K) + j * NB(T_K, 0) + hk * NB(T_K, 1) + s * NB(T_K, 3);
     const int vrow = OFF(T_V) + j * NB(T_V, 0) + h * NB(T_V, 1) + s * NB(T_V, 3);
@@ -37,38 +55,38 @@ void gated_delta_net(__global float* restrict d, __global const float* restrict 
 #endif
     const int brow = OFF(T_BETA) + h * NB(T_BETA, 1) + s * NB(T_BETA, 3);
     for (int t = 0; t < T; ++t) {
-        barrier(CLK_LOCAL_MEM_FENCE);  // the previous token's reads of lk/lq/lg are done
-        lk[j] = k[krow + t * NB(T_K, 2)];
-        lq[j] = q[qrow + t * NB(T_Q, 2)];
+        barrier(CLK_LOCAL_MEM_FENCE);  // the previous token's reads of the staged vectors are done
+        ((__local float*)lk)[j] = k[krow + t * NB(T_K, 2)];
+        ((__local float*)lq)[j] = q[qrow + t * NB(T_Q, 2)];
 #ifdef KDA
-        lg[j] = exp(g[grow + t * NB(T_G, 2)]);
+        ((__local float*)lg)[j] = exp(g[grow + t * NB(T_G, 2)]);
 #endif
         barrier(CLK_LOCAL_MEM_FENCE);
-        float kv = 0.0f;
+        VT kv = 0.0f;
 #ifdef KDA
-        for (int i = 0; i < S_V; ++i) {
+        for (int i = 0; i < NV; ++i) {
             col[i] *= lg[i];
             kv += col[i] * lk[i];
         }
 #else
         const float decay = exp(g[grow + t * NB(T_G, 2)]);
-        for (int i = 0; i < S_V; ++i) {
+        for (int i = 0; i < NV; ++i) {
             col[i] *= decay;
             kv += col[i] * lk[i];
         }
 #endif
-        const float delta = (v[vrow + t * NB(T_V, 2)] - kv) * beta[brow + t * NB(T_BETA, 2)];
-        float o = 0.0f;
-        for (int i = 0; i < S_V; ++i) {
+        const float delta = (v[vrow + t * NB(T_V, 2)] - hsum(kv)) * beta[brow + t * NB(T_BETA, 2)];
+        VT o = 0.0f;
+        for (int i = 0; i < NV; ++i) {
             col[i] += lk[i] * delta;
             o += col[i] * lq[i];
         }
-        d[OFF(T_DST) + (h * S_V + j) * NB(T_DST, 0) + (s * T + t) * NB(T_DST, 1)] = o * scale;
+        d[OFF(T_DST) + (h * S_V + j) * NB(T_DST, 0) + (s * T + t) * NB(T_DST, 1)] = hsum(o) * scale;
     }
     // Final state: flat element S*H*T*n + i + S*j + S*S*h + S*S*H*s, split by dst's row length S*H.
     const int row = S_V * H, first = row * T * NE(T_V, 3) + S_V * j + S_V * S_V * h + S_V * S_V * H * s;
     for (int i = 0; i < S_V; ++i) {
         const int e = first + i;
-        d[OFF(T_DST) + (e % row) * NB(T_DST, 0) + (e / row) * NB(T_DST, 1)] = col[i];
+        d[OFF(T_DST) + (e % row) * NB(T_DST, 0) + (e / row) * NB(T_DST, 1)] = colf[i];
     }
 }
