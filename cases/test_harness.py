@@ -124,3 +124,12 @@ def test_case_json_round_trip():
     for case in (ACC_4D, CUMSUM_VIEW, Case.of("CPY", Input((7, 5), DType.F16, Layout((1, 0, 2, 3))), dtype="f32",
                                               ne=(35,))):
         assert replay.case_from_json(replay.case_to_json(case)) == case
+
+
+def test_subnormals_compare_as_zero():
+    """A backend that flushes float32 subnormals (allowed by OpenCL, Vulkan, CUDA -ftz) is not failed for it, while a
+    real difference in normal numbers still is."""
+    from .harness import compare
+
+    assert compare(np.array([-0.0]), np.array([-4e-42]), 1e-7)[1] == []
+    assert compare(np.array([1e-37]), np.array([2e-37]), 1e-7)[1] != []

@@ -30,6 +30,11 @@ def f32_bits(x: float) -> int:
     return int(np.array([x], dtype=np.float32).view(np.int32)[0])
 
 
+def f32(x: float) -> float:
+    """A float parameter as kernels see it (rounded to float32), so references use the same value."""
+    return float(np.float32(x))
+
+
 # ---- input domains: (rng, numpy shape, input index, params) -> float64 values -------------------------------------
 def uniform(lo: float, hi: float):
     return lambda rng, shape, i, p: rng.uniform(lo, hi, shape)
@@ -206,7 +211,7 @@ def _tri_ref(xs, p):
 register(OpSpec("TRI", 1, _tri_ref, same_shape, {"type": "LOWER"}, _check_tri,
                 lambda s, p: [TRI_TYPES[p["type"]]], flops=lambda s, d, p: 0,
                 summary="keep one triangle of each ne0 x ne1 matrix, zero the rest"))
-register(OpSpec("FILL", 1, lambda xs, p: np.full(xs[0].shape, p["c"]), same_shape, {"c": 0.0, "inplace": False},
+register(OpSpec("FILL", 1, lambda xs, p: np.full(xs[0].shape, f32(p["c"])), same_shape, {"c": 0.0, "inplace": False},
                 kernel_params=lambda s, p: [f32_bits(p["c"])], flops=lambda s, d, p: 0, inplace_param="inplace",
                 summary="every element becomes c (in place: fills a new_tensor, as ggml_fill_inplace)"))
 
@@ -269,12 +274,12 @@ register(OpSpec("SSM_CONV", 2, _ssm_conv_ref,
 
 def _l2_ref(xs, p):
     x = xs[0]
-    return x / np.maximum(np.sqrt(np.sum(x * x, axis=-1, keepdims=True)), p["eps"])
+    return x / np.maximum(np.sqrt(np.sum(x * x, axis=-1, keepdims=True)), f32(p["eps"]))
 
 
 def _rms_ref(xs, p):
     x = xs[0]
-    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + p["eps"])
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + f32(p["eps"]))
 
 
 def _check_eps(srcs, p):
@@ -315,7 +320,7 @@ for _name, (_fn, _doc) in _UNARY.items():
     register(OpSpec(_name, 1, lambda xs, p, fn=_fn: fn(xs[0]), same_shape, domain=uniform(-150, 150)
                     if _name != "NEG" else uniform(-1, 1), summary=_doc))
 
-register(OpSpec("SCALE", 1, lambda xs, p: xs[0] * p["s"] + p["b"], same_shape, {"s": 1.0, "b": 0.0},
+register(OpSpec("SCALE", 1, lambda xs, p: xs[0] * f32(p["s"]) + f32(p["b"]), same_shape, {"s": 1.0, "b": 0.0},
                 kernel_params=lambda s, p: [f32_bits(p["s"]), f32_bits(p["b"])], summary="x * s + b"))
 
 
