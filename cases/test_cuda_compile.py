@@ -1,5 +1,5 @@
 """The CUDA backend without a GPU: every kernel file compiles cleanly (no errors, no warnings) through NVRTC, and
-every op's kernel computes the upstream cases right when emulated on the host.
+every op's kernel computes the upstream cases (and a few tiling edge cases) right when emulated on the host.
 
 CUDA kernels only run on an NVIDIA GPU. Compilation is checked for the PTX target (compute_80) and through ptxas for
 Hopper (sm_90), which also checks the inline PTX of the f16 conversions; broken sources must be reported with their
@@ -10,15 +10,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backends.cuda import BROKEN, KERNELS
+from backends.cuda import BROKEN, GDN_COLUMNS, KERNELS
 from backends.cuda.compile_check import compile_all, compile_source
 from backends.cuda.build import kernel_files, kernel_source, nvrtc
 from reference.ops import REGISTRY
+from reference.tensor import DType
 
-from .harness import Case, Input, run_case
+from .harness import Case, Input, Layout, run_case
 from .upstream import pinned
 
 FILES = kernel_files()
+F16 = DType.F16
 
 
 def _nvrtc_or_skip():
@@ -53,7 +55,8 @@ def test_cuda_kernel_table_names_existing_files():
     assert FILES, "no .cu files found"
     for file, entry in list(KERNELS.values()) + list(BROKEN.values()):
         assert file in FILES, f"{file} is in the kernel table but missing"
-        names = [entry.format(src=s, dst=d) for s in ("f32", "f16") for d in ("f32", "f16")]
+        names = [entry.format(src=s, dst=d, cols=c)
+                 for s in ("f32", "f16") for d in ("f32", "f16") for c in GDN_COLUMNS]
         text = kernel_source(file)
         assert any(f"void {n}(" in text for n in names), f"{entry} is not an entry point of {file}"
 
@@ -80,8 +83,25 @@ def test_cuda_compile_check_accepts_good_source():
 
 # ---- kernel logic on the CPU: the real runtime (kernel table, launch shapes) with kernels built by the host C++
 # compiler against host_emulation.h. Not a GPU run: it checks indexing, views, tiling and carries, not warps or ptxas.
+def _extra_cases(op):
+    """Shapes the pinned cases leave out but the kernels' tiling depends on: GATED_DELTA_NET head sizes that are not
+    a block width (1, 48, 100: idle columns and zero-held keys) with shared and permuted q/k heads; MUL_MAT tails
+    (K, N, M not multiples of the tiles), an f16 a transposed, a strided b, and batch broadcast in ne2 and ne3."""
+    from .upstream import gdn_inputs
+    if op == "GATED_DELTA_NET":
+        return [Case.of(op, *gdn_inputs(S, H, T, n, kda, h_k, permuted), seed=S)
+                for S, H, T, n, kda, h_k, permuted in ((1, 3, 5, 2, True, 1, False), (48, 4, 5, 2, True, 2, True),
+                                                       (100, 2, 4, 1, False, 1, False))]
+    if op == "MUL_MAT":
+        t, strided = Layout(permute=(1, 0, 2, 3)), Layout(pad=(3, 1, 0, 0), offset=5)
+        return [Case.of(op, Input((100, 70, 2, 1), F16, t), Input((100, 65, 4, 3), layout=strided)),
+                Case.of(op, Input((257, 30, 1, 2), layout=Layout(permute=(0, 2, 1, 3))),
+                        Input((257, 3, 2, 2), layout=t))]
+    return []
+
+
 def _emulated_cases(op):
-    cases = pinned(op)
+    cases = pinned(op) + _extra_cases(op)
     if op not in ("CUMSUM", "L2_NORM", "RMS_NORM"):
         return cases
     # Block-wide scans and sums are slow to emulate (OS threads and barriers): every case of the shortest row

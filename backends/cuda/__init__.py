@@ -1,6 +1,6 @@
 """CUDA backend through CuPy. Kernels are the *.cu files beside this module (one per op family, sharing common.cuh);
 each file is compiled once per process by NVRTC (build.py says why not cupy.RawModule), loaded as a CuPy module,
-and its extern "C" entry points are launched with (dst, src0[, src1], params): the raw buffers plus the 75-word
+and its extern "C" entry points are launched with (dst, src0, ..., params): the raw buffers plus the 75-word
 parameter block of backends/base.py on the device.
 
 CuPy is imported only when the backend is created, so importing this module never fails on a machine without a GPU;
@@ -13,7 +13,8 @@ import numpy as np
 from ..base import Backend, Node, param_block
 from .build import compile_program, device_arch, kernel_source
 
-# op -> (kernel file, entry point). {src}/{dst} in an entry point are the operand types (f32, f16).
+# op -> (kernel file, entry point). {src}/{dst} in an entry point are the operand types (f32, f16); {cols} is
+# GATED_DELTA_NET's block width (GDN_COLUMNS).
 KERNELS = {
     "ACC": ("acc_set.cu", "acc_f32"),
     "SET": ("acc_set.cu", "set_b32"),  # f32 and i32 alike: raw 32-bit words
@@ -37,14 +38,21 @@ KERNELS = {
     "DIV": ("binary.cu", "div_f32"),
     "CPY": ("cpy.cu", "cpy_{src}_{dst}"),
     "CONT": ("cpy.cu", "cpy_{src}_{dst}"),
+    "MUL_MAT": ("matmul.cu", "mul_mat_{src}"),  # a f32 or f16; b, dst f32
+    "REPEAT": ("layout.cu", "repeat_b32"),
+    "PAD": ("layout.cu", "pad_b32"),
+    "GATED_DELTA_NET": ("gated_delta_net.cu", "gated_delta_net_c{cols}"),
 }
 # Deliberately wrong variants (base.is_broken) that prove the suite catches a known upstream bug.
 BROKEN = {
     ("ACC", "broken_acc_nb3"): ("acc_set.cu", "acc_f32_broken_nb3"),  # llama.cpp Vulkan bug #19426
 }
 # Entry points that run one block per row of ne0 (a block-wide scan or sum) -> elements a thread takes per pass
-# (cumsum.cu ITEMS); all other entry points run one thread per item with grid-stride loops.
+# (cumsum.cu ITEMS). MUL_MAT runs one block per dst tile, GATED_DELTA_NET one block per (head, seq); all other entry
+# points run one thread per item. Every kernel loops grid-stride over its items, so the grid may be capped.
 ROW_KERNELS = {"cumsum_f32": 4, "l2_norm_f32": 1, "rms_norm_f32": 1}
+MATMUL_TILE, MATMUL_THREADS = 64, 256  # matmul.cu: one block of 256 threads per 64 x 64 tile of dst
+GDN_COLUMNS = (32, 64, 128)  # gated_delta_net.cu entry points: threads per block, one per state column (S <= cols)
 
 BLOCK = 256
 INT_LIMIT = 2**31  # kernels index elements with int (offsets with 64-bit)
@@ -54,6 +62,17 @@ _MODULES: dict = {}  # (file, arch) -> cupy.cuda.function.Module, shared by ever
 
 def _pow2_at_least(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
+
+
+def _ceil_div(n: int, d: int) -> int:
+    return -(-n // d)
+
+
+def _gdn_columns(node: Node) -> int | None:
+    """GATED_DELTA_NET's block width: the narrowest entry point whose threads cover the S value columns."""
+    if node.op.name != "GATED_DELTA_NET":
+        return None
+    return next((c for c in GDN_COLUMNS if c >= node.srcs[2].ne[0]), None)
 
 
 class CudaBackend(Backend):
@@ -88,7 +107,7 @@ class CudaBackend(Backend):
         if node.variant != "default":
             return BROKEN[(node.op.name, node.variant)]
         file, entry = KERNELS[node.op.name]
-        return file, entry.format(src=node.srcs[0].dtype.label, dst=node.dst.dtype.label)
+        return file, entry.format(src=node.srcs[0].dtype.label, dst=node.dst.dtype.label, cols=_gdn_columns(node))
 
     def supports(self, node):
         if node.op.name not in KERNELS:
@@ -98,6 +117,8 @@ class CudaBackend(Backend):
         for t in node.tensors:
             if t.nelements >= INT_LIMIT:
                 return f"{t.describe()} has {t.nelements} elements; kernels index elements with 32-bit ints"
+        if node.op.name == "GATED_DELTA_NET" and node.srcs[2].ne[0] > GDN_COLUMNS[-1]:
+            return f"head size S={node.srcs[2].ne[0]}: a thread holds one state column of at most {GDN_COLUMNS[-1]}"
         return None
 
     def _function(self, file: str, entry: str):
@@ -119,8 +140,14 @@ class CudaBackend(Backend):
             per_thread = -(-dst.ne[0] // ROW_KERNELS[entry])
             threads = min(BLOCK, max(32, _pow2_at_least(per_thread)))  # whole warps: the block scan needs them
             return (min(rows, self.max_blocks) if dst.ne[0] else 0), threads
+        if node.op.name == "MUL_MAT":
+            tiles = _ceil_div(dst.ne[0], MATMUL_TILE) * _ceil_div(dst.ne[1], MATMUL_TILE) * dst.ne[2] * dst.ne[3]
+            return min(tiles, self.max_blocks), MATMUL_THREADS
+        if node.op.name == "GATED_DELTA_NET":
+            v = node.srcs[2]
+            return min(v.ne[1] * v.ne[3], self.max_blocks), _gdn_columns(node)  # (head, seq) pairs
         items = dst.ne[0] * dst.ne[2] * dst.ne[3] if node.op.name == "SOLVE_TRI" else dst.nelements  # (col, batch)
-        return min(-(-items // BLOCK), self.max_blocks), BLOCK
+        return min(_ceil_div(items, BLOCK), self.max_blocks), BLOCK
 
     def prepare(self, node):
         file, entry = self._kernel(node)

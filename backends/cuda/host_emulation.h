@@ -5,6 +5,7 @@
 #include <math.h>
 
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -76,8 +77,26 @@ inline unsigned short float_to_half(float f) {
     return h;
 }
 
+// Entry points take (dst, src0, ..., params): 3 to 8 pointers (GATED_DELTA_NET binds dst + 6 sources).
 typedef void (*Kernel3)(void*, void*, void*);
 typedef void (*Kernel4)(void*, void*, void*, void*);
+typedef void (*Kernel8)(void*, void*, void*, void*, void*, void*, void*, void*);
+
+inline void call_kernel(void* kernel, int nargs, void** a) {
+    switch (nargs) {
+        case 3:
+            ((Kernel3)kernel)(a[0], a[1], a[2]);
+            break;
+        case 4:
+            ((Kernel4)kernel)(a[0], a[1], a[2], a[3]);
+            break;
+        case 8:
+            ((Kernel8)kernel)(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
+            break;
+        default:
+            std::abort();  // a new argument count: add its signature above
+    }
+}
 
 extern "C" void emulate_launch(void* kernel, int nargs, void** args, int grid, int block) {
     blockDim = {(unsigned)block, 1, 1};
@@ -90,11 +109,7 @@ extern "C" void emulate_launch(void* kernel, int nargs, void** args, int grid, i
                 threadIdx = {(unsigned)t, 0, 0};
                 shuffle_round = 0;
                 blockIdx = {(unsigned)b, 0, 0};
-                if (nargs == 3) {
-                    ((Kernel3)kernel)(args[0], args[1], args[2]);
-                } else {
-                    ((Kernel4)kernel)(args[0], args[1], args[2], args[3]);
-                }
+                call_kernel(kernel, nargs, args);
             });
         }
         for (auto& th : threads) {

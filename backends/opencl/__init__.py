@@ -36,9 +36,12 @@ PARAMS_DTYPE = np.dtype([("w", np.int32, PARAM_WORDS)])  # common.cl's Params, p
 
 # op -> (kernel file, entry point, defines, grid). Grids: "rows" = runs of CHUNK elements along dst rows (ne1 and
 # ne2*ne3 in dims 1 and 2), "flat" = runs of CHUNK dst elements, "segments" = one work group per row,
-# "tiles" = SSM_TILE channels x SSM_TILE tokens per work group, "columns" = one work item per (SOLVE_COLUMNS columns, batch),
-# "matmul" = MATMUL_WG x MATMUL_WG work items per MATMUL_TILE x MATMUL_TILE block of dst, "heads" = one work group
-# per (head, seq) with one work item per value column.
+# "tiles" = SSM_TILE channels x SSM_TILE tokens per work group, "columns" = one work item per (SOLVE_COLUMNS
+# columns, batch),
+# "matmul" = MATMUL_WG x MATMUL_WG work items per MATMUL_TILE x MATMUL_TILE block of dst (local-memory tiles, any
+# strides), "k1" = one work item per MM_RN x MM_RM block of dst (prepare() switches MUL_MAT to entry mul_mat_k1 on
+# this grid when a and b are both contiguous along k), "heads" = one work group per (head, seq) with one work item
+# per value column.
 # prepare() adds per-node defines: CHUNK, types (CPY/CONT, a of MUL_MAT), b broadcast (binary), in place and variant
 # (ACC/SET), taps (SSM_CONV), head size and gate kind (GATED_DELTA_NET).
 KERNELS = {

@@ -1,7 +1,7 @@
 // Prepended to every kernel file. P is the parameter block of backends/base.py, passed BY VALUE: per tensor
-// (0 dst, 1 src0, 2 src1) offset, ne0..ne3, nb0..nb3 in ELEMENTS, then the op's own words at 63 (7 tensors: dst, src0..src5). By value, the
-// compiler knows no store can change it, so it hoists it out of loops (from a __constant buffer PoCL reloads it
-// after every store and gives up vectorising).
+// (7 tensors: 0 dst, 1 src0, ..., 6 src5) offset, ne0..ne3, nb0..nb3 in ELEMENTS, then the op's own words at 63.
+// By value, the compiler knows no store can change it, so it hoists it out of loops (from a __constant buffer PoCL
+// reloads it after every store and gives up vectorising).
 typedef struct { int w[75]; } Params;
 #define T_DST 0
 #define T_A 1

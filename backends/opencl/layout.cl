@@ -1,16 +1,18 @@
 // REPEAT and PAD on the row-chunk grid (one work item = a run of one dst row). Both move raw 32-bit words.
-// REPEAT: dst[i] = a[i_k % a.ne_k]. The source row is fixed per dst row; along the row the source index wraps
-// with a counter instead of a division per element.
+// REPEAT: dst[i] = a[i_k % a.ne_k]. The source row is fixed per dst row; along the row the run is copied in
+// stretches that do not wrap (plain copy loops the compiler vectorises), one division per run.
 __kernel void repeat(__global uint* d, __global const uint* a, const Params P) {
     if (!ROW_IN_GRID) return;
     const int n0 = NE(T_A, 0), sa = NB(T_A, 0), sd = NB(T_DST, 0), end = CHUNK_END;
     __global uint* dr = d + ROW(T_DST);
     __global const uint* ar = a + OFF(T_A) + (I1 % NE(T_A, 1)) * NB(T_A, 1) + (I2 % NE(T_A, 2)) * NB(T_A, 2)
                               + (I3 % NE(T_A, 3)) * NB(T_A, 3);
-    int j = CHUNK_BEGIN % n0;
-    for (int i = CHUNK_BEGIN; i < end; ++i) {
-        dr[i * sd] = ar[j * sa];
-        if (++j == n0) j = 0;
+    for (int i = CHUNK_BEGIN, j = CHUNK_BEGIN % n0; i < end; j = 0) {
+        const int len = min(end - i, n0 - j);
+        __global uint* dp = dr + i * sd;
+        __global const uint* ap = ar + j * sa;
+        for (int x = 0; x < len; ++x) dp[x * sd] = ap[x * sa];
+        i += len;
     }
 }
 

@@ -64,7 +64,8 @@ void mul_mat(__global float* restrict d, __global const AT* restrict a, __global
 // MUL_MAT when a and b are both contiguous along k (the common case): no local memory, no barrier. Each work item
 // takes RN rows of a x RM rows of b and walks k 8 at a time with float8 fma accumulators (the CPU caches do the
 // blocking: a work group's rows of a and b stay in L2). Rows past N / M are clamped to the last row (computed,
-// not stored), so the inner loop has no branches.
+// not stored), so the inner loop has no branches. Built when the host picks it (it passes RN and RM).
+#ifdef RN
 __kernel void mul_mat_k1(__global float* restrict d, __global const AT* restrict a, __global const float* restrict b,
                          const Params P) {
     const int n0 = get_global_id(0) * RN, m0 = get_global_id(1) * RM, z = get_global_id(2);
@@ -76,7 +77,8 @@ __kernel void mul_mat_k1(__global float* restrict d, __global const AT* restrict
     for (int r = 0; r < RN; ++r)
         ar[r] = a + OFF(T_A) + (i2 / (NE(T_B, 2) / NE(T_A, 2))) * NB(T_A, 2)
                 + (i3 / (NE(T_B, 3) / NE(T_A, 3))) * NB(T_A, 3) + min(n0 + r, N - 1) * NB(T_A, 1);
-    for (int c = 0; c < RM; ++c) br[c] = b + OFF(T_B) + i2 * NB(T_B, 2) + i3 * NB(T_B, 3) + min(m0 + c, M - 1) * NB(T_B, 1);
+    for (int c = 0; c < RM; ++c)
+        br[c] = b + OFF(T_B) + i2 * NB(T_B, 2) + i3 * NB(T_B, 3) + min(m0 + c, M - 1) * NB(T_B, 1);
     float8 acc[RN][RM];
     for (int r = 0; r < RN; ++r)
         for (int c = 0; c < RM; ++c) acc[r][c] = 0.0f;
@@ -99,3 +101,4 @@ __kernel void mul_mat_k1(__global float* restrict d, __global const AT* restrict
             if (n0 + r < N && m0 + c < M) d[dbase + (n0 + r) * NB(T_DST, 0) + (m0 + c) * NB(T_DST, 1)] = s;
         }
 }
+#endif

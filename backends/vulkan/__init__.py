@@ -36,7 +36,7 @@ GLSLC_FLAGS = ["--target-env=vulkan1.1", "-O"]
 
 # op -> (kernel file, #defines). kernel_for() adds the type and layout defines: SRC_F16/DST_F16, VEC4 / DST_VEC4
 # (contiguous 4-aligned operands), XCACHE/SHARE_A (SOLVE_TRI), DCONV (SSM_CONV), ROWCACHE (norms), BROKEN_NB3,
-# A_F16 (MUL_MAT), SDIM/KDA (GATED_DELTA_NET).
+# A_F16/SHARE (MUL_MAT), SDIM/KDA (GATED_DELTA_NET).
 KERNELS = {
     "ACC": ("acc_set.comp", ("OP_ACC",)),
     "SET": ("acc_set.comp", ("OP_SET",)),
@@ -71,6 +71,7 @@ VARIANT_DEFINES = {"broken_acc_nb3": ("BROKEN_NB3",)}
 # Threads per workgroup and elements per thread, as the shaders define them (common.glsl defaults WG 256, PER 4;
 # a VEC4 thread moves one uvec4, i.e. 4 elements too).
 ELEMENTWISE = (256, 4)
+MM_TILE = tuple(int(x) for x in os.environ.get("MMT", "1,4").split(","))
 ROW_KERNEL_WG = 64  # cumsum.comp, norm.comp (a subgroup per row), solve_tri.comp (a thread per 4 columns)
 MAX_GROUPS_X = 65535
 MAX_BINDING_BYTES = 128 << 20  # lavapipe's maxStorageBufferRange: a larger buffer cannot be bound whole
@@ -150,10 +151,13 @@ def kernel_for(node: Node) -> tuple[str, tuple[str, ...]]:
         defines += ("A_F16",)
     if op == "GATED_DELTA_NET":
         S = node.srcs[2].ne[0]
-        defines += (f"WG={S}", f"SDIM={S}") + (("KDA",) if node.srcs[3].ne[0] == S > 1 else ())
+        defines += (f"WG={-(-S // 8) * 8}", f"SDIM={S}") + (("KDA",) if node.srcs[3].ne[0] == S > 1 else ())
     elif op in ("REPEAT", "PAD"):
-        if node.dst.is_contiguous() and _elems(node.dst, node.dst.offset) % 4 == 0:
-            defines += ("DST_VEC4",)
+        dst, a = node.dst, node.srcs[0]
+        if dst.is_contiguous() and _elems(dst, dst.offset) % 4 == 0:
+            rows4 = a.nb[0] == a.dtype.size and a.ne[0] % 4 == 0 and dst.ne[0] % 4 == 0 \
+                and all(_elems(a, b) % 4 == 0 for b in (a.offset, *a.nb[1:]))
+            defines += ("VEC4",) if rows4 else ("DST_VEC4",)
     elif op == "SOLVE_TRI":
         if node.srcs[0].ne[0] <= 128:
             defines += ("XCACHE",) + (("SHARE_A",) if subgroup_size() >= 8 else ())
@@ -162,6 +166,8 @@ def kernel_for(node: Node) -> tuple[str, tuple[str, ...]]:
         defines += (f"DCONV={d_conv}",) if d_conv <= 16 else ()
     elif _vec4_ok(node):
         defines += ("VEC4",)
+        if op == "MUL_MAT" and subgroup_size() == 8:
+            defines += ("SHARE", f"TNB={MM_TILE[0]}", f"MT={MM_TILE[1]}")
         if op in ("L2_NORM", "RMS_NORM"):  # keep each lane's share of the row (uvec4s) for the second pass
             per_lane = -(-(node.dst.ne[0] // 4) // min(subgroup_size(), ROW_KERNEL_WG))
             if per_lane <= 128:
@@ -201,7 +207,10 @@ def workgroups(node: Node) -> list[int]:
         # A subgroup per row; the kernels grid-stride over rows, so any group count is correct.
         rows_per_group = max(1, ROW_KERNEL_WG // subgroup_size())
         return _grid(-(-rows // rows_per_group))
-    if op == "MUL_MAT":  # a thread per 4x4 block of dst, 64 per group (matmul.comp)
+    if op == "MUL_MAT":  # 64 threads per group; SHARE: a subgroup per 8x32 block of dst, else a thread per 4x4
+        if "SHARE" in kernel_for(node)[1]:
+            tn, tm = 8 * MM_TILE[0], 8 * MM_TILE[1]
+            return _grid(-(-(-(-dst.ne[0] // tn) * -(-dst.ne[1] // tm) * dst.ne[2] * dst.ne[3]) // (64 // 8)))
         return _grid(-(-(-(-dst.ne[0] // 4) * -(-dst.ne[1] // 4) * dst.ne[2] * dst.ne[3]) // 64))
     if op == "GATED_DELTA_NET":  # a group per (head, sequence)
         v = node.srcs[2]
@@ -265,6 +274,8 @@ class VulkanBackend(Backend):
             return f"no Vulkan kernel for {node.op.name}"
         if node.variant not in self.variants(node.op.name):
             return f"no variant {node.variant!r} of {node.op.name}"
+        if node.op.name == "GATED_DELTA_NET" and subgroup_size() < 8:
+            return f"gated_delta_net.comp broadcasts over 8 lanes; this device's subgroups have {subgroup_size()}"
         for t in node.tensors:
             if t.buffer is not None and t.buffer.nbytes > MAX_BINDING_BYTES:
                 return (f"a {t.buffer.nbytes}-byte buffer exceeds the {MAX_BINDING_BYTES}-byte storage-buffer range "

@@ -1,9 +1,15 @@
 #version 450
 // GATED_DELTA_NET (q, k, v, g, beta, state -> dst = [outputs | final states]), the fused recurrence.
-// One workgroup per (head h, sequence s), one thread per value column j (the host compiles WG = SDIM = S); thread j
-// keeps its column st[i] = S[i][j] in private memory, so no reductions across threads are needed. Per token the
-// threads stage k, q and exp(g) in shared memory (thread j loads element j), then each walks its column.
-// KDA (a compile-time define): g has S entries per token (decay per key row); otherwise one gate per head (GDA).
+// One workgroup per (head h, sequence s), one thread per value column j: thread j keeps its column st[i] = S[i][j]
+// in registers (SDIM = S is compiled in and the loops over i are unrolled), so columns need no reductions.
+// The host makes the workgroup S rounded up to 8 threads; threads past S repeat column S-1 and store nothing.
+// Per token every thread needs all S values of k (and q, and the decays): in each subgroup, lane u loads elements
+// c*8 + u and subgroupBroadcast hands them out, so a lane loads S/8 of each instead of S (lavapipe loads lane by
+// lane inside loops; broadcasts stay in registers). Needs subgroups of >= 8 lanes (the host checks).
+// KDA (compile-time): g has S entries per token (decay per key row i); otherwise one gate per head (GDA).
+#extension GL_KHR_shader_subgroup_basic : enable
+#extension GL_KHR_shader_subgroup_ballot : enable
+#extension GL_EXT_control_flow_attributes : enable
 #include "common.glsl"
 
 layout(std430, binding = 4) readonly buffer VBuf { uint SV[]; };
@@ -11,10 +17,19 @@ layout(std430, binding = 5) readonly buffer GBuf { uint SG[]; };
 layout(std430, binding = 6) readonly buffer BetaBuf { uint SB[]; };
 layout(std430, binding = 7) readonly buffer StateBuf { uint SS[]; };
 
-shared float sk[SDIM], sq[SDIM];
+#define NCH ((SDIM + 7) / 8) // chunks of 8 key rows
+#define EACH8(F, c) F(c, 0) F(c, 1) F(c, 2) F(c, 3) F(c, 4) F(c, 5) F(c, 6) F(c, 7) // broadcast ids are constants
+
 #if defined(KDA)
-shared float sdecay[SDIM];
+#define DECAY(c, u) subgroupBroadcast(dc[c], u)
+#else
+#define DECAY(c, u) decay
 #endif
+// Pass 1: decay the column and take its dot with k. Pass 2: add k * delta and take the dot with q.
+#define PASS1(c, u) if ((c) * 8 + u < SDIM) { \
+        st[(c) * 8 + u] *= DECAY(c, u); kv += st[(c) * 8 + u] * subgroupBroadcast(kc[c], u); }
+#define PASS2(c, u) if ((c) * 8 + u < SDIM) { \
+        st[(c) * 8 + u] += subgroupBroadcast(kc[c], u) * delta; o += st[(c) * 8 + u] * subgroupBroadcast(qc[c], u); }
 
 void main() {
     load_params(); // dst, q (src0), k (src1)
@@ -23,47 +38,46 @@ void main() {
     int H = ne_of(3).y, T = ne_of(3).z, hk_count = ne_0.y;
     int gid = group_id();
     int h = gid % H, s = gid / H, hk = h % hk_count;
-    int j = int(gl_LocalInvocationID.x);
+    int lane = int(gl_SubgroupInvocationID) & 7;
+    int j = min(int(gl_LocalInvocationID.x), SDIM - 1);
+    bool live = int(gl_LocalInvocationID.x) < SDIM;
     // dst is a [S*H, T*n + S*n] matrix: output (s, t, h, j) at row s*T + t, column h*S + j.
     int o_col = off_d + (h * SDIM + j) * nb_d.x;
 
     float st[SDIM];
-    for (int i = 0; i < SDIM; ++i) st[i] = LOAD_F32(SS, at(ivec4(i, j, h, s), nb_s, off_s));
+    [[unroll]] for (int i = 0; i < SDIM; ++i) st[i] = LOAD_F32(SS, at(ivec4(i, j, h, s), nb_s, off_s));
 
     float scale = 1.0 / sqrt(float(SDIM));
     for (int t = 0; t < T; ++t) {
-        sk[j] = LOAD_F32(S1, at(ivec4(j, hk, t, s), nb_1, off_1));
-        sq[j] = LOAD_F32(S0, at(ivec4(j, hk, t, s), nb_0, off_0));
+        float kc[NCH], qc[NCH];
 #if defined(KDA)
-        sdecay[j] = exp(LOAD_F32(SG, at(ivec4(j, h, t, s), nb_g, off_g)));
-#else
+        float dc[NCH];
+#endif
+        [[unroll]] for (int c = 0; c < NCH; ++c) {
+            int e = min(c * 8 + lane, SDIM - 1);
+            kc[c] = LOAD_F32(S1, at(ivec4(e, hk, t, s), nb_1, off_1));
+            qc[c] = LOAD_F32(S0, at(ivec4(e, hk, t, s), nb_0, off_0));
+#if defined(KDA)
+            dc[c] = exp(LOAD_F32(SG, at(ivec4(e, h, t, s), nb_g, off_g)));
+#endif
+        }
+#if !defined(KDA)
         float decay = exp(LOAD_F32(SG, at(ivec4(0, h, t, s), nb_g, off_g)));
 #endif
         float vj = LOAD_F32(SV, at(ivec4(j, h, t, s), nb_v, off_v));
         float beta = LOAD_F32(SB, at(ivec4(0, h, t, s), nb_b, off_b));
-        barrier();
         float kv = 0.0;
-        for (int i = 0; i < SDIM; ++i) {
-#if defined(KDA)
-            st[i] *= sdecay[i];
-#else
-            st[i] *= decay;
-#endif
-            kv += st[i] * sk[i];
-        }
+        [[unroll]] for (int c = 0; c < NCH; ++c) { EACH8(PASS1, c) }
         float delta = (vj - kv) * beta;
         float o = 0.0;
-        for (int i = 0; i < SDIM; ++i) {
-            st[i] += sk[i] * delta;
-            o += st[i] * sq[i];
-        }
-        store_f32(o_col + (s * T + t) * nb_d.y, o * scale);
-        barrier(); // every thread is done with this token's k, q, decay before they are overwritten
+        [[unroll]] for (int c = 0; c < NCH; ++c) { EACH8(PASS2, c) }
+        if (live) store_f32(o_col + (s * T + t) * nb_d.y, o * scale);
     }
     // Final states: flat dst element S*H*T*n + (i + S*j + S*S*h + S*S*H*s), the input state's own layout.
+    if (!live) return;
     int row_len = ne_d.x;
     int e0 = row_len * T * ne_of(3).w + SDIM * (j + SDIM * (h + H * s));
-    for (int i = 0; i < SDIM; ++i) {
+    [[unroll]] for (int i = 0; i < SDIM; ++i) {
         int e = e0 + i;
         store_f32(off_d + (e % row_len) * nb_d.x + (e / row_len) * nb_d.y, st[i]);
     }

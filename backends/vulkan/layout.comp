@@ -2,7 +2,9 @@
 // REPEAT (dst[i] = a[i_k % ne_a_k]) and PAD (dst[i] = a[i] where every i_k < ne_a_k, else 0), f32, one of OP_REPEAT /
 // OP_PAD defined. A thread takes PER consecutive dst elements; the source index follows the dst index per dim, so
 // there is no modulo per element. PAD loads from a clamped (always valid) index and selects 0: no branch around the
-// load. DST_VEC4: dst contiguous and 4-aligned, the 4 results go out in one uvec4 store.
+// load. DST_VEC4: dst contiguous and 4-aligned, the 4 results go out in one uvec4 store. VEC4 besides: a's rows
+// contiguous and every row start and a.ne0 multiples of 4 (so dst.ne0 too), a run of 4 dst elements maps to 4
+// consecutive elements of a (or, PAD, lies wholly in the padding): one 16-byte load.
 #include "common.glsl"
 
 ivec4 ne, nea, nbs;
@@ -48,7 +50,14 @@ void main() {
 #else
     ivec4 j = min(i, nea - 1);
 #endif
-#if defined(DST_VEC4)
+#if defined(VEC4) // n is a multiple of 4
+    uvec4 x = S04[at(j, nbs, os) >> 2]; // PAD: j is clamped into a (the load is valid, the value maybe unused)
+#if defined(OP_PAD)
+    x = all(lessThan(i, nea)) ? x : uvec4(0u);
+#endif
+    D4[(off_d + f) >> 2] = x;
+    return;
+#elif defined(DST_VEC4)
     if (f + 4 <= n) {
         uint b0 = value(i, j); next(i, j);
         uint b1 = value(i, j); next(i, j);

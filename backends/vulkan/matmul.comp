@@ -5,6 +5,11 @@
 // dropped at the store) so the loop has no branches.
 // VEC4: a and b have nb0 == 1 and K, offsets, strides multiples of 4: k advances by 4 with 16-byte (8 for f16)
 // loads, 8 loads per 64 FMAs. Otherwise the general path walks every stride.
+// SHARE (with VEC4, subgroups of exactly 8 lanes): a subgroup computes 8 n by 32 m. Lane u loads row n0 + u of a
+// and subgroupBroadcast hands it to the other lanes; each lane loads its own 4 columns of b: per 4 k a lane loads
+// 5 uvec4 for 128 FMAs.
+#extension GL_KHR_shader_subgroup_basic : enable
+#extension GL_KHR_shader_subgroup_ballot : enable
 #define WG 64
 #include "common.glsl"
 
@@ -19,6 +24,53 @@ vec4 load_a4(int i) { // i: a multiple of 4 halves
 vec4 load_a4(int i) { return uintBitsToFloat(S04[i >> 2]); }
 #endif
 
+
+#if defined(SHARE) // TNB, MT: the tile (host-defined)
+void main() {
+    load_params();
+    int K = ne_0.x, N = ne_0.y, M = ne_1.y;
+    int bn = (N + 8 * TNB - 1) / (8 * TNB), bm = (M + 8 * MT - 1) / (8 * MT);
+    int t = group_id() * int(gl_NumSubgroups) + int(gl_SubgroupID); // this subgroup's tile
+    if (t >= bn * bm * ne_1.z * ne_1.w) return; // whole subgroups
+    int u = int(gl_SubgroupInvocationID);
+    int n0 = (t % bn) * (8 * TNB);
+    t /= bn;
+    int m0 = (t % bm) * (8 * MT) + u * MT; // this lane's first column
+    t /= bm;
+    int i2 = t % ne_1.z, i3 = t / ne_1.z;
+    int ar[TNB]; // rows n0 + 8r + u of a, clamped
+    for (int r = 0; r < TNB; ++r)
+        ar[r] = off_0 + (i2 / (ne_1.z / ne_0.z)) * nb_0.z + (i3 / (ne_1.w / ne_0.w)) * nb_0.w
+                + min(n0 + 8 * r + u, N - 1) * nb_0.y;
+    int br[MT];
+    for (int c = 0; c < MT; ++c) br[c] = off_1 + i2 * nb_1.z + i3 * nb_1.w + min(m0 + c, M - 1) * nb_1.y;
+    vec4 acc[MT][2 * TNB]; // acc[c][h][r] = dst[n0 + 4h + r, m0 + c]
+    for (int c = 0; c < MT; ++c)
+        for (int h = 0; h < 2 * TNB; ++h) acc[c][h] = vec4(0.0);
+    for (int k = 0; k < K; k += 4) {
+        vec4 b[MT];
+        for (int c = 0; c < MT; ++c) b[c] = uintBitsToFloat(S14[(br[c] + k) >> 2]);
+        for (int r = 0; r < TNB; ++r) {
+            vec4 a = load_a4(ar[r] + k);
+            // rows n0+8r .. +3 and +4 .. +7 at this k, as 4x4 blocks: column kk = a[k+kk, row]
+            mat4 lo = transpose(mat4(subgroupBroadcast(a, 0), subgroupBroadcast(a, 1), subgroupBroadcast(a, 2),
+                                     subgroupBroadcast(a, 3)));
+            mat4 hi = transpose(mat4(subgroupBroadcast(a, 4), subgroupBroadcast(a, 5), subgroupBroadcast(a, 6),
+                                     subgroupBroadcast(a, 7)));
+            for (int c = 0; c < MT; ++c) {
+                acc[c][2 * r] += lo * b[c];
+                acc[c][2 * r + 1] += hi * b[c];
+            }
+        }
+    }
+    int d = off_d + i2 * nb_d.z + i3 * nb_d.w;
+    for (int c = 0; c < MT; ++c) {
+        for (int r = 0; r < 8 * TNB; ++r) {
+            if (n0 + r < N && m0 + c < M) store_f32(d + (n0 + r) * nb_d.x + (m0 + c) * nb_d.y, acc[c][r / 4][r % 4]);
+        }
+    }
+}
+#else
 void main() {
     load_params();
     int K = ne_0.x, N = ne_0.y, M = ne_1.y;
@@ -66,3 +118,4 @@ void main() {
         }
     }
 }
+#endif

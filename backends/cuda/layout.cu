@@ -1,0 +1,29 @@
+// REPEAT and PAD: one thread per dst element, any views. Both move raw 32-bit words (f32 bits are copied, not
+// computed with). The dst descriptor carries the output shape, so neither needs op words.
+#include "common.cuh"
+
+// REPEAT: dst[i] = a[i_k % a.ne_k] (dst.ne_k is a multiple of a.ne_k).
+extern "C" __global__ void repeat_b32(unsigned* d, const unsigned* a, const int* p) {
+    const View vd = view_of(p, 0);
+    const View va = view_of(p, 1);
+    const int n = nelements(vd);
+    for (long long flat = first_thread(); flat < n; flat += thread_stride()) {
+        int i[4];
+        unflatten(vd, (int)flat, i);
+        const long long src = at(va, i[0] % va.ne[0], i[1] % va.ne[1], i[2] % va.ne[2], i[3] % va.ne[3]);
+        d[at(vd, i[0], i[1], i[2], i[3])] = a[src];
+    }
+}
+
+// PAD: dst = a where every i_k < a.ne_k, else 0 (the pads sit at the end of each dim).
+extern "C" __global__ void pad_b32(unsigned* d, const unsigned* a, const int* p) {
+    const View vd = view_of(p, 0);
+    const View va = view_of(p, 1);
+    const int n = nelements(vd);
+    for (long long flat = first_thread(); flat < n; flat += thread_stride()) {
+        int i[4];
+        unflatten(vd, (int)flat, i);
+        const bool inside = i[0] < va.ne[0] && i[1] < va.ne[1] && i[2] < va.ne[2] && i[3] < va.ne[3];
+        d[at(vd, i[0], i[1], i[2], i[3])] = inside ? a[at(va, i[0], i[1], i[2], i[3])] : 0u;
+    }
+}

@@ -1,0 +1,72 @@
+"""The real ggml CPU implementation of every op (ggml-python 0.0.45 = standalone ggml 0.15.3), run through the same
+conformance tests as our kernels: a second opinion on the NumPy references.
+
+Buffers are host NumPy uint8 arrays (as the reference backend). prepare(node) builds, once, a small no_alloc ggml
+context whose source tensors are views on our buffers (data = buffer address + offset, ne/nb = the node's), calls
+the ggml op with the node's parameters, gives every graph node that owns memory either the destination's own bytes
+(when the destination is contiguous) or a NumPy scratch array, and returns a callable that runs ggml_graph_compute
+(plan + our own work buffer, so repeated runs never grow the context) and, when the result went to scratch, copies
+it into the destination view.
+
+ggml asserts (which abort the whole process) and layouts its kernels silently misread are refused in supports()
+with the precondition that fails, quoted from ggml 0.15.3's source (src/ggml.c, src/ggml-cpu/ops.cpp,
+unary-ops.cpp, binary-ops.cpp, ggml-cpu.c).
+"""
+from __future__ import annotations
+
+import ctypes
+import threading
+import weakref
+
+import numpy as np
+
+from reference.tensor import Buffer, DType, Tensor, host_view
+
+from ..base import Backend, Node
+from . import _ggml as G
+
+N_THREADS = 2
+
+
+class GgmlBackend(Backend):
+    name = "ggml"
+
+    def __init__(self):
+        super().__init__()
+        G.init()
+
+    # ---- buffers (host memory, as the NumPy backend) --------------------------------------------------------------
+    def _alloc(self, nbytes):
+        return np.zeros(nbytes, dtype=np.uint8)
+
+    def write(self, buf: Buffer, data: np.ndarray) -> None:
+        buf.handle[:] = data.view(np.uint8).reshape(-1)
+
+    def read(self, buf: Buffer) -> np.ndarray:
+        return buf.handle.copy()
+
+    # ---- ops ----------------------------------------------------------------------------------------------------
+    def variants(self, op_name: str) -> list[str]:
+        return ["default"]
+
+    def supports(self, node: Node) -> str | None:
+        if node.variant != "default":
+            return f"ggml has one implementation; no variant {node.variant!r}"
+        return G.refusal(node)
+
+    def prepare(self, node: Node):
+        reason = self.supports(node)
+        if reason:
+            raise NotImplementedError(f"ggml does not run {node.label()}: {reason}")
+        return G.Prepared(node, N_THREADS)
+
+    def device_info(self) -> dict:
+        return {"device": f"ggml CPU (ggml-python {G.PY_VERSION}, ggml {G.VERSION})",
+                "driver": f"ggml {G.VERSION} CPU backend, {N_THREADS} threads"}
+
+    def copy_launch(self, src: Buffer, dst: Buffer):
+        return lambda: np.copyto(dst.handle, src.handle)
+
+
+def create() -> GgmlBackend:
+    return GgmlBackend()
