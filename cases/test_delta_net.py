@@ -16,8 +16,11 @@ from reference.ops import _gdn_domain, gdn_recurrence
 from reference.tensor import host_view
 
 CHUNKED = [v for v in VARIANTS if v != "recurrent"]
-# Nodes store float32, the recurrence is float64: the gap is rounding, far below any real algebra slip (~1e-2).
-ALGEBRA_NMSE = 1e-9
+# Nodes store float32, the recurrence is float64. The chunked forms exponentiate differences of cumulative gates,
+# which float32 holds to |G| * 6e-8: at |G| ~ 1300 (a -450 spike plus 63 tokens of -20) that is a 8e-5 relative error
+# in a decay, measured as NMSE up to 2e-9. test-backend-ops' default bound (1e-7) sits above that and far below any
+# algebra slip (~1e-2).
+ALGEBRA_NMSE = 1e-7
 GATE_SPIKE = -450.0  # one token's log gate: the cumulative gate crosses -400 inside its chunk
 
 

@@ -3,7 +3,7 @@
 // sources need no include path and no CUDA toolkit headers.
 #pragma once
 
-// words[9*t : 9*t+9] describe tensor t (0 = dst, 1 = src0, 2 = src1, 3 = src2): offset, ne0..ne3, nb0..nb3,
+// words[9*t : 9*t+9] describe tensor t (0 = dst, 1 = src0, ..., 6 = src5): offset, ne0..ne3, nb0..nb3,
 // offset and strides in ELEMENTS; words[63 : 75] are the op's own words (7 tensors: dst, src0..src5).
 #define OP_WORDS_AT 63
 

@@ -77,7 +77,7 @@ inline unsigned short float_to_half(float f) {
     return h;
 }
 
-// Entry points take (dst, src0, ..., params): 3 to 8 pointers (GATED_DELTA_NET binds dst + 6 sources).
+// Entry points take (dst, src0, ..., params): 3, 4 or 8 pointers (GATED_DELTA_NET binds dst + 6 sources).
 typedef void (*Kernel3)(void*, void*, void*);
 typedef void (*Kernel4)(void*, void*, void*, void*);
 typedef void (*Kernel8)(void*, void*, void*, void*, void*, void*, void*, void*);
