@@ -86,6 +86,10 @@ def _layout_rules(node) -> list[str]:
         _need(dense_nb0(s[1]), f"ggml_compute_forward_{op.lower()}_f32 asserts nb10 == sizeof(float); b is {d(1)}", f)
         if op == "ACC":
             _need(s[0].dtype == DType.F32, "ggml_acc_impl asserts a->type == GGML_TYPE_F32", f)
+        else:
+            _need(p["offset"] < (1 << 30), f"ggml_set_impl asserts offset < (1 << 30); offset is {p['offset']}", f)
+        _need(all(p[k] < 2**31 for k in ("nb1", "nb2", "nb3", "offset")),
+              f"ggml_{op.lower()}_impl stores nb1, nb2, nb3 and offset as int32 op params", f)
     elif op == "CUMSUM":
         _need(dense_nb0(s[0]), f"ggml_compute_forward_cumsum_f32 asserts src0->nb[0] == sizeof(float); a is {d(0)}", f)
     elif op == "TRI":
