@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from backends import availability, get_backend
+from bench.ops import usable
 from reference.delta_net import VARIANTS, build_gdn_graph
 from reference.graph import run_graph
 from reference.ops import _gdn_domain
@@ -21,13 +21,7 @@ def inputs_for(graph, seed: int = 0) -> dict:
 
 def run(backends: list[str], variants: list[str], S=128, H=32, T=512, n_seqs=1, kda=True, reps=3) -> list[dict]:
     records = []
-    for name in backends:
-        reason = availability(name)
-        if reason:
-            print(f"{name}: skipped ({reason})")
-            continue
-        backend = get_backend(name)
-        info = backend.device_info()
+    for name, backend, info in usable(backends):
         for variant in variants:
             graph = build_gdn_graph(S, H, T, n_seqs, H, kda, variant)
             plan = graph.plan()

@@ -95,16 +95,21 @@ def bench_op(backend, case: Case, budget_s: float) -> dict:
             "gb_s": nbytes / secs / 1e9, "gflops": flops / secs / 1e9}
 
 
-def run(ops: list[str], backends: list[str], budget_s: float = 0.5) -> list[dict]:
-    """Benchmark `ops` on `backends`; returns history records (kind 'ops'), copy bandwidth first per backend."""
-    records = []
+def usable(backends: list[str]):
+    """(name, backend, device info) for each backend that can run here; says why for the others."""
     for name in backends:
         reason = availability(name)
         if reason:
             print(f"{name}: skipped ({reason})")
             continue
         backend = get_backend(name)
-        info = backend.device_info()
+        yield name, backend, backend.device_info()
+
+
+def run(ops: list[str], backends: list[str], budget_s: float = 0.5) -> list[dict]:
+    """Benchmark `ops` on `backends`; returns history records (kind 'ops'), copy bandwidth first per backend."""
+    records = []
+    for name, backend, info in usable(backends):
         base = {"backend": name, **info}
         copy = copy_bandwidth(backend, budget_s)
         records.append({"kind": "copy", **base, **copy})
