@@ -10,17 +10,16 @@ it into the destination view.
 
 ggml asserts (which abort the whole process) and layouts its kernels silently misread are refused in supports()
 with the precondition that fails, quoted from ggml 0.15.3's source (src/ggml.c, src/ggml-cpu/ops.cpp,
-unary-ops.cpp, binary-ops.cpp, ggml-cpu.c).
+unary-ops.cpp, binary-ops.cpp, ggml-cpu.c). One exception: a MUL_MAT operand that ggml_mul_mat cannot take (a
+transposed a, or rows that are not dense) is first copied by ggml_cont inside the same ggml graph, as llama.cpp's
+graphs do; the copy is exact, so the product is still ggml's. SOFTPLUS and SILU inputs on which ggml's float32
+formula is known to lose all accuracy are refused, naming the finding (see _ggml.FORMULA_FINDINGS).
 """
 from __future__ import annotations
 
-import ctypes
-import threading
-import weakref
-
 import numpy as np
 
-from reference.tensor import Buffer, DType, Tensor, host_view
+from reference.tensor import Buffer
 
 from ..base import Backend, Node
 from . import _ggml as G

@@ -113,7 +113,8 @@ def _layout_rules(node) -> list[str]:
               f"ggml_compute_forward_ssm_conv_f32 indexes c as c[i0 + i1*d_conv] (dense rows) without asserting "
               f"src1->nb[1] == src1->ne[0]*sizeof(float), so a c with padded rows is misread; c is {d(1)}", f)
     elif op == "RMS_NORM":
-        _need(dense_nb0(s[0]), f"ggml_compute_forward_rms_norm_f32 asserts src0->nb[0] == sizeof(float); a is {d(0)}", f)
+        _need(dense_nb0(s[0]), f"ggml_compute_forward_rms_norm_f32 asserts src0->nb[0] == sizeof(float); "
+                               f"a is {d(0)}", f)
     elif op in ("NEG", "EXP", "SIGMOID", "SOFTPLUS"):
         _need(dense_nb0(s[0]), f"apply_unary_op (unary-ops.cpp) asserts nb00 == sizeof(float); a is {d(0)}", f)
     elif op == "SILU":
@@ -137,8 +138,53 @@ def _layout_rules(node) -> list[str]:
     return f
 
 
-# Cases where ggml runs but is known to differ from the reference by design or by a bug: (predicate, finding).
-KNOWN_DIFFERENCES: list = []
+# ---- where ggml runs but is known to be less accurate than the reference -----------------------------------------
+# ggml's float32 formulas for two unary ops lose all accuracy on a range of inputs, while the float64 references are
+# exact there. A tensor whose values all sit in that range fails the NMSE bound on ggml (the drawn cases find one:
+# a single element near -71 for SOFTPLUS). These cases are refused, naming the finding, from the input values: we
+# evaluate ggml's own float32 formula in NumPy float32 and refuse when its NMSE against the exact value (subnormals
+# flushed, as the harness compares) would exceed a tenth of the op's bound.
+def _f32_formula(op: str, x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float32)
+    one = np.float32(1)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        if op == "SOFTPLUS":  # unary-ops.cpp op_softplus: (x > 20.0f) ? x : logf(1.0f + expf(x))
+            return np.where(x > 20, x, np.log(one + np.exp(x))).astype(np.float64)
+        return (x / (one + np.exp(-x))).astype(np.float64)  # vec.h ggml_silu_f32: x/(1.0f + expf(-x))
+
+
+FORMULA_FINDINGS = {
+    "SOFTPLUS": "ggml 0.15.3 evaluates softplus as logf(1.0f + expf(x)) in float32 (unary-ops.cpp op_softplus): "
+                "1 + e^x rounds to 1 for x < -16.6, so it returns 0 where the answer is e^x, and below about -8 its "
+                "absolute error is ~6e-8; the reference (float64 log1p) is right",
+    "SILU": "ggml 0.15.3 evaluates silu as x/(1.0f + expf(-x)) in float32: expf(-x) overflows to inf for "
+            "x < -88.72, so it returns -0 where the answer x*e^x is still a normal float down to about -91.8; "
+            "the reference (float64) is right",
+}
+
+
+def _formula_refusal(node) -> str | None:
+    op = node.op.name
+    if op not in FORMULA_FINDINGS:
+        return None
+    src = node.srcs[0]
+    if src.buffer is None or not isinstance(src.buffer.handle, np.ndarray):
+        return None
+    x = host_view(src.buffer.handle, src).astype(np.float64)
+    if not np.isfinite(x).all():
+        return None
+    exact = np.asarray(node.op.reference([x], node.params), dtype=np.float32).astype(np.float64)
+    approx = _f32_formula(op, x)
+    tiny = float(np.finfo(np.float32).tiny)
+    exact, approx = (np.where(np.abs(v) < tiny, 0.0, v) for v in (exact, approx))
+    finite = np.isfinite(exact) & np.isfinite(approx)
+    norm = np.sum(exact[finite] ** 2)
+    err = np.sum((approx[finite] - exact[finite]) ** 2)
+    nmse = err / norm if norm > 0 else err
+    if nmse > node.op.nmse / 10:
+        return (f"{FORMULA_FINDINGS[op]}; on these inputs ggml's formula gives NMSE {nmse:.3g} against the exact "
+                f"values (bound {node.op.nmse:g})")
+    return None
 
 
 def refusal(node) -> str | None:
@@ -151,10 +197,7 @@ def refusal(node) -> str | None:
     fails = _layout_rules(node)
     if fails:
         return "; ".join(fails)
-    for pred, finding in KNOWN_DIFFERENCES:
-        if pred(node):
-            return finding
-    return None
+    return _formula_refusal(node)
 
 
 # ---- building ----------------------------------------------------------------------------------------------------
@@ -300,7 +343,7 @@ class Prepared:
                 self.copy_out = (result, self.c.scratch(result))
         self.graph = lib.ggml_new_graph_custom(ctx, self.c.n_nodes, False)
         lib.ggml_build_forward_expand(self.graph, result)
-        for i in range(lib.ggml_graph_n_nodes(self.graph)):  # intermediates (ggml_cont of a MUL_MAT operand) get scratch
+        for i in range(lib.ggml_graph_n_nodes(self.graph)):  # intermediates (a MUL_MAT operand's ggml_cont)
             n = lib.ggml_graph_node(self.graph, i)
             if not n.contents.data:
                 self.c.scratch(n)

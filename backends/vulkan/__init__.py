@@ -13,7 +13,9 @@ What shapes the kernels (Mesa 22.3 lavapipe, measured): a buffer load inside any
 index, runs lane by lane (~7 ns per 32-bit component, stores are far cheaper), and both sides of a branch run,
 masked. So fast paths are compile-time variants picked here from the layout (VEC4 = 16-byte accesses), parameters
 are read once at the top of each kernel, and a read+write kernel tops out near 1 GB/s against ~7 GB/s for the
-driver's buffer copy.
+driver's buffer copy. Compute kernels (MUL_MAT, GATED_DELTA_NET, SOLVE_TRI) load a value once per subgroup and hand
+it to the other lanes with subgroupBroadcast, and keep big per-thread tiles: spilled registers are far cheaper than
+lane-by-lane loads.
 """
 from __future__ import annotations
 
@@ -63,7 +65,7 @@ KERNELS = {
     "MUL_MAT": ("matmul.comp", ()),  # + A_F16 for an f16 a
     "REPEAT": ("layout.comp", ("OP_REPEAT",)),
     "PAD": ("layout.comp", ("OP_PAD",)),
-    "GATED_DELTA_NET": ("gated_delta_net.comp", ()),  # + SDIM=S (= workgroup size), KDA for per-channel gates
+    "GATED_DELTA_NET": ("gated_delta_net.comp", ()),  # + SDIM=S, WG (S/4 threads, whole 8s), KDA (per-key gates)
 }
 VARIANTS = {"ACC": ["default", "broken_acc_nb3"]}
 VARIANT_DEFINES = {"broken_acc_nb3": ("BROKEN_NB3",)}
@@ -71,7 +73,9 @@ VARIANT_DEFINES = {"broken_acc_nb3": ("BROKEN_NB3",)}
 # Threads per workgroup and elements per thread, as the shaders define them (common.glsl defaults WG 256, PER 4;
 # a VEC4 thread moves one uvec4, i.e. 4 elements too).
 ELEMENTWISE = (256, 4)
-MM_TILE = tuple(int(x) for x in os.environ.get("MMT", "1,4").split(","))
+# MUL_MAT SHARE tile per subgroup: (blocks of 8 rows of a, columns of b per lane) = 32 x 64 outputs, 256 accumulators
+# a lane (measured on the 1024x1024x512 bench case: (1,4) 660 ms, (2,8) 420, (4,4) 360, (4,16) 320, (4,8) 270 CPU-ms).
+MM_TILE = (4, 8)
 ROW_KERNEL_WG = 64  # cumsum.comp, norm.comp (a subgroup per row), solve_tri.comp (a thread per 4 columns)
 MAX_GROUPS_X = 65535
 MAX_BINDING_BYTES = 128 << 20  # lavapipe's maxStorageBufferRange: a larger buffer cannot be bound whole
@@ -151,7 +155,7 @@ def kernel_for(node: Node) -> tuple[str, tuple[str, ...]]:
         defines += ("A_F16",)
     if op == "GATED_DELTA_NET":
         S = node.srcs[2].ne[0]
-        defines += (f"WG={-(-S // 8) * 8}", f"SDIM={S}") + (("KDA",) if node.srcs[3].ne[0] == S > 1 else ())
+        defines += (f"WG={-(-S // 32) * 8}", f"SDIM={S}") + (("KDA",) if node.srcs[3].ne[0] == S > 1 else ())
     elif op in ("REPEAT", "PAD"):
         dst, a = node.dst, node.srcs[0]
         if dst.is_contiguous() and _elems(dst, dst.offset) % 4 == 0:

@@ -1,11 +1,12 @@
 #version 450
 // GATED_DELTA_NET (q, k, v, g, beta, state -> dst = [outputs | final states]), the fused recurrence.
-// One workgroup per (head h, sequence s), one thread per value column j: thread j keeps its column st[i] = S[i][j]
-// in registers (SDIM = S is compiled in and the loops over i are unrolled), so columns need no reductions.
-// The host makes the workgroup S rounded up to 8 threads; threads past S repeat column S-1 and store nothing.
-// Per token every thread needs all S values of k (and q, and the decays): in each subgroup, lane u loads elements
-// c*8 + u and subgroupBroadcast hands them out, so a lane loads S/8 of each instead of S (lavapipe loads lane by
-// lane inside loops; broadcasts stay in registers). Needs subgroups of >= 8 lanes (the host checks).
+// One workgroup per (head h, sequence s), one thread per 4 value columns j0..j0+3: the thread keeps st[i] =
+// S[i][j0..j0+3] as a vec4 in registers (SDIM = S is compiled in and the loops over i are unrolled), so columns need
+// no reductions. The host makes the workgroup S/4 rounded up to 8 threads; columns past S repeat column S-1 and are
+// not stored. Per token every thread needs all S values of k (and q, and the decays): in each subgroup, lane u
+// loads elements c*8 + u and subgroupBroadcast hands them out, so a lane loads S/8 of each instead of S (lavapipe
+// loads lane by lane inside loops; broadcasts stay in registers), and each serves 4 columns. Needs subgroups of
+// >= 8 lanes (the host checks).
 // KDA (compile-time): g has S entries per token (decay per key row i); otherwise one gate per head (GDA).
 #extension GL_KHR_shader_subgroup_basic : enable
 #extension GL_KHR_shader_subgroup_ballot : enable
@@ -39,13 +40,17 @@ void main() {
     int gid = group_id();
     int h = gid % H, s = gid / H, hk = h % hk_count;
     int lane = int(gl_SubgroupInvocationID) & 7;
-    int j = min(int(gl_LocalInvocationID.x), SDIM - 1);
-    bool live = int(gl_LocalInvocationID.x) < SDIM;
+    ivec4 js = int(gl_LocalInvocationID.x) * 4 + ivec4(0, 1, 2, 3);
+    bvec4 live = lessThan(js, ivec4(SDIM));
+    js = min(js, ivec4(SDIM - 1));
     // dst is a [S*H, T*n + S*n] matrix: output (s, t, h, j) at row s*T + t, column h*S + j.
-    int o_col = off_d + (h * SDIM + j) * nb_d.x;
+    ivec4 o_col = off_d + (h * SDIM + js) * nb_d.x;
 
-    float st[SDIM];
-    [[unroll]] for (int i = 0; i < SDIM; ++i) st[i] = LOAD_F32(SS, at(ivec4(i, j, h, s), nb_s, off_s));
+    vec4 st[SDIM];
+    [[unroll]] for (int i = 0; i < SDIM; ++i) {
+        ivec4 e = at(ivec4(i, 0, h, s), nb_s, off_s) + js * nb_s.y;
+        st[i] = vec4(LOAD_F32(SS, e.x), LOAD_F32(SS, e.y), LOAD_F32(SS, e.z), LOAD_F32(SS, e.w));
+    }
 
     float scale = 1.0 / sqrt(float(SDIM));
     for (int t = 0; t < T; ++t) {
@@ -64,21 +69,29 @@ void main() {
 #if !defined(KDA)
         float decay = exp(LOAD_F32(SG, at(ivec4(0, h, t, s), nb_g, off_g)));
 #endif
-        float vj = LOAD_F32(SV, at(ivec4(j, h, t, s), nb_v, off_v));
+        ivec4 ev = at(ivec4(0, h, t, s), nb_v, off_v) + js * nb_v.x;
+        vec4 vj = vec4(LOAD_F32(SV, ev.x), LOAD_F32(SV, ev.y), LOAD_F32(SV, ev.z), LOAD_F32(SV, ev.w));
         float beta = LOAD_F32(SB, at(ivec4(0, h, t, s), nb_b, off_b));
-        float kv = 0.0;
+        vec4 kv = vec4(0.0);
         [[unroll]] for (int c = 0; c < NCH; ++c) { EACH8(PASS1, c) }
-        float delta = (vj - kv) * beta;
-        float o = 0.0;
+        vec4 delta = (vj - kv) * beta;
+        vec4 o = vec4(0.0);
         [[unroll]] for (int c = 0; c < NCH; ++c) { EACH8(PASS2, c) }
-        if (live) store_f32(o_col + (s * T + t) * nb_d.y, o * scale);
+        int row = (s * T + t) * nb_d.y;
+        o *= scale;
+        if (live.x) store_f32(o_col.x + row, o.x);
+        if (live.y) store_f32(o_col.y + row, o.y);
+        if (live.z) store_f32(o_col.z + row, o.z);
+        if (live.w) store_f32(o_col.w + row, o.w);
     }
     // Final states: flat dst element S*H*T*n + (i + S*j + S*S*h + S*S*H*s), the input state's own layout.
-    if (!live) return;
     int row_len = ne_d.x;
-    int e0 = row_len * T * ne_of(3).w + SDIM * (j + SDIM * (h + H * s));
-    [[unroll]] for (int i = 0; i < SDIM; ++i) {
-        int e = e0 + i;
-        store_f32(off_d + (e % row_len) * nb_d.x + (e / row_len) * nb_d.y, st[i]);
+    for (int c = 0; c < 4; ++c) {
+        if (!live[c]) break;
+        int e0 = row_len * T * ne_of(3).w + SDIM * (js[c] + SDIM * (h + H * s));
+        [[unroll]] for (int i = 0; i < SDIM; ++i) {
+            int e = e0 + i;
+            store_f32(off_d + (e % row_len) * nb_d.x + (e / row_len) * nb_d.y, st[i][c]);
+        }
     }
 }

@@ -3,7 +3,7 @@
 // OP_PAD defined. A thread takes PER consecutive dst elements; the source index follows the dst index per dim, so
 // there is no modulo per element. PAD loads from a clamped (always valid) index and selects 0: no branch around the
 // load. DST_VEC4: dst contiguous and 4-aligned, the 4 results go out in one uvec4 store. VEC4 besides: a's rows
-// contiguous and every row start and a.ne0 multiples of 4 (so dst.ne0 too), a run of 4 dst elements maps to 4
+// contiguous and its row starts, a.ne0 and dst.ne0 multiples of 4: a run of 4 dst elements maps to 4
 // consecutive elements of a (or, PAD, lies wholly in the padding): one 16-byte load.
 #include "common.glsl"
 

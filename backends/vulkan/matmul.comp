@@ -5,9 +5,10 @@
 // dropped at the store) so the loop has no branches.
 // VEC4: a and b have nb0 == 1 and K, offsets, strides multiples of 4: k advances by 4 with 16-byte (8 for f16)
 // loads, 8 loads per 64 FMAs. Otherwise the general path walks every stride.
-// SHARE (with VEC4, subgroups of exactly 8 lanes): a subgroup computes 8 n by 32 m. Lane u loads row n0 + u of a
-// and subgroupBroadcast hands it to the other lanes; each lane loads its own 4 columns of b: per 4 k a lane loads
-// 5 uvec4 for 128 FMAs.
+// SHARE (with VEC4, subgroups of exactly 8 lanes): a subgroup computes 8*TNB n by 8*MT m. Lane u loads rows
+// n0 + 8r + u of a and subgroupBroadcast hands them to the other lanes; each lane loads its own MT columns of b.
+// With the host's TNB 4, MT 8, per 4 k a lane loads 12 uvec4 for 1024 FMAs (its 256 accumulators spill to the
+// stack, which is far cheaper than lavapipe's lane-by-lane buffer loads).
 #extension GL_KHR_shader_subgroup_basic : enable
 #extension GL_KHR_shader_subgroup_ballot : enable
 #define WG 64
@@ -23,7 +24,6 @@ vec4 load_a4(int i) { // i: a multiple of 4 halves
 #define LOAD_A(i) LOAD_F32(S0, i)
 vec4 load_a4(int i) { return uintBitsToFloat(S04[i >> 2]); }
 #endif
-
 
 #if defined(SHARE) // TNB, MT: the tile (host-defined)
 void main() {
