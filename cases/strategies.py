@@ -163,11 +163,64 @@ def gated_delta_net(draw):
                                                  draw(st.booleans())), seed=draw(seeds()))
 
 
+@st.composite
+def mul_mat_id(draw):
+    k, n = draw(st.sampled_from([1, 16, 33, 64, 128])), draw(st.sampled_from([1, 5, 32, 65]))
+    n_exp = draw(st.sampled_from([1, 2, 4, 8]))
+    n_used = draw(st.sampled_from([1, 2, 4]))
+    n_b1 = draw(st.sampled_from(sorted({1, n_used})))
+    tokens = draw(st.sampled_from([1, 2, 5, 17]))
+    w, b, ids = (k, n, n_exp, 1), (k, n_b1, tokens, 1), (n_used, tokens, 1, 1)
+    return Case.of("MUL_MAT_ID", Input(w, draw(st.sampled_from([F32, F16])), draw(layouts(w, fixed_dims=(3,)))),
+                   Input(b, F32, draw(layouts(b, fixed_dims=(3,)))), Input(ids, I32, draw(layouts(ids, fixed_dims=(2, 3)))),
+                   seed=draw(seeds()))
+
+
+@st.composite
+def get_rows(draw):
+    a = (draw(st.sampled_from([1, 3, 64, 129])), draw(st.sampled_from([1, 2, 17])), draw(st.sampled_from([1, 2])),
+         draw(st.sampled_from([1, 3])))
+    ids = (draw(st.sampled_from([1, 2, 9, 33])), a[2], a[3], 1)
+    return Case.of("GET_ROWS", Input(a, draw(st.sampled_from([F32, F16])), draw(layouts(a))),
+                   Input(ids, I32, draw(layouts(ids, fixed_dims=(3,)))), seed=draw(seeds()))
+
+
+@st.composite
+def sort_rows(draw, op):
+    ne = draw(shapes(row_sizes=[1, 2, 3, 7, 8, 15, 16, 17, 64, 255, 256, 1025], max_elements=1 << 14))
+    params = {"order": draw(st.sampled_from(["ASC", "DESC"]))} if op == "ARGSORT" else \
+        {"k": draw(st.integers(1, min(ne[0], 16)))}
+    return Case.of(op, Input(ne, layout=draw(layouts(ne))), seed=draw(seeds()), **params)
+
+
+@st.composite
+def soft_max(draw):
+    a = draw(shapes(min_dims=2))
+    mask = (a[0], a[1] + draw(st.sampled_from([0, 3])), draw(st.sampled_from(sorted({1, a[2]}))),
+            draw(st.sampled_from(sorted({1, a[3]}))))
+    return Case.of("SOFT_MAX_EXT", Input(a, layout=draw(layouts(a))), Input(mask, layout=draw(layouts(mask))),
+                   scale=draw(_finite_float(0.0625, 2)), seed=draw(seeds()))
+
+
+@st.composite
+def concat(draw):
+    a = draw(shapes(max_elements=1 << 14))
+    dim = draw(st.integers(0, 3))
+    b = tuple(draw(st.sampled_from([1, 2, 5])) if i == dim else n for i, n in enumerate(a))
+    return Case.of("CONCAT", Input(a, layout=draw(layouts(a))), Input(b, layout=draw(layouts(b))), dim=dim,
+                   seed=draw(seeds()))
+
+
 def _finite_float(lo, hi):
     return st.floats(lo, hi, allow_nan=False, width=32)
 
 
 STRATEGIES = {
+    "MUL_MAT_ID": mul_mat_id, "GET_ROWS": get_rows, "SOFT_MAX_EXT": soft_max, "CONCAT": concat,
+    "ARGSORT": lambda: sort_rows("ARGSORT"), "TOP_K": lambda: sort_rows("TOP_K"),
+    "SUM_ROWS": lambda: elementwise("SUM_ROWS"),
+    "CLAMP": lambda: st.tuples(_finite_float(-2, 0), _finite_float(0, 2)).flatmap(
+        lambda mm: elementwise("CLAMP", min=mm[0], max=mm[1])),
     "MUL_MAT": mul_mat, "REPEAT": repeat, "PAD": pad, "GATED_DELTA_NET": gated_delta_net,
     "ACC": lambda: block("ACC"),
     "SET": lambda: block("SET"),

@@ -187,7 +187,51 @@ def gated_delta_net_cases():
     return cases
 
 
+def mul_mat_id_cases():
+    cases = []
+    for n_exp, n_used, n_b1, tokens, wtype in ([(4, 2, 1, t, F32) for t in (1, 4, 5, 17, 32, 129)]
+                                             + [(8, 4, 4, t, F32) for t in (1, 17)] + [(8, 4, 1, 5, F16)]):
+        cases.append(Case.of("MUL_MAT_ID", Input((256, 512, n_exp), wtype), Input((256, n_b1, tokens)),
+                             Input((n_used, tokens), I32)))
+    return cases
+
+
+def sort_cases(op):
+    widths = (7, 8, 15, 16, 1023, 1024, 1025, 2047, 2048, 2049)
+    if op == "ARGSORT":
+        return [Case.of(op, Input((n, 3)), order=o) for n in widths for o in ("ASC", "DESC")]
+    return [Case.of(op, Input((n, 3)), k=k) for n in widths for k in (1, 8) if k <= n] \
+        + [Case.of(op, Input((256, 5)), k=8)]  # Kimi's router: 8 of 256 experts
+
+
+def get_rows_cases():
+    return [Case.of("GET_ROWS", Input((64, 10)), Input((7,), I32)),
+            Case.of("GET_ROWS", Input((64, 10, 3)), Input((5, 3), I32, Layout(pad=(2, 0, 0, 0), offset=1))),
+            Case.of("GET_ROWS", Input((64, 10), F16), Input((9,), I32)),
+            Case.of("GET_ROWS", Input((16, 300)), Input((70000,), I32))]  # past CUDA's 65,535 grid rows
+
+
+def soft_max_cases():
+    return [Case.of("SOFT_MAX_EXT", Input((n, r, h)), Input((n, r)), scale=sc)
+            for n, r, h in ((16, 16, 4), (1023, 5, 2), (64, 8, 3)) for sc in (1.0, 0.0721)] \
+        + [Case.of("SOFT_MAX_EXT", Input((32, 4, 2), layout=Layout(permute=(0, 2, 1, 3))), Input((32, 8)), scale=0.5)]
+
+
+def concat_cases():
+    return [Case.of("CONCAT", Input(a), Input(b), dim=d) for d, a, b in
+            ((0, (10, 5, 4, 3), (7, 5, 4, 3)), (1, (10, 5, 4, 3), (10, 2, 4, 3)), (2, (10, 5, 4, 3), (10, 5, 1, 3)),
+             (3, (10, 5, 4, 3), (10, 5, 4, 2)))] \
+        + [Case.of("CONCAT", Input((10, 5, 4), layout=Layout(permute=(1, 0, 2, 3))),
+                   Input((10, 3, 4), layout=Layout(pad=(1, 0, 0, 0), offset=2)), dim=1)]
+
+
 PINNED = {
+    "MUL_MAT_ID": mul_mat_id_cases, "GET_ROWS": get_rows_cases, "SOFT_MAX_EXT": soft_max_cases,
+    "CONCAT": concat_cases, "ARGSORT": lambda: sort_cases("ARGSORT"), "TOP_K": lambda: sort_cases("TOP_K"),
+    "SUM_ROWS": lambda: [Case.of("SUM_ROWS", Input((n, 5, 4, 3), layout=lay)) for n in (1, 64, 1025)
+                         for lay in (Layout(), Layout(permute=(1, 0, 2, 3)))],
+    "CLAMP": lambda: [Case.of("CLAMP", Input((128, 2, 2, 2), layout=lay), min=-0.5, max=1.25)
+                      for lay in (Layout(), Layout(pad=(3, 1, 0, 0), offset=5))],
     "MUL_MAT": mul_mat_cases, "REPEAT": repeat_cases, "PAD": pad_cases, "GATED_DELTA_NET": gated_delta_net_cases,
     "ACC": acc_cases, "SET": set_cases, "CUMSUM": cumsum_cases, "TRI": tri_cases, "FILL": fill_cases,
     "DIAG": diag_cases, "SOLVE_TRI": solve_tri_cases, "SSM_CONV": ssm_conv_cases, "L2_NORM": l2_norm_cases,

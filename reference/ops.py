@@ -35,12 +35,12 @@ def f32(x: float) -> float:
     return float(np.float32(x))
 
 
-# ---- input domains: (rng, numpy shape, input index, params) -> float64 values -------------------------------------
+# ---- input domains: (rng, numpy shape, input index, params, shapes of all inputs) -> float64 values ---------------
 def uniform(lo: float, hi: float):
-    return lambda rng, shape, i, p: rng.uniform(lo, hi, shape)
+    return lambda rng, shape, i, p, shapes=None: rng.uniform(lo, hi, shape)
 
 
-def _solve_tri_domain(rng, shape, i, p):
+def _solve_tri_domain(rng, shape, i, p, shapes=None):
     if i == 1:  # right-hand sides
         return rng.uniform(-1, 1, shape)
     n = shape[-1]
@@ -53,7 +53,7 @@ def _solve_tri_domain(rng, shape, i, p):
 
 
 def _binary_domain(op: str):
-    def draw(rng, shape, i, p):
+    def draw(rng, shape, i, p, shapes=None):
         if op == "DIV" and i == 1:  # keep divisors away from zero
             return rng.uniform(0.5, 1.5, shape) * rng.choice([-1.0, 1.0], shape)
         return rng.uniform(-1, 1, shape)
@@ -76,6 +76,9 @@ class OpSpec:
     flops: Callable = lambda srcs, dst, p: dst.nelements
     inplace_param: str | None = None  # params[inplace_param] true -> dst is a view of src0
     summary: str = ""
+    # For outputs where several answers are right (index sets, orders among ties): (got, ref, source values,
+    # params) -> list of problems; None compares values by NMSE.
+    verify: Callable | None = None
 
     def defaults(self, params: dict) -> dict:
         unknown = set(params) - set(self.params)
@@ -182,6 +185,7 @@ register(OpSpec("ACC", 2, _block_ref("acc"), same_shape, dict(_BLOCK_PARAMS), _c
                 flops=lambda s, d, p: s[1].nelements, inplace_param="inplace",
                 summary="dst = a; dst[offset + i0*4 + i1*nb1 + i2*nb2 + i3*nb3] += b (byte strides)"))
 register(OpSpec("SET", 2, _block_ref("set"), same_shape, dict(_BLOCK_PARAMS), _check_block, _block_words,
+                domain=uniform(-1000, 1000),  # wide enough that i32 words differ
                 src_dtypes=((F32, I32),), flops=lambda s, d, p: 0, inplace_param="inplace",
                 summary="dst = a; dst[offset + i0*4 + i1*nb1 + i2*nb2 + i3*nb3] = b (byte strides)"))
 
@@ -456,7 +460,7 @@ def _gdn_ref(xs, p):
     return np.concatenate([o.reshape(n * T, H * S), st.reshape(n * S, H * S)], axis=0)
 
 
-def _gdn_domain(rng, shape, i, p):
+def _gdn_domain(rng, shape, i, p, shapes=None):
     """Kimi-realistic inputs (upstream-cases.md 2): q, k L2-normalised per head, g in [-20, -1e-4] (log gates),
     beta in [0, 1], v in [-0.3, 5], state in [-1, 1]."""
     if i in (0, 1):
@@ -471,3 +475,172 @@ register(OpSpec("GATED_DELTA_NET", 6, _gdn_ref,
                 check=_check_gdn, domain=_gdn_domain,
                 flops=lambda s, d, p: 6 * s[2].ne[0] * s[2].ne[0] * s[2].ne[1] * s[2].ne[2] * s[2].ne[3],
                 summary="gated delta rule over T tokens: output [S*H, T*n] then the final states [S*H, S*n]"))
+
+
+# ---- the MoE and MLA ops: gathers, expert products, sorting, softmax, concat ----------------------------------------
+def _index_domain(index_src: int, count: Callable):
+    """Source `index_src` holds indices in [0, count(shapes)); the others uniform in [-1, 1]."""
+    def draw(rng, shape, i, p, shapes=None):
+        if i == index_src:
+            return rng.integers(0, count(shapes), shape)
+        return rng.uniform(-1, 1, shape)
+    return draw
+
+
+def _check_get_rows(srcs, p):
+    a, ids = srcs
+    if a.ne[2] != ids.ne[1] or a.ne[3] != ids.ne[2] or ids.ne[3] != 1:
+        raise ValueError(f"GET_ROWS needs a [E,R,n1,n2] and i32 ids [K,n1,n2], got a {a.describe()}, "
+                         f"ids {ids.describe()}")
+
+
+def _get_rows_ref(xs, p):
+    a, ids = xs  # numpy (n2, n1, R, E) and (1, n2, n1, K)
+    return np.stack([np.stack([a[i2, i1, ids[0, i2, i1]] for i1 in range(a.shape[1])]) for i2 in range(a.shape[0])])
+
+
+register(OpSpec("GET_ROWS", 2, _get_rows_ref, lambda s, p: (F32, (s[0].ne[0], s[1].ne[0], s[1].ne[1], s[1].ne[2])),
+                check=_check_get_rows, src_dtypes=((F32, F16), (I32,)), flops=lambda s, d, p: 0,
+                domain=_index_domain(1, lambda shapes: shapes[0][-2]),
+                summary="r[:, k, i1, i2] = a[:, ids[k, i1, i2], i1, i2] (rows gathered by i32 ids; f32 out)"))
+
+
+def _check_mul_mat_id(srcs, p):
+    w, b, ids = srcs
+    k, n, n_exp, _ = w.ne
+    if b.ne[0] != k or w.ne[3] != 1 or b.ne[3] != 1 or ids.ne[1] != b.ne[2] or ids.ne[2:] != (1, 1) \
+            or ids.ne[0] % b.ne[1]:
+        raise ValueError(f"MUL_MAT_ID needs experts [K,N,n_exp], b [K,n_b1,T] and i32 ids [n_used,T] with "
+                         f"n_used % n_b1 == 0; got {w.describe()}, {b.describe()}, {ids.describe()}")
+
+
+def _mul_mat_id_ref(xs, p):
+    w, b, ids = xs  # numpy (1, n_exp, N, K), (1, T, n_b1, K), (1, 1, T, n_used)
+    T, n_used = ids.shape[2], ids.shape[3]
+    out = np.zeros((1, T, n_used, w.shape[2]))
+    for t in range(T):
+        for e in range(n_used):
+            out[0, t, e] = w[0, ids[0, 0, t, e]] @ b[0, t, e % b.shape[2]]
+    return out
+
+
+register(OpSpec("MUL_MAT_ID", 3, _mul_mat_id_ref, lambda s, p: (F32, (s[0].ne[1], s[2].ne[0], s[2].ne[1], 1)),
+                check=_check_mul_mat_id, src_dtypes=((F32, F16), (F32,), (I32,)), nmse=5e-4,
+                domain=_index_domain(2, lambda shapes: shapes[0][-3]),
+                flops=lambda s, d, p: 2 * s[0].ne[0] * d.nelements,
+                summary="r[:, e, t] = experts[:, :, ids[e, t]]^T b[:, e % n_b1, t] (ggml_mul_mat_id)"))
+
+
+def _rows_sorted(got, ref, xs, p):
+    """ARGSORT: each row a permutation whose values come out in order (any order among ties is right)."""
+    a = xs[0]
+    idx = got.astype(np.int64)
+    n = a.shape[-1]
+    if (np.sort(idx, axis=-1) != np.arange(n)).any():
+        return ["a row of the output is not a permutation of 0..ne0-1"]
+    vals = np.take_along_axis(a, idx, axis=-1)
+    steps = np.diff(vals, axis=-1)
+    bad = steps < 0 if p["order"] == "ASC" else steps > 0
+    return [f"{int(bad.sum())} neighbouring pairs out of {p['order']} order"] if bad.any() else []
+
+
+def _top_k_set(got, ref, xs, p):
+    """TOP_K: k distinct in-range indices whose values are all >= every value left out (ties at the edge either way)."""
+    a = xs[0]
+    idx = got.astype(np.int64)
+    n = a.shape[-1]
+    if (idx < 0).any() or (idx >= n).any():
+        return ["an index out of range"]
+    if (np.diff(np.sort(idx, axis=-1), axis=-1) == 0).any():
+        return ["an index chosen twice in a row"]
+    chosen = np.take_along_axis(a, idx, axis=-1)
+    mask = np.ones(a.shape, dtype=bool)
+    np.put_along_axis(mask, idx, False, axis=-1)
+    left_max = np.where(mask, a, -np.inf).max(axis=-1)
+    bad = chosen.min(axis=-1) < left_max
+    return [f"{int(bad.sum())} row(s) chose a value below one left out"] if bad.any() else []
+
+
+def _check_order(srcs, p):
+    if p["order"] not in ("ASC", "DESC"):
+        raise ValueError(f"ARGSORT order must be ASC or DESC, got {p['order']!r}")
+
+
+def _check_top_k(srcs, p):
+    if not 1 <= p["k"] <= srcs[0].ne[0]:
+        raise ValueError(f"TOP_K needs 1 <= k <= ne0 ({srcs[0].ne[0]}), got k={p['k']}")
+
+
+def _tied(rng, shape, i, p, shapes=None):
+    """Values on a coarse grid, so rows have ties (as near-tied router scores do)."""
+    return rng.integers(-20, 20, shape) / 8.0
+
+
+register(OpSpec("ARGSORT", 1, lambda xs, p: np.argsort(xs[0] if p["order"] == "ASC" else -xs[0], axis=-1,
+                                                         kind="stable"),
+                lambda s, p: (I32, s[0].ne), {"order": "ASC"}, _check_order,
+                lambda s, p: [0 if p["order"] == "ASC" else 1], domain=_tied, verify=_rows_sorted,
+                summary="i32 indices that sort each row (ASC or DESC; ties in any order)"))
+register(OpSpec("TOP_K", 1, lambda xs, p: np.argsort(-xs[0], axis=-1, kind="stable")[..., :p["k"]],
+                lambda s, p: (I32, (p["k"], *s[0].ne[1:])), {"k": 1}, _check_top_k, lambda s, p: [p["k"]],
+                domain=_tied, verify=_top_k_set,
+                summary="i32 indices of the k largest of each row (a set: any order, ties at the edge either way)"))
+
+
+def _check_soft_max(srcs, p):
+    a, mask = srcs
+    if mask.ne[0] != a.ne[0] or mask.ne[1] < a.ne[1] or a.ne[2] % mask.ne[2] or a.ne[3] % mask.ne[3]:
+        raise ValueError(f"SOFT_MAX_EXT needs a mask [ne0, >= ne1, divisor of ne2, divisor of ne3]: a {a.describe()}, "
+                         f"mask {mask.describe()}")
+
+
+def _soft_max_ref(xs, p):
+    a, mask = xs
+    m = mask[..., :a.shape[-2], :]
+    m = np.tile(m, [x // y for x, y in zip(a.shape[:2], m.shape[:2])] + [1, 1])
+    with np.errstate(invalid="ignore"):
+        z = a * f32(p["scale"]) + m
+        z = z - z.max(axis=-1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=-1, keepdims=True)
+
+
+def _soft_max_domain(rng, shape, i, p, shapes=None):
+    """Scores in [-1, 1]; the mask mixes finite values and -inf (a causal mask's), never a whole row of -inf."""
+    if i == 0:
+        return rng.uniform(-1, 1, shape)
+    m = rng.uniform(-1, 1, shape)
+    m[rng.random(shape) < 0.3] = -np.inf
+    m[..., 0] = 0.0
+    return m
+
+
+register(OpSpec("SOFT_MAX_EXT", 2, _soft_max_ref, same_shape, {"scale": 1.0}, _check_soft_max,
+                lambda s, p: [f32_bits(p["scale"])], domain=_soft_max_domain, nmse=1e-6,
+                flops=lambda s, d, p: 4 * d.nelements,
+                summary="softmax(a * scale + mask) along ne0; mask rows/planes broadcast (max_bias 0)"))
+
+
+def _check_concat(srcs, p):
+    a, b = srcs
+    d = p["dim"]
+    if d not in range(4) or any(a.ne[i] != b.ne[i] for i in range(4) if i != d) or a.dtype != b.dtype:
+        raise ValueError(f"CONCAT along dim {d} needs equal other dims and types: a {a.describe()}, b {b.describe()}")
+
+
+register(OpSpec("CONCAT", 2, lambda xs, p: np.concatenate(xs, axis=3 - p["dim"]),
+                lambda s, p: (s[0].dtype, tuple(a + b if i == p["dim"] else a for i, (a, b) in
+                                                enumerate(zip(s[0].ne, s[1].ne)))), {"dim": 0}, _check_concat,
+                lambda s, p: [p["dim"]], flops=lambda s, d, p: 0, summary="a then b along dim"))
+register(OpSpec("SUM_ROWS", 1, lambda xs, p: xs[0].sum(axis=-1, keepdims=True),
+                lambda s, p: (F32, (1, *s[0].ne[1:])), summary="sum of each row (ne0) -> [1, ne1, ne2, ne3]"))
+
+
+def _check_clamp(srcs, p):
+    if not p["min"] <= p["max"]:
+        raise ValueError(f"CLAMP needs min <= max, got {p['min']} > {p['max']}")
+
+
+register(OpSpec("CLAMP", 1, lambda xs, p: np.clip(xs[0], f32(p["min"]), f32(p["max"])), same_shape,
+                {"min": -1.0, "max": 1.0}, _check_clamp, lambda s, p: [f32_bits(p["min"]), f32_bits(p["max"])],
+                domain=uniform(-2, 2), summary="min(max(x, min), max)"))
