@@ -312,8 +312,13 @@ def check_graph_nodes(backend: Backend, graph, values: dict) -> list[str]:
         outside = ~footprint(node.dst, ref_after.nbytes)
         if (got_raw[outside] != before[dst_key][outside]).any():
             problems.append("bytes outside the output changed")
-        _, value_problems = compare(host_view(got_raw, node.dst).astype(np.float64),
-                                    host_view(ref_after, node.dst).astype(np.float64), node.op.nmse)
+        got = host_view(got_raw, node.dst).astype(np.float64)
+        ref = host_view(ref_after, node.dst).astype(np.float64)
+        if node.op.verify:
+            xs = [host_view(before[id(s.buffer)], s).astype(np.float64) for s in node.srcs]
+            value_problems = node.op.verify(got, ref, xs, node.params)
+        else:
+            _, value_problems = compare(got, ref, node.op.nmse)
         problems += value_problems
         if problems:
             failures.append(f"{node.name} ({dev_node.label()}): " + "; ".join(problems))

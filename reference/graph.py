@@ -157,8 +157,9 @@ def run_graph(backend, graph: Graph, values: dict[str, np.ndarray], keep: str = 
     buffers: dict[Storage, Buffer] = {}
     for name, t in graph.inputs.items():
         arr = np.asarray(values[name], dtype=t.dtype.np)
-        if arr.shape != t.desc.shape:
-            raise ValueError(f"input {name!r} needs numpy shape {t.desc.shape}, got {arr.shape}")
+        if np.squeeze(arr).shape != np.squeeze(np.empty(t.desc.shape, dtype=np.uint8)).shape:
+            raise ValueError(f"input {name!r} needs numpy shape {t.desc.shape} (size-1 dims optional), got {arr.shape}")
+        arr = arr.reshape(t.desc.shape)
         buffers[t.storage] = backend.upload(np.ascontiguousarray(arr).view(np.uint8).reshape(-1))
     last = graph.last_uses()
     results: dict[str, np.ndarray] = {}

@@ -1,4 +1,4 @@
-// SOFTPLUS, SIGMOID, SILU, EXP, NEG, SCALE: one OP_* define selects the function of x. Precise exp (no native_*),
+// SOFTPLUS, SIGMOID, SILU, EXP, NEG, SCALE, CLAMP: one OP_* define selects the function of x. Precise exp (no native_*),
 // written so that +-150 gives inf or 0, never inf/inf. Every function is branch-free so the loop vectorises.
 
 // ln(u) for finite u >= 1: Cephes logf (polynomial on the mantissa, ~1 ulp). PoCL's log/log1p do not vectorise:
@@ -45,12 +45,14 @@ inline float softplus(float x) {
 #define OP(x) (-(x))
 #elif defined(OP_SCALE)
 #define OP(x) ((x) * s + b)
+#elif defined(OP_CLAMP)  // words min, max (as SCALE's s, b); compares keep a NaN, as np.clip does
+#define OP(x) ((x) < s ? s : (x) > b ? b : (x))
 #endif
 
 __kernel void unary(__global float* d, __global const float* a, const Params P) {
     if (!ROW_IN_GRID) return;
     const int sd = NB(T_DST, 0), sa = NB(T_A, 0), end = CHUNK_END;
-    const float s = WORD_F(0), b = WORD_F(1);  // SCALE's words
+    const float s = WORD_F(0), b = WORD_F(1);  // SCALE's and CLAMP's words
     __global float* dr = d + ROW(T_DST);
     __global const float* ar = a + ROW(T_A);
     for (int i = CHUNK_BEGIN; i < end; ++i) {

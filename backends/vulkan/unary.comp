@@ -1,22 +1,8 @@
 #version 450
-// Element-wise f32 maps: SOFTPLUS, SIGMOID, SILU, EXP, NEG, SCALE (one of OP_* is defined by the host).
+// Element-wise f32 maps: SOFTPLUS, SIGMOID, SILU, EXP, NEG, SCALE, CLAMP (one of OP_* is defined by the host).
 #include "common.glsl"
 
-// `precise` keeps the driver from re-associating these error-compensating steps (NIR would fold (1+u)-1 to u).
-
-// exp with Cody-Waite range reduction and a Taylor polynomial: a few ulp everywhere, so the finite/inf boundary
-// near 88.72 matches a float64 reference (a driver's exp2(x*log2e) is off by up to |x|*2^-24 relative there).
-float exp_precise(float x) {
-    float k = roundEven(clamp(x, -104.0, 88.8) * 1.4426950408889634);
-    precise float r = (x - k * 0.693145751953125) - k * 1.4286068203094172e-06; // ln2 split: k * hi is exact
-    float p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0
-              + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    int ki = int(k);
-    int k1 = ki / 2; // 2^k in two exact factors so 2^128 does not overflow before the product does
-    float y = p * uintBitsToFloat(uint(k1 + 127) << 23) * uintBitsToFloat(uint(ki - k1 + 127) << 23);
-    y = x > 88.8 ? uintBitsToFloat(0x7F800000u) : x < -104.0 ? 0.0 : y;
-    return isnan(x) ? x : y;
-}
+#include "expf.glsl"
 
 float log1p_precise(float u) {
     precise float w = 1.0 + u;
@@ -30,7 +16,7 @@ float sigmoid(float x) {
     return (x >= 0.0 ? 1.0 : e) / (1.0 + e);
 }
 
-float scale_s, scale_b;
+float scale_s, scale_b; // op words 0 and 1: SCALE's s, b or CLAMP's min, max
 
 float apply(float x) {
 #if defined(OP_SOFTPLUS)
@@ -45,6 +31,8 @@ float apply(float x) {
     return -x;
 #elif defined(OP_SCALE)
     return x * scale_s + scale_b;
+#elif defined(OP_CLAMP) // words: min, max
+    return min(max(x, scale_s), scale_b);
 #endif
 }
 
