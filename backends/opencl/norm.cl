@@ -39,3 +39,27 @@ __kernel void norm(__global float* d, __global const float* a, const Params P, _
 #endif
     for (i = begin; i < end; ++i) dr[i * sd] = ar[i * sa] / den;
 }
+
+// SUM_ROWS: the same segment sums (of x, not x^2) and their total, written by work item 0 to dst [1, ne1, ne2, ne3].
+__kernel void sum_rows(__global float* d, __global const float* a, const Params P, __local float* part) {
+    const int ne0 = NE(T_A, 0), sa = NB(T_A, 0);
+    const int lid = get_local_id(0), lsz = get_local_size(0), seg = (ne0 + lsz - 1) / lsz;
+    const int begin = min(ne0, lid * seg), end = min(ne0, begin + seg);
+    __global const float* ar = a + ROW(T_A);
+    int i = begin;
+    float s = 0.0f;
+    if (sa == 1) {
+        float8 s8 = 0.0f;
+        for (; i + 8 <= end; i += 8) s8 += vload8(0, ar + i);
+        const float4 s4 = s8.lo + s8.hi;
+        s = (s4.x + s4.y) + (s4.z + s4.w);
+    }
+    for (; i < end; ++i) s += ar[i * sa];
+    part[lid] = s;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (lid == 0) {
+        float total = 0.0f;
+        for (int l = 0; l < lsz; ++l) total += part[l];
+        d[ROW(T_DST)] = total;
+    }
+}

@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 GLSLC_FLAGS = ["--target-env=vulkan1.1", "-O"]
 
 # op -> (kernel file, #defines). kernel_for() adds the type and layout defines: SRC_F16/DST_F16, VEC4 / DST_VEC4
-# (contiguous 4-aligned operands), XCACHE/SHARE_A (SOLVE_TRI), DCONV (SSM_CONV), ROWCACHE (norms), BROKEN_NB3,
+# (contiguous 4-aligned operands), XCACHE/SHARE_A (SOLVE_TRI), DCONV (SSM_CONV), ROWCACHE (norms, softmax), BROKEN_NB3,
 # A_F16/SHARE (MUL_MAT), SDIM/KDA (GATED_DELTA_NET).
 KERNELS = {
     "ACC": ("acc_set.comp", ("OP_ACC",)),
@@ -66,6 +66,14 @@ KERNELS = {
     "REPEAT": ("layout.comp", ("OP_REPEAT",)),
     "PAD": ("layout.comp", ("OP_PAD",)),
     "GATED_DELTA_NET": ("gated_delta_net.comp", ()),  # + SDIM=S, WG (S/4 threads, whole 8s), KDA (per-key gates)
+    "MUL_MAT_ID": ("matmul.comp", ("OP_MUL_MAT_ID",)),  # + A_F16 for f16 experts
+    "GET_ROWS": ("get_rows.comp", ()),  # + SRC_F16 for an f16 a
+    "ARGSORT": ("sort.comp", ("OP_ARGSORT",)),
+    "TOP_K": ("sort.comp", ("OP_TOP_K",)),
+    "SOFT_MAX_EXT": ("softmax.comp", ()),
+    "CONCAT": ("concat.comp", ()),
+    "SUM_ROWS": ("norm.comp", ("OP_SUM_ROWS",)),
+    "CLAMP": ("unary.comp", ("OP_CLAMP",)),
 }
 VARIANTS = {"ACC": ["default", "broken_acc_nb3"]}
 VARIANT_DEFINES = {"broken_acc_nb3": ("BROKEN_NB3",)}
@@ -76,7 +84,7 @@ ELEMENTWISE = (256, 4)
 # MUL_MAT SHARE tile per subgroup: (blocks of 8 rows of a, columns of b per lane) = 32 x 64 outputs, 256 accumulators
 # a lane (measured on the 1024x1024x512 bench case: (1,4) 660 ms, (2,8) 420, (4,4) 360, (4,16) 320, (4,8) 270 CPU-ms).
 MM_TILE = (4, 8)
-ROW_KERNEL_WG = 64  # cumsum.comp, norm.comp (a subgroup per row), solve_tri.comp (a thread per 4 columns)
+ROW_KERNEL_WG = 64  # cumsum, norm, softmax, sort (a subgroup per row), solve_tri.comp (a thread per 4 columns)
 MAX_GROUPS_X = 65535
 MAX_BINDING_BYTES = 128 << 20  # lavapipe's maxStorageBufferRange: a larger buffer cannot be bound whole
 MAX_ALLOC_BYTES = 2 << 30  # larger allocations abort the process inside kp
@@ -132,12 +140,19 @@ def _elems(t, nb_bytes: int) -> int:
 def _vec4_ok(node: Node) -> bool:
     """Whether the kernel may take its VEC4 path: 16-byte accesses over operands laid out as it needs."""
     op, dst, srcs = node.op.name, node.dst, node.srcs
-    if op in ("CUMSUM", "L2_NORM", "RMS_NORM"):  # rows contiguous and 4-aligned
+    if op in ("CUMSUM", "L2_NORM", "RMS_NORM", "SUM_ROWS", "SOFT_MAX_EXT"):  # rows contiguous and 4-aligned
+        rows = {"SUM_ROWS": srcs[:1], "SOFT_MAX_EXT": [dst, *srcs]}.get(op, [dst, srcs[0]])
         return all(_elems(t, t.nb[0]) == 1 and all(_elems(t, b) % 4 == 0 for b in t.nb[1:])
-                   and _elems(t, t.offset) % 4 == 0 for t in (dst, srcs[0]))
-    if op == "MUL_MAT":  # rows of a and b contiguous along K, every row start 4-aligned
+                   and _elems(t, t.offset) % 4 == 0 for t in rows)
+    if op in ("MUL_MAT", "MUL_MAT_ID"):  # rows of a and b contiguous along K, every row start 4-aligned
         return all(t.nb[0] == t.dtype.size and all(_elems(t, b) % 4 == 0 for b in t.nb[1:])
-                   and _elems(t, t.offset) % 4 == 0 and t.ne[0] % 4 == 0 for t in srcs)
+                   and _elems(t, t.offset) % 4 == 0 and t.ne[0] % 4 == 0 for t in srcs[:2])
+    if op == "GET_ROWS":  # dst contiguous; a f32 with rows contiguous, row length and starts multiples of 4
+        a = srcs[0]
+        return dst.is_contiguous() and _elems(dst, dst.offset) % 4 == 0 and a.dtype == DType.F32 \
+            and a.nb[0] == 4 and a.ne[0] % 4 == 0 and all(_elems(a, b) % 4 == 0 for b in (a.offset, *a.nb[1:]))
+    if op == "CONCAT" and (node.params["dim"] == 0 or dst.ne[0] % 4):  # 4 dst elements must share a source
+        return False
     flat = {"FILL": [dst], "DIAG": [dst], "ACC": [dst, srcs[0]], "SET": [dst, srcs[0]]}.get(op, [dst, *srcs])
     if op in ("ADD", "SUB", "MUL", "DIV") and srcs[1].ne != srcs[0].ne:
         return False
@@ -151,8 +166,10 @@ def kernel_for(node: Node) -> tuple[str, tuple[str, ...]]:
     if op in ("CPY", "CONT"):
         defines += (("SRC_F16",) if node.srcs[0].dtype == DType.F16 else ()) \
                    + (("DST_F16",) if node.dst.dtype == DType.F16 else ())
-    if op == "MUL_MAT" and node.srcs[0].dtype == DType.F16:
+    if op in ("MUL_MAT", "MUL_MAT_ID") and node.srcs[0].dtype == DType.F16:
         defines += ("A_F16",)
+    if op == "GET_ROWS" and node.srcs[0].dtype == DType.F16:
+        defines += ("SRC_F16",)
     if op == "GATED_DELTA_NET":
         S = node.srcs[2].ne[0]
         defines += (f"WG={-(-S // 32) * 8}", f"SDIM={S}") + (("KDA",) if node.srcs[3].ne[0] == S > 1 else ())
@@ -172,7 +189,7 @@ def kernel_for(node: Node) -> tuple[str, tuple[str, ...]]:
         defines += ("VEC4",)
         if op == "MUL_MAT" and subgroup_size() == 8:
             defines += ("SHARE", f"TNB={MM_TILE[0]}", f"MT={MM_TILE[1]}")
-        if op in ("L2_NORM", "RMS_NORM"):  # keep each lane's share of the row (uvec4s) for the second pass
+        if op in ("L2_NORM", "RMS_NORM", "SOFT_MAX_EXT"):  # keep each lane's share of the row (uvec4s) for later
             per_lane = -(-(node.dst.ne[0] // 4) // min(subgroup_size(), ROW_KERNEL_WG))
             if per_lane <= 128:
                 defines += (f"ROWCACHE={max(4, 1 << (per_lane - 1).bit_length())}",)
@@ -206,7 +223,7 @@ def workgroups(node: Node) -> list[int]:
         sg = subgroup_size()
         per_batch = -(-(-(-dst.ne[0] // 4)) // sg) * sg
         return _grid(-(-per_batch * dst.ne[2] * dst.ne[3] // ROW_KERNEL_WG))
-    if op in ("CUMSUM", "L2_NORM", "RMS_NORM"):
+    if op in ("CUMSUM", "L2_NORM", "RMS_NORM", "SUM_ROWS", "SOFT_MAX_EXT", "ARGSORT", "TOP_K"):
         rows = dst.ne[1] * dst.ne[2] * dst.ne[3]
         # A subgroup per row; the kernels grid-stride over rows, so any group count is correct.
         rows_per_group = max(1, ROW_KERNEL_WG // subgroup_size())
@@ -216,6 +233,8 @@ def workgroups(node: Node) -> list[int]:
             tn, tm = 8 * MM_TILE[0], 8 * MM_TILE[1]
             return _grid(-(-(-(-dst.ne[0] // tn) * -(-dst.ne[1] // tm) * dst.ne[2] * dst.ne[3]) // (64 // 8)))
         return _grid(-(-(-(-dst.ne[0] // 4) * -(-dst.ne[1] // 4) * dst.ne[2] * dst.ne[3]) // 64))
+    if op == "MUL_MAT_ID":  # a thread per 4 n of one (e, t) column, 64 per group
+        return _grid(-(-(-(-dst.ne[0] // 4) * dst.ne[1] * dst.ne[2]) // 64))
     if op == "GATED_DELTA_NET":  # a group per (head, sequence)
         v = node.srcs[2]
         return _grid(v.ne[1] * v.ne[3])

@@ -25,7 +25,45 @@ vec4 load_a4(int i) { // i: a multiple of 4 halves
 vec4 load_a4(int i) { return uintBitsToFloat(S04[i >> 2]); }
 #endif
 
-#if defined(SHARE) // TNB, MT: the tile (host-defined)
+#if defined(OP_MUL_MAT_ID)
+// MUL_MAT_ID: dst[n,e,t] = sum_k w[k,n,ids[e,t]] * b[k,e%n_b1,t] (w = a above, ids i32 at binding 4). Columns
+// (e,t) use different experts, so there is nothing to share between them: a thread computes 4 n of one column,
+// per 4 k: 4 loads of w, 1 of b (VEC4), 16 FMAs.
+layout(std430, binding = 4) readonly buffer IdsBuf { int S2[]; };
+
+void main() {
+    load_params();
+    int off_i = off_of(3);
+    ivec4 nb_i = nb_of(3);
+    int K = ne_0.x, N = ne_0.y, n_used = ne_d.y, T = ne_d.z;
+    int bn = (N + 3) / 4;
+    int t = group_id() * WG + int(gl_LocalInvocationID.x);
+    if (t >= bn * n_used * T) return;
+    int n0 = (t % bn) * 4;
+    t /= bn;
+    int e = t % n_used, tok = t / n_used;
+    int expert = S2[off_i + e * nb_i.x + tok * nb_i.y];
+    ivec4 ar = off_0 + expert * nb_0.z + min(n0 + ivec4(0, 1, 2, 3), N - 1) * nb_0.y; // rows clamped to N - 1
+    int br = off_1 + (e % ne_1.y) * nb_1.y + tok * nb_1.z;
+    vec4 acc = vec4(0.0); // dst[n0 + r, e, tok]
+#if defined(VEC4)
+    for (int k = 0; k < K; k += 4) {
+        mat4 at4 = transpose(mat4(load_a4(ar.x + k), load_a4(ar.y + k), load_a4(ar.z + k), load_a4(ar.w + k)));
+        acc += at4 * uintBitsToFloat(S14[(br + k) >> 2]);
+    }
+#else
+    int sa = nb_0.x, sb = nb_1.x;
+    for (int k = 0; k < K; ++k) {
+        vec4 av = vec4(LOAD_A(ar.x + k * sa), LOAD_A(ar.y + k * sa), LOAD_A(ar.z + k * sa), LOAD_A(ar.w + k * sa));
+        acc += av * LOAD_F32(S1, br + k * sb);
+    }
+#endif
+    int d = off_d + e * nb_d.y + tok * nb_d.z;
+    for (int r = 0; r < 4; ++r) {
+        if (n0 + r < N) store_f32(d + (n0 + r) * nb_d.x, acc[r]);
+    }
+}
+#elif defined(SHARE) // TNB, MT: the tile (host-defined)
 void main() {
     load_params();
     int K = ne_0.x, N = ne_0.y, M = ne_1.y;

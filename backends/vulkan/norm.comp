@@ -1,5 +1,6 @@
 #version 450
 // L2_NORM (x / max(sqrt(sum x^2), eps)) and RMS_NORM (x / sqrt(mean x^2 + eps)) along ne0; word0 = eps.
+// SUM_ROWS: the row's sum, one element per row (dst [1, ne1, ne2, ne3]).
 // One subgroup per row: lanes sum strided partials, a subgroup reduction combines them (no barriers).
 // VEC4: rows contiguous and 4-aligned, lanes stride over uvec4 chunks. ROWCACHE: each lane keeps its chunks in a
 // private array (the host sizes it to the row), so the row is read once.
@@ -8,9 +9,17 @@
 #define WG 64
 #include "common.glsl"
 
+#if defined(OP_SUM_ROWS)
+#define SQ(x) (x)
+#define SQ4(x) dot(x, vec4(1.0))
+#else
+#define SQ(x) ((x) * (x))
+#define SQ4(x) dot(x, x)
+#endif
+
 void main() {
     load_params();
-    ivec4 ne = ne_d;
+    ivec4 ne = ne_0;
     int nrows = ne.y * ne.z * ne.w;
     ivec4 nbd = nb_d, nbs = nb_0;
     int od = off_d, os = off_0;
@@ -30,25 +39,28 @@ void main() {
         for (int k = 0, q = lane; q < nq; q += lanes, ++k) {
             vec4 x = uintBitsToFloat(S04[bs / 4 + q]);
             cache[k] = x;
-            part += dot(x, x);
+            part += SQ4(x);
         }
 #else
         for (int q = lane; q < nq; q += lanes) {
             vec4 x = uintBitsToFloat(S04[bs / 4 + q]);
-            part += dot(x, x);
+            part += SQ4(x);
         }
 #endif
         for (int c = nq * 4 + lane; c < ne.x; c += lanes) {
             float x = LOAD_F32(S0, bs + c);
-            part += x * x;
+            part += SQ(x);
         }
 #else
         for (int c = lane; c < ne.x; c += lanes) {
             float x = LOAD_F32(S0, bs + c * nbs.x);
-            part += x * x;
+            part += SQ(x);
         }
 #endif
         float sum = subgroupAdd(part);
+#if defined(OP_SUM_ROWS)
+        if (lane == 0) store_f32(bd, sum);
+#else
 #if defined(OP_L2_NORM)
         float scale = 1.0 / max(sqrt(sum), eps); // eps clamps the norm, it is not added under the root
 #else
@@ -66,5 +78,6 @@ void main() {
 #else
         for (int c = lane; c < ne.x; c += lanes) store_f32(bd + c * nbd.x, LOAD_F32(S0, bs + c * nbs.x) * scale);
 #endif
+#endif // OP_SUM_ROWS
     }
 }

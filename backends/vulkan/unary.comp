@@ -1,9 +1,9 @@
 #version 450
 // Element-wise f32 maps: SOFTPLUS, SIGMOID, SILU, EXP, NEG, SCALE, CLAMP (one of OP_* is defined by the host).
 #include "common.glsl"
-
 #include "expf.glsl"
 
+// `precise`: see expf.glsl.
 float log1p_precise(float u) {
     precise float w = 1.0 + u;
     precise float wm1 = w - 1.0;
