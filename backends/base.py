@@ -156,6 +156,11 @@ class Backend:
     def device_info(self) -> dict:
         return {"device": "?", "driver": "?"}
 
+    def library_matmul(self, m: int, n: int, k: int) -> Callable[[], None] | None:
+        """The vendor library's f32 [m,k] x [k,n] product (cuBLAS, ...) as the GFLOPS ceiling for MUL_MAT figures;
+        None when the host's NumPy/BLAS is the ceiling (CPU drivers)."""
+        return None
+
     def copy_launch(self, src: Buffer, dst: Buffer) -> Callable[[], None]:
         """The runtime's own buffer-to-buffer copy: the bandwidth ceiling per-op figures are compared with."""
         raise NotImplementedError

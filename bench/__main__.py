@@ -46,9 +46,13 @@ def cmd_ops(args) -> int:
         history.append(records)
     rows = [r for r in records if r["kind"] == "ops" and r.get("supported")]
     if rows:
-        df = pd.DataFrame(rows)[["backend", "op", "us_per_run", "gb_s", "gflops", "copy_gb_s", "frac_copy"]]
+        df = pd.DataFrame(rows)
+        cols = ["backend", "op", "us_per_run", "gb_s", "gflops", "copy_gb_s", "frac_copy"]
         df["frac_copy"] = (100 * df["frac_copy"]).round(1)
-        _print_table(df.rename(columns={"frac_copy": "% of copy"}), args.output)
+        if "frac_ceiling" in df:
+            df["frac_ceiling"] = (100 * df["frac_ceiling"]).round(1)
+            cols += ["ceiling_gflops", "frac_ceiling"]
+        _print_table(df[cols].rename(columns={"frac_copy": "% of copy", "frac_ceiling": "% of BLAS"}), args.output)
     return 0
 
 

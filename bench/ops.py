@@ -82,6 +82,30 @@ def copy_bandwidth(backend, budget_s: float) -> dict:
             "gb_s": 2 * COPY_BYTES / secs / 1e9}
 
 
+MATMUL_OPS = {"MUL_MAT", "MUL_MAT_ID"}
+
+
+def matmul_ceiling(backend, case: Case, budget_s: float) -> dict:
+    """GFLOPS of the library product with the case's total work: cuBLAS through the backend where it has one, else
+    NumPy's BLAS on the host (the ceiling for CPU drivers), measured in the same run."""
+    if case.op == "MUL_MAT":
+        k, n = case.inputs[0].ne[:2]
+        m = int(np.prod(case.inputs[1].ne[1:]))
+    else:  # MUL_MAT_ID: every (token, slot) multiplies one expert
+        k, n = case.inputs[0].ne[:2]
+        m = int(np.prod(case.inputs[2].ne[:2]))
+    run = backend.library_matmul(m, n, k)
+    sync = backend.synchronize
+    library = "vendor"
+    if run is None:
+        rng = np.random.default_rng(0)
+        a, b = rng.random((m, k), dtype=np.float32), rng.random((k, n), dtype=np.float32)
+        out = np.empty((m, n), dtype=np.float32)
+        run, sync, library = (lambda: np.matmul(a, b, out=out)), (lambda: None), "numpy"
+    secs, _ = _time(run, sync, budget_s)
+    return {"ceiling": library, "ceiling_gflops": 2 * m * n * k / secs / 1e9}
+
+
 def bench_op(backend, case: Case, budget_s: float) -> dict:
     srcs, dst, op, params = host_buffers(case)
     bufs = [backend.upload(s.raw) for s in srcs]
@@ -127,10 +151,15 @@ def run(ops: list[str], backends: list[str], budget_s: float = 0.5) -> list[dict
             case = PERF_CASES[op]
             fig = bench_op(backend, case, budget_s)
             rec = {"kind": "ops", **base, "op": op, "case": case.label(), "copy_gb_s": copy["gb_s"], **fig}
+            if fig["supported"] and op in MATMUL_OPS:
+                rec.update(matmul_ceiling(backend, case, budget_s))
+                rec["frac_ceiling"] = fig["gflops"] / rec["ceiling_gflops"]
             if fig["supported"]:
                 rec["frac_copy"] = fig["gb_s"] / copy["gb_s"]
+                ceiling = (f" ({100 * rec['frac_ceiling']:5.1f}% of {rec['ceiling']} {rec['ceiling_gflops']:.1f})"
+                           if "frac_ceiling" in rec else "")
                 print(f"{name}: {op:10s} {fig['us_per_run']:12.1f} us/run {fig['gb_s']:8.2f} GB/s "
-                      f"({100 * rec['frac_copy']:5.1f}% of copy) {fig['gflops']:8.2f} GFLOPS", flush=True)
+                      f"({100 * rec['frac_copy']:5.1f}% of copy) {fig['gflops']:8.2f} GFLOPS{ceiling}", flush=True)
             else:
                 print(f"{name}: {op:10s} unsupported: {fig['reason']}", flush=True)
             records.append(rec)

@@ -32,18 +32,23 @@ MATMUL_WG, MATMUL_TILE = 16, 64  # matmul.cl's WG and TILE (= WG * R)
 # (2, 16) ~40 GFLOPS per CPU second; 4x2 ~22; 4x16 spills)
 MM_RN, MM_RM, MM_LOCAL = 4, 8, (2, 16)
 MIN_SEGMENT, MAX_SEGMENTS = 64, 256  # "segments" grid: least elements per work item, most work items per row
+SORT_LOCAL = 64  # "sort" grid: most work items per row
+ID_RN, ID_RM = 4, 4  # mul_mat_id: rows of an expert x gathered columns per work item
+ID_LOCAL = 16  # "experts" grid: work items per work group (along N)
 PARAMS_DTYPE = np.dtype([("w", np.int32, PARAM_WORDS)])  # common.cl's Params, passed by value
 
 # op -> (kernel file, entry point, defines, grid). Grids: "rows" = runs of CHUNK elements along dst rows (ne1 and
 # ne2*ne3 in dims 1 and 2), "flat" = runs of CHUNK dst elements, "segments" = one work group per row,
 # "tiles" = SSM_TILE channels x SSM_TILE tokens per work group, "columns" = one work item per (SOLVE_COLUMNS
 # columns, batch),
+# "sort" = one work group per row sorting NP (a power of two >= ne0) keys in local memory, "experts" = one work item
+# per (ID_RN rows of N, expert),
 # "matmul" = MATMUL_WG x MATMUL_WG work items per MATMUL_TILE x MATMUL_TILE block of dst (local-memory tiles, any
 # strides), "k1" = one work item per MM_RN x MM_RM block of dst (prepare() switches MUL_MAT to entry mul_mat_k1 on
 # this grid when a and b are both contiguous along k), "heads" = one work group per (head, seq) with one work item
 # per value column.
 # prepare() adds per-node defines: CHUNK, types (CPY/CONT, a of MUL_MAT), b broadcast (binary), in place and variant
-# (ACC/SET), taps (SSM_CONV), head size and gate kind (GATED_DELTA_NET).
+# (ACC/SET), taps (SSM_CONV), head size and gate kind (GATED_DELTA_NET), NP (ARGSORT/TOP_K), block (MUL_MAT_ID).
 KERNELS = {
     "SOFTPLUS": ("unary.cl", "unary", ["OP_SOFTPLUS"], "rows"),
     "SIGMOID": ("unary.cl", "unary", ["OP_SIGMOID"], "rows"),
@@ -51,6 +56,7 @@ KERNELS = {
     "EXP": ("unary.cl", "unary", ["OP_EXP"], "rows"),
     "NEG": ("unary.cl", "unary", ["OP_NEG"], "rows"),
     "SCALE": ("unary.cl", "unary", ["OP_SCALE"], "rows"),
+    "CLAMP": ("unary.cl", "unary", ["OP_CLAMP"], "rows"),
     "ADD": ("binary.cl", "binary", ["OP_ADD"], "rows"),
     "SUB": ("binary.cl", "binary", ["OP_SUB"], "rows"),
     "MUL": ("binary.cl", "binary", ["OP_MUL"], "rows"),
@@ -65,15 +71,22 @@ KERNELS = {
     "SSM_CONV": ("ssm_conv.cl", "ssm_conv", [], "tiles"),
     "L2_NORM": ("norm.cl", "norm", ["L2"], "segments"),
     "RMS_NORM": ("norm.cl", "norm", ["RMS"], "segments"),
+    "SUM_ROWS": ("norm.cl", "sum_rows", [], "segments"),
+    "SOFT_MAX_EXT": ("softmax.cl", "soft_max", [], "segments"),
+    "ARGSORT": ("sort.cl", "argsort", [], "sort"),
+    "TOP_K": ("sort.cl", "argsort", ["TOP_K"], "sort"),
     "CPY": ("cpy.cl", "cpy", [], "rows"),
     "CONT": ("cpy.cl", "cpy", [], "rows"),
     "REPEAT": ("layout.cl", "repeat", [], "rows"),
     "PAD": ("layout.cl", "pad", [], "rows"),
+    "CONCAT": ("layout.cl", "concat", [], "rows"),
+    "GET_ROWS": ("get_rows.cl", "get_rows", [], "rows"),
     "MUL_MAT": ("matmul.cl", "mul_mat", [], "matmul"),
+    "MUL_MAT_ID": ("matmul.cl", "mul_mat_id", [], "experts"),
     "GATED_DELTA_NET": ("gated_delta_net.cl", "gated_delta_net", [], "heads"),
 }
 # Ops whose dims may be merged before launch (their result does not depend on which dim an element sits in).
-COLLAPSIBLE = {"SOFTPLUS", "SIGMOID", "SILU", "EXP", "NEG", "SCALE", "ADD", "SUB", "MUL", "DIV", "FILL", "CPY",
+COLLAPSIBLE = {"SOFTPLUS", "SIGMOID", "SILU", "EXP", "NEG", "SCALE", "CLAMP", "ADD", "SUB", "MUL", "DIV", "FILL", "CPY",
                "CONT"}
 VARIANTS = {"ACC": ["default", "broken_acc_nb3"]}
 
@@ -171,11 +184,15 @@ class OpenCLBackend(Backend):
             return f"{name} has no variant {node.variant!r} (has {', '.join(self.variants(name))})"
         types = {t.dtype for t in node.tensors}
         allowed = {"SET": {DType.F32, DType.I32}, "CPY": {DType.F32, DType.F16}, "CONT": {DType.F32, DType.F16},
-                   "MUL_MAT": {DType.F32, DType.F16}}
+                   "MUL_MAT": {DType.F32, DType.F16}, "MUL_MAT_ID": {DType.F32, DType.F16, DType.I32},
+                   "GET_ROWS": {DType.F32, DType.F16, DType.I32}, "ARGSORT": {DType.F32, DType.I32},
+                   "TOP_K": {DType.F32, DType.I32}}
         if not types <= allowed.get(name, {DType.F32}):
             return f"{name} on {'/'.join(sorted(t.label for t in types))} is not implemented"
         if name in ("ACC", "SET") and len(types) != 1:
             return f"{name} needs a, b and dst of one type"
+        if name in ("ARGSORT", "TOP_K") and 8 * _pow2_at_least(node.srcs[0].ne[0]) > self.device.local_mem_size:
+            return f"{name} sorts a row in local memory: {node.srcs[0].ne[0]} keys do not fit"
         for t in node.tensors:
             if (t.offset + t.extent()) // t.dtype.size >= 2**31:
                 return f"{t.describe()} reaches past element 2^31: the kernels index with 32-bit ints"
@@ -208,8 +225,14 @@ class OpenCLBackend(Backend):
             defines.append(node.variant.upper())
         if name == "SSM_CONV":
             defines.append(f"D_CONV={srcs[1].ne[0]}")
-        if name == "MUL_MAT":
+        if name in ("MUL_MAT", "MUL_MAT_ID", "GET_ROWS"):
             defines += ["A_F16"] * (srcs[0].dtype == DType.F16)
+        if name == "MUL_MAT_ID":
+            rn = min(ID_RN, srcs[0].ne[1])
+            defines += [f"RN_ID={rn}", f"RM_ID={ID_RM}"]
+        if grid == "sort":
+            np_keys = _pow2_at_least(srcs[0].ne[0])
+            defines.append(f"NP={np_keys}")
             if words[TENSOR_WORDS + 5] == 1 and words[2 * TENSOR_WORDS + 5] == 1:  # both contiguous along k
                 entry, grid = "mul_mat_k1", "k1"
                 rn, rm = min(MM_RN, dst.ne[0]), min(MM_RM, dst.ne[1])  # a matrix-vector product takes RM = 1
@@ -218,7 +241,8 @@ class OpenCLBackend(Backend):
             defines += [f"S_V={srcs[2].ne[0]}"] + ["KDA"] * (srcs[3].ne[0] != 1)
         # A source strided along ne0 (a transpose) reads a cache line per element: then each work item takes a short
         # run and the work group many rows, so neighbouring work items share those lines.
-        strided = grid == "rows" and any(words[TENSOR_WORDS * t + 5] != 1 for t in range(1, len(node.tensors)))
+        walked = range(1, 2) if name == "GET_ROWS" else range(1, len(node.tensors))  # not GET_ROWS' ids
+        strided = grid == "rows" and any(words[TENSOR_WORDS * t + 5] != 1 for t in walked)
         chunk = STRIDED_CHUNK if strided else CHUNK
         knl = self.kernel(file, entry, tuple(defines + [f"CHUNK={chunk}"]))
 
@@ -236,10 +260,18 @@ class OpenCLBackend(Backend):
             runs = -(-dst.nelements // chunk)
             local = min(MAX_LOCAL, _pow2_at_least(runs))
             gsize, lsize = (-(-runs // local) * local,), (local,)
-        elif grid == "segments":
-            local = min(MAX_SEGMENTS, _pow2_at_least(-(-ne0 // MIN_SEGMENT)))
+        elif grid == "segments":  # the row is src0's (SUM_ROWS' dst has ne0 = 1)
+            local = min(MAX_SEGMENTS, _pow2_at_least(-(-srcs[0].ne[0] // MIN_SEGMENT)))
             gsize, lsize = (local, ne1, ne23), (local, 1, 1)
-            args.append(cl.LocalMemory(4 * (local + 1)))
+            args.append(cl.LocalMemory(4 * (2 * local + 2)))
+        elif grid == "sort":
+            local = min(SORT_LOCAL, max(1, np_keys // 2))
+            gsize, lsize = (local, ne1, ne23), (local, 1, 1)
+            args += [cl.LocalMemory(4 * np_keys), cl.LocalMemory(4 * np_keys)]
+        elif grid == "experts":
+            blocks = -(-srcs[0].ne[1] // rn)
+            local = min(ID_LOCAL, _pow2_at_least(blocks))
+            gsize, lsize = (-(-blocks // local) * local, srcs[0].ne[2]), (local, 1)
         elif grid == "tiles":
             gsize, lsize = (-(-ne0 // SSM_TILE) * SSM_TILE, -(-ne1 // SSM_TILE), ne23), (SSM_TILE, 1, 1)
         elif grid == "matmul":

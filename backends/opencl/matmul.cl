@@ -104,21 +104,21 @@ __kernel void mul_mat_k1(__global float* restrict d, __global const AT* restrict
 #endif
 
 // MUL_MAT_ID: dst[n, e, t] = sum_k w[k, n, ids[e, t]] * b[k, e % n_b1, t] (w = src0, b = src1, ids = src2).
-// Grid: one work item per (RN rows of N, expert x). It scans ids for the (e, t) that chose x, gathers them RM at
-// a time, and computes the RN x RM block, so each expert's weights are read from memory once whatever the number
-// of tokens that use it (its RN rows stay in cache). Unused column slots repeat the first column (computed, not
+// Grid: one work item per (RN_ID rows of N, expert x). It scans ids for the (e, t) that chose x, gathers them RM_ID at
+// a time, and computes the RN_ID x RM block, so each expert's weights are read from memory once whatever the number
+// of tokens that use it (its RN_ID rows stay in cache). Unused column slots repeat the first column (computed, not
 // stored) and rows past N are clamped, so the product loop has no branches. Contiguous along k: float8 fma;
-// otherwise scalar through the strides. RN and RM come from the host.
+// otherwise scalar through the strides. RN_ID and RM_ID come from the host.
 #ifdef RM_ID
 #define T_IDS 3
 __kernel void mul_mat_id(__global float* restrict d, __global const AT* restrict w, __global const float* restrict b,
                          __global const int* restrict ids, const Params P) {
-    const int n0 = get_global_id(0) * RN, x = get_global_id(1);
+    const int n0 = get_global_id(0) * RN_ID, x = get_global_id(1);
     const int K = NE(T_A, 0), N = NE(T_A, 1), n_used = NE(T_IDS, 0), n_b1 = NE(T_B, 1), T = NE(T_IDS, 1);
     if (n0 >= N) return;
     const int wk = NB(T_A, 0), bk = NB(T_B, 0);
-    __global const AT* wr[RN];
-    for (int r = 0; r < RN; ++r) wr[r] = w + OFF(T_A) + x * NB(T_A, 2) + min(n0 + r, N - 1) * NB(T_A, 1);
+    __global const AT* wr[RN_ID];
+    for (int r = 0; r < RN_ID; ++r) wr[r] = w + OFF(T_A) + x * NB(T_A, 2) + min(n0 + r, N - 1) * NB(T_A, 1);
     int cols[RM_ID];
     int nc = 0;
     for (int c = 0; c < n_used * T; ++c) {
@@ -130,38 +130,38 @@ __kernel void mul_mat_id(__global float* restrict d, __global const AT* restrict
             const int cm = cols[m < nc ? m : 0];
             bc[m] = b + OFF(T_B) + (cm % n_used % n_b1) * NB(T_B, 1) + (cm / n_used) * NB(T_B, 2);
         }
-        float s[RN][RM_ID];
+        float s[RN_ID][RM_ID];
         int k = 0;
         if (wk == 1 && bk == 1) {
-            float8 acc[RN][RM_ID];
-            for (int r = 0; r < RN; ++r)
+            float8 acc[RN_ID][RM_ID];
+            for (int r = 0; r < RN_ID; ++r)
                 for (int m = 0; m < RM_ID; ++m) acc[r][m] = 0.0f;
             for (; k + 8 <= K; k += 8) {
                 float8 bv[RM_ID];
                 for (int m = 0; m < RM_ID; ++m) bv[m] = vload8(0, bc[m] + k);
-                for (int r = 0; r < RN; ++r) {
+                for (int r = 0; r < RN_ID; ++r) {
                     const float8 av = LOAD_A8(wr[r] + k);
                     for (int m = 0; m < RM_ID; ++m) acc[r][m] = fma(av, bv[m], acc[r][m]);
                 }
             }
-            for (int r = 0; r < RN; ++r)
+            for (int r = 0; r < RN_ID; ++r)
                 for (int m = 0; m < RM_ID; ++m) {
                     const float4 s4 = acc[r][m].lo + acc[r][m].hi;
                     const float2 s2 = s4.lo + s4.hi;
                     s[r][m] = s2.x + s2.y;
                 }
         } else {
-            for (int r = 0; r < RN; ++r)
+            for (int r = 0; r < RN_ID; ++r)
                 for (int m = 0; m < RM_ID; ++m) s[r][m] = 0.0f;
         }
         for (; k < K; ++k)
-            for (int r = 0; r < RN; ++r) {
+            for (int r = 0; r < RN_ID; ++r) {
                 const float av = LOAD_A(wr[r] + k * wk);
                 for (int m = 0; m < RM_ID; ++m) s[r][m] = fma(av, bc[m][k * bk], s[r][m]);
             }
         for (int m = 0; m < nc; ++m) {
             const int e = cols[m] % n_used, t = cols[m] / n_used;
-            for (int r = 0; r < RN && n0 + r < N; ++r)
+            for (int r = 0; r < RN_ID && n0 + r < N; ++r)
                 d[OFF(T_DST) + (n0 + r) * NB(T_DST, 0) + e * NB(T_DST, 1) + t * NB(T_DST, 2)] = s[r][m];
         }
         nc = 0;

@@ -151,6 +151,8 @@ def _vec4_ok(node: Node) -> bool:
         a = srcs[0]
         return dst.is_contiguous() and _elems(dst, dst.offset) % 4 == 0 and a.dtype == DType.F32 \
             and a.nb[0] == 4 and a.ne[0] % 4 == 0 and all(_elems(a, b) % 4 == 0 for b in (a.offset, *a.nb[1:]))
+    if op in ("ARGSORT", "TOP_K"):  # sort.comp has no VEC4 path
+        return False
     if op == "CONCAT" and (node.params["dim"] == 0 or dst.ne[0] % 4):  # 4 dst elements must share a source
         return False
     flat = {"FILL": [dst], "DIAG": [dst], "ACC": [dst, srcs[0]], "SET": [dst, srcs[0]]}.get(op, [dst, *srcs])

@@ -10,7 +10,7 @@
 #include "common.glsl"
 #include "expf.glsl"
 
-const float NEG_INF = uintBitsToFloat(0xFF800000u);
+#define NEG_INF uintBitsToFloat(0xFF800000u)
 
 void main() {
     load_params();
