@@ -43,7 +43,7 @@ def cmd_ops(args) -> int:
     backends = _list(args.backend, TESTED_BACKENDS, "backends", check_name)
     records = ops_bench.run(op_names, backends, args.budget)
     if args.record:
-        history.append(records)
+        history.append(records, history.HISTORY)
     rows = [r for r in records if r["kind"] == "ops" and r.get("supported")]
     if rows:
         df = pd.DataFrame(rows)
@@ -78,7 +78,7 @@ def cmd_delta_net(args) -> int:
             raise ValueError(f"{name} must be >= 1, got {value}")
     records = delta_net.run(backends, variants, args.S, args.H, args.T, args.n_seqs, not args.gda, args.reps)
     if args.record:
-        history.append(records)
+        history.append(records, history.HISTORY)
     df = pd.DataFrame(records)
     if df.empty:
         return 0

@@ -142,3 +142,20 @@ __device__ __forceinline__ float block_sum(float x, float* warp_sums) {
     }
     return sum;
 }
+
+// Maximum over the block of one float per thread (same contract as block_sum).
+__device__ __forceinline__ float block_max(float x, float* warp_maxes) {
+#pragma unroll
+    for (int d = 16; d > 0; d >>= 1) {
+        x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, d));
+    }
+    if ((threadIdx.x & 31) == 0) {
+        warp_maxes[threadIdx.x >> 5] = x;
+    }
+    __syncthreads();
+    float m = warp_maxes[0];
+    for (int w = 1; w < (int)(blockDim.x >> 5); ++w) {
+        m = fmaxf(m, warp_maxes[w]);
+    }
+    return m;
+}

@@ -1,5 +1,5 @@
-// L2_NORM and RMS_NORM along ne0: one block per row (grid-stride over rows), a block-wide sum of x^2, then every
-// element divided by the row's norm. word0 = eps (float bits).
+// Row reductions along ne0, one block per row (grid-stride over rows) with a block-wide sum. L2_NORM and RMS_NORM
+// sum x^2, then divide every element by the row's norm (word0 = eps, float bits); SUM_ROWS writes the row's sum.
 #include "common.cuh"
 
 template <bool L2>
@@ -31,3 +31,24 @@ __device__ void norm(float* d, const float* a, const int* p) {
 
 extern "C" __global__ void l2_norm_f32(float* d, const float* a, const int* p) { norm<true>(d, a, p); }
 extern "C" __global__ void rms_norm_f32(float* d, const float* a, const int* p) { norm<false>(d, a, p); }
+
+// SUM_ROWS: dst [1, ne1, ne2, ne3].
+extern "C" __global__ void sum_rows_f32(float* d, const float* a, const int* p) {
+    __shared__ float warp_sums[32];
+    const View vd = view_of(p, 0);
+    const View va = view_of(p, 1);
+    const int ne0 = va.ne[0];
+    const int rows = nrows(va);
+    for (int row = blockIdx.x; row < rows; row += gridDim.x) {
+        const long long ra = row_at(va, row);
+        float sum = 0.0f;
+        for (int i0 = threadIdx.x; i0 < ne0; i0 += blockDim.x) {
+            sum += a[ra + i0 * va.nb[0]];
+        }
+        sum = block_sum(sum, warp_sums);
+        if (threadIdx.x == 0) {
+            d[row_at(vd, row)] = sum;
+        }
+        __syncthreads();  // warp_sums is read by every thread before the next row overwrites it
+    }
+}

@@ -1,4 +1,4 @@
-// Element-wise f32 ops: SOFTPLUS, SIGMOID, SILU, EXP, NEG, SCALE. dst and src may be any views of one shape.
+// Element-wise f32 ops: SOFTPLUS, SIGMOID, SILU, EXP, NEG, SCALE, CLAMP. dst and src may be any views of one shape.
 #include "common.cuh"
 
 // Precise libm calls only (no fast-math): expf overflows to +inf at x >= 88.7, which every formula below turns into
@@ -45,6 +45,12 @@ struct Neg {
 struct Scale {
     __device__ float operator()(float x, const int* p) const { return x * op_float(p, 0) + op_float(p, 1); }
 };
+// words: min, max (float bits)
+struct Clamp {
+    __device__ float operator()(float x, const int* p) const {
+        return fminf(fmaxf(x, op_float(p, 0)), op_float(p, 1));
+    }
+};
 
 template <typename F>
 __device__ void unary(float* d, const float* a, const int* p) {
@@ -65,3 +71,4 @@ extern "C" __global__ void silu_f32(float* d, const float* a, const int* p) { un
 extern "C" __global__ void exp_f32(float* d, const float* a, const int* p) { unary<Exp>(d, a, p); }
 extern "C" __global__ void neg_f32(float* d, const float* a, const int* p) { unary<Neg>(d, a, p); }
 extern "C" __global__ void scale_f32(float* d, const float* a, const int* p) { unary<Scale>(d, a, p); }
+extern "C" __global__ void clamp_f32(float* d, const float* a, const int* p) { unary<Clamp>(d, a, p); }
