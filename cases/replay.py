@@ -82,8 +82,8 @@ def _op_call(case: Case, args: list[str]) -> str:
         return f"ggml_repeat_4d(ctx, {a[0]}, {', '.join(map(str, p['ne']))})"
     if op == "PAD":
         return f"ggml_pad(ctx, {a[0]}, {', '.join(map(str, p['pad']))})"
-    if op == "GATED_DELTA_NET":
-        return f"ggml_gated_delta_net(ctx, {', '.join(a)})"
+    if op == "GATED_DELTA_NET":  # K = 1: one state snapshot, the final state after the outputs (as here)
+        return f"ggml_gated_delta_net(ctx, {', '.join(a)}, /*K*/ 1)"
     raise ValueError(f"no test-backend-ops form for {op}")
 
 

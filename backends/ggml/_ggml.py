@@ -125,10 +125,26 @@ def _layout_rules(node) -> list[str]:
         _need(contiguous(s[0]), f"ggml_compute_forward_scale_f32 asserts ggml_is_contiguous(src0); a is {d(0)}", f)
     elif op in ("ADD", "SUB", "MUL", "DIV"):
         _need(dense_nb0(s[0]), f"apply_binary_op (binary-ops.cpp) asserts nb00 == sizeof(src0_t); a is {d(0)}", f)
-    # MUL_MAT: ggml_mul_mat asserts !ggml_is_transposed(a) and the CPU kernel nb00 == type size, nb10 == type size;
+    # CLAMP: ggml_clamp is always in place (its result is a view of a), so a ggml_cont copy is clamped instead.
+    # MUL_MAT, MUL_MAT_ID: ggml_mul_mat asserts !ggml_is_transposed(a) and the CPU kernel nb00 == type size, nb10 == type size;
     # operands that break these are staged through ggml_cont in the ggml graph (mul_mat_operand), as llama.cpp does.
     elif op == "REPEAT":
         _need(dense_nb0(s[0]), f"ggml_compute_forward_repeat_f32 asserts nb00 == sizeof(float); a is {d(0)}", f)
+    elif op == "GET_ROWS":
+        # only a debug assert (nb00 == type size): release builds read each row as dense
+        _need(dense_nb0(s[0]), f"ggml_compute_forward_get_rows_* read rows as dense (nb00 == type size is only a "
+                               f"debug assert, so a strided row is misread); a is {d(0)}", f)
+    elif op in ("ARGSORT", "TOP_K"):
+        # the kernel walks rows as src0->data + i*nb01 over ggml_nrows: dims 2, 3 must continue dim 1's stride
+        _need(dense_nb0(s[0]) and _contiguous_n(s[0], 1),
+              f"ggml_compute_forward_{op.lower()}_f32 reads row i at src0->data + i*nb01 with dense elements "
+              f"(ggml_is_contiguous_1 layout, not asserted: any other layout is misread); a is {d(0)}", f)
+    elif op == "SOFT_MAX_EXT":
+        _need(contiguous(s[0]), f"ggml_soft_max_impl asserts ggml_is_contiguous(a); a is {d(0)}", f)
+        _need(contiguous(s[1]), f"ggml_soft_max_impl asserts ggml_is_contiguous(mask); mask is {d(1)}", f)
+    elif op == "SUM_ROWS":
+        _need(dense_nb0(s[0]), f"ggml_compute_forward_sum_rows_f32 asserts src0->nb[0] == sizeof(float); "
+                               f"a is {d(0)}", f)
     elif op == "GATED_DELTA_NET":
         for i, name in enumerate("qkv"):
             _need(contiguous_rows(s[i]), f"ggml_gated_delta_net asserts ggml_is_contiguous_rows({name}); "
@@ -295,6 +311,14 @@ BUILDERS = {
     "REPEAT": lambda ctx, s, p, lib: lib.ggml_repeat_4d(ctx, s[0], *p["ne"]),
     "PAD": lambda ctx, s, p, lib: lib.ggml_pad(ctx, s[0], *p["pad"]),
     "GATED_DELTA_NET": _gdn,
+    "GET_ROWS": lambda ctx, s, p, lib: lib.ggml_get_rows(ctx, s[0], s[1]),
+    "MUL_MAT_ID": None,  # operands may be staged through ggml_cont: built in Prepared
+    "ARGSORT": lambda ctx, s, p, lib: lib.ggml_argsort(ctx, s[0], getattr(lib, f"GGML_SORT_ORDER_{p['order']}")),
+    "TOP_K": lambda ctx, s, p, lib: lib.ggml_top_k(ctx, s[0], int(p["k"])),
+    "SOFT_MAX_EXT": lambda ctx, s, p, lib: lib.ggml_soft_max_ext(ctx, s[0], s[1], float(p["scale"]), 0.0),
+    "CONCAT": lambda ctx, s, p, lib: lib.ggml_concat(ctx, s[0], s[1], int(p["dim"])),
+    "SUM_ROWS": lambda ctx, s, p, lib: lib.ggml_sum_rows(ctx, s[0]),
+    "CLAMP": None,  # ggml_clamp works in place: built in Prepared on a ggml_cont copy
 }
 
 
@@ -321,10 +345,19 @@ class Prepared:
                 self.copy_out = (target, self.c.scratch(target))
             result = lib.ggml_cpy(ctx, srcs[0], target)
         else:
-            if op.name == "MUL_MAT":
-                a, b = (lib.ggml_cont(ctx, g) if mul_mat_needs_cont(t, i == 0) else g
-                        for i, (g, t) in enumerate(zip(srcs, node.srcs)))
-                result = lib.ggml_mul_mat(ctx, a, b)
+            if op.name in ("MUL_MAT", "MUL_MAT_ID"):
+                staged = [lib.ggml_cont(ctx, g) if i < 2 and mul_mat_needs_cont(t, i == 0) else g
+                          for i, (g, t) in enumerate(zip(srcs, node.srcs))]
+                result = (lib.ggml_mul_mat if op.name == "MUL_MAT" else lib.ggml_mul_mat_id)(ctx, *staged)
+            elif op.name == "CLAMP":
+                copy = lib.ggml_cont(ctx, srcs[0])  # the clamp below runs in place on this copy
+                if direct:
+                    copy.contents.data = _addr(dst)
+                    self.c.keep.append(dst.buffer.handle)
+                else:
+                    self.copy_out = (copy, self.c.scratch(copy))
+                result = lib.ggml_clamp(ctx, copy, float(node.params["min"]), float(node.params["max"]))
+                inplace = True  # the result is a view of the copy, whose memory is already placed
             else:
                 result = BUILDERS[op.name](ctx, srcs, node.params, lib)
             if not result:
@@ -333,7 +366,9 @@ class Prepared:
             got_ne = tuple(r.ne[i] for i in range(4))
             if got_ne != tuple(dst.ne):
                 raise RuntimeError(f"ggml's {op.name} result has ne={list(got_ne)}, the node's dst {list(dst.ne)}")
-            if inplace:
+            if op.name == "CLAMP":
+                pass
+            elif inplace:
                 if r.data != _addr(dst):
                     raise RuntimeError(f"ggml's in-place {op.name} result does not alias src0")
             elif direct:
