@@ -14,8 +14,8 @@ def read_operand(raw: np.ndarray, t) -> np.ndarray:
     return view.astype(np.int64 if t.dtype == DType.I32 else np.float64)
 
 
-class NumpyBackend(Backend):
-    name = "numpy"
+class HostMemoryBackend(Backend):
+    """Buffers in host memory as NumPy uint8 arrays (the reference and ggml backends)."""
 
     def _alloc(self, nbytes):
         return np.zeros(nbytes, dtype=np.uint8)
@@ -25,6 +25,13 @@ class NumpyBackend(Backend):
 
     def read(self, buf: Buffer) -> np.ndarray:
         return buf.handle.copy()
+
+    def copy_launch(self, src: Buffer, dst: Buffer):
+        return lambda: np.copyto(dst.handle, src.handle)
+
+
+class NumpyBackend(HostMemoryBackend):
+    name = "numpy"
 
     def supports(self, node: Node) -> str | None:
         return None
@@ -39,9 +46,6 @@ class NumpyBackend(Backend):
 
     def device_info(self) -> dict:
         return {"device": "host CPU (NumPy)", "driver": f"numpy {np.__version__}"}
-
-    def copy_launch(self, src: Buffer, dst: Buffer):
-        return lambda: np.copyto(dst.handle, src.handle)
 
 
 def create() -> NumpyBackend:

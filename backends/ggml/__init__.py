@@ -17,34 +17,20 @@ formula is known to lose all accuracy are refused, naming the finding (see _ggml
 """
 from __future__ import annotations
 
-import numpy as np
-
-from reference.tensor import Buffer
-
-from ..base import Backend, Node
+from ..base import Node
+from ..numpy_backend import HostMemoryBackend
 from . import _ggml as G
 
 N_THREADS = 2
 
 
-class GgmlBackend(Backend):
+class GgmlBackend(HostMemoryBackend):
     name = "ggml"
 
     def __init__(self):
         super().__init__()
         G.init()
 
-    # ---- buffers (host memory, as the NumPy backend) --------------------------------------------------------------
-    def _alloc(self, nbytes):
-        return np.zeros(nbytes, dtype=np.uint8)
-
-    def write(self, buf: Buffer, data: np.ndarray) -> None:
-        buf.handle[:] = data.view(np.uint8).reshape(-1)
-
-    def read(self, buf: Buffer) -> np.ndarray:
-        return buf.handle.copy()
-
-    # ---- ops ----------------------------------------------------------------------------------------------------
     def variants(self, op_name: str) -> list[str]:
         return ["default"]
 
@@ -62,9 +48,6 @@ class GgmlBackend(Backend):
     def device_info(self) -> dict:
         return {"device": f"ggml CPU (ggml-python {G.PY_VERSION}, ggml {G.VERSION})",
                 "driver": f"ggml {G.VERSION} CPU backend, {N_THREADS} threads"}
-
-    def copy_launch(self, src: Buffer, dst: Buffer):
-        return lambda: np.copyto(dst.handle, src.handle)
 
 
 def create() -> GgmlBackend:
