@@ -86,7 +86,10 @@ def test_cuda_compile_check_accepts_good_source():
 def _extra_cases(op):
     """Shapes the pinned cases leave out but the kernels' tiling depends on: GATED_DELTA_NET head sizes that are not
     a block width (1, 48, 100: idle columns and zero-held keys) with shared and permuted q/k heads; MUL_MAT tails
-    (K, N, M not multiples of the tiles), an f16 a transposed, a strided b, and batch broadcast in ne2 and ne3."""
+    (K, N, M not multiples of the tiles), an f16 a transposed, a strided b, and batch broadcast in ne2 and ne3;
+    MUL_MAT_ID with more (e, t) pairs than one window and more than one column tile per expert, transposed and
+    strided experts and b; rows past the shared-memory sort (the rank count); GET_ROWS from a permuted f16 a; masks
+    broadcast in ne2 or ne3, with spare rows and padding."""
     from .upstream import gdn_inputs
     if op == "GATED_DELTA_NET":
         return [Case.of(op, *gdn_inputs(S, H, T, n, kda, h_k, permuted), seed=S)
@@ -97,15 +100,35 @@ def _extra_cases(op):
         return [Case.of(op, Input((100, 70, 2, 1), F16, t), Input((100, 65, 4, 3), layout=strided)),
                 Case.of(op, Input((257, 30, 1, 2), layout=Layout(permute=(0, 2, 1, 3))),
                         Input((257, 3, 2, 2), layout=t))]
+    if op == "MUL_MAT_ID":
+        t = Layout(permute=(1, 0, 2, 3))
+        return [Case.of(op, Input((33, 70, 3), F16, t), Input((33, 2, 600), layout=Layout(pad=(1, 0, 0, 0), offset=3)),
+                        Input((4, 600), DType.I32)),
+                Case.of(op, Input((20, 9, 5), layout=Layout(pad=(0, 2, 0, 0), offset=1)), Input((20, 3, 7), layout=t),
+                        Input((3, 7), DType.I32, t))]
+    if op in ("ARGSORT", "TOP_K"):
+        return [Case.of(op, Input((5000, 2)), **({"order": "DESC"} if op == "ARGSORT" else {"k": 9}))]
+    if op == "GET_ROWS":
+        return [Case.of(op, Input((5, 17, 2, 3), F16, Layout(permute=(0, 2, 1, 3))),
+                        Input((6, 2, 3), DType.I32, Layout(permute=(1, 0, 2, 3))))]
+    if op == "SOFT_MAX_EXT":
+        return [Case.of(op, Input((37, 3, 2, 3)), Input(mask, layout=Layout(pad=(2, 0, 0, 0), offset=1)), scale=0.3)
+                for mask in ((37, 6, 1, 3), (37, 3, 2, 1))]
     return []
 
 
 def _emulated_cases(op):
+    # Block-wide scans, sums, sorts and tiles are slow to emulate (OS threads and barriers), so some ops run a part
+    # of their pinned cases.
+    if op == "MUL_MAT_ID":  # the upstream experts are 256 x 512: one of those (b columns per slot), then small ones
+        return [c for c in pinned(op) if c.inputs[1].ne[1:3] == (4, 1)] + _extra_cases(op)
     cases = pinned(op) + _extra_cases(op)
-    if op not in ("CUMSUM", "L2_NORM", "RMS_NORM"):
+    if op in ("ARGSORT", "TOP_K"):  # rows of 2^n and not, of one block's comparators and past them, the widest
+        # upstream row, Kimi's router, and the rank count past the shared-memory sort
+        return [c for c in cases if c.inputs[0].ne[0] in (7, 8, 1024, 1025, 2049, 256, 5000)]
+    if op not in ("CUMSUM", "L2_NORM", "RMS_NORM", "SUM_ROWS"):
         return cases
-    # Block-wide scans and sums are slow to emulate (OS threads and barriers): every case of the shortest row
-    # (all views and eps values) and the longest affordable row (multi-tile carries).
+    # Every case of the shortest row (all views and eps values) and the longest affordable row (multi-tile carries).
     shortest = min(c.inputs[0].ne[0] for c in cases)
     longest = max((c for c in cases if np.prod(c.inputs[0].ne) <= 100_000), key=lambda c: c.inputs[0].ne[0])
     return [c for c in cases if c.inputs[0].ne[0] == shortest] + [longest]

@@ -42,15 +42,25 @@ KERNELS = {
     "REPEAT": ("layout.cu", "repeat_b32"),
     "PAD": ("layout.cu", "pad_b32"),
     "GATED_DELTA_NET": ("gated_delta_net.cu", "gated_delta_net_c{cols}"),
+    "MUL_MAT_ID": ("matmul.cu", "mul_mat_id_{src}"),  # experts f32 or f16; b, dst f32; ids i32
+    "GET_ROWS": ("get_rows.cu", "get_rows_{src}"),  # a f32 or f16; ids i32; dst f32
+    "ARGSORT": ("sort.cu", "argsort_f32"),
+    "TOP_K": ("sort.cu", "top_k_f32"),
+    "SOFT_MAX_EXT": ("softmax.cu", "soft_max_f32"),
+    "CONCAT": ("layout.cu", "concat_b32"),
+    "SUM_ROWS": ("norm.cu", "sum_rows_f32"),
+    "CLAMP": ("unary.cu", "clamp_f32"),
 }
 # Deliberately wrong variants (base.is_broken) that prove the suite catches a known upstream bug.
 BROKEN = {
     ("ACC", "broken_acc_nb3"): ("acc_set.cu", "acc_f32_broken_nb3"),  # llama.cpp Vulkan bug #19426
 }
-# Entry points that run one block per row of ne0 (a block-wide scan or sum) -> elements a thread takes per pass
-# (cumsum.cu ITEMS). MUL_MAT runs one block per dst tile, GATED_DELTA_NET one block per (head, seq); all other entry
-# points run one thread per item. Every kernel loops grid-stride over its items, so the grid may be capped.
-ROW_KERNELS = {"cumsum_f32": 4, "l2_norm_f32": 1, "rms_norm_f32": 1}
+# Entry points that run one block per row of src0's ne0 (a block-wide scan, sum or sort) -> elements a thread takes
+# per pass (cumsum.cu ITEMS; a sort comparator takes 2). MUL_MAT runs one block per dst tile, MUL_MAT_ID one per
+# (dst tile of n, expert), GATED_DELTA_NET one per (head, seq); all other entry points run one thread per item.
+# Every kernel loops grid-stride over its items, so the grid may be capped.
+ROW_KERNELS = {"cumsum_f32": 4, "l2_norm_f32": 1, "rms_norm_f32": 1, "sum_rows_f32": 1, "soft_max_f32": 1,
+               "argsort_f32": 2, "top_k_f32": 2}
 MATMUL_TILE, MATMUL_THREADS = 64, 256  # matmul.cu: one block of 256 threads per 64 x 64 tile of dst
 GDN_COLUMNS = (32, 64, 128)  # gated_delta_net.cu entry points: threads per block, one per state column (S <= cols)
 
@@ -136,13 +146,17 @@ class CudaBackend(Backend):
         """(blocks, threads per block); blocks == 0 when there is nothing to do."""
         dst = node.dst
         if entry in ROW_KERNELS:
-            rows = dst.ne[1] * dst.ne[2] * dst.ne[3]
-            per_thread = -(-dst.ne[0] // ROW_KERNELS[entry])
+            src = node.srcs[0]
+            rows = src.ne[1] * src.ne[2] * src.ne[3]
+            per_thread = -(-src.ne[0] // ROW_KERNELS[entry])
             threads = min(BLOCK, max(32, _pow2_at_least(per_thread)))  # whole warps: the block scan needs them
-            return (min(rows, self.max_blocks) if dst.ne[0] else 0), threads
+            return (min(rows, self.max_blocks) if dst.nelements else 0), threads
         if node.op.name == "MUL_MAT":
             tiles = _ceil_div(dst.ne[0], MATMUL_TILE) * _ceil_div(dst.ne[1], MATMUL_TILE) * dst.ne[2] * dst.ne[3]
             return min(tiles, self.max_blocks), MATMUL_THREADS
+        if node.op.name == "MUL_MAT_ID":
+            items = _ceil_div(dst.ne[0], MATMUL_TILE) * node.srcs[0].ne[2]  # (n tile, expert)
+            return (min(items, self.max_blocks) if dst.nelements else 0), MATMUL_THREADS
         if node.op.name == "GATED_DELTA_NET":
             v = node.srcs[2]
             return min(v.ne[1] * v.ne[3], self.max_blocks), _gdn_columns(node)  # (head, seq) pairs

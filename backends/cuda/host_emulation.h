@@ -77,9 +77,10 @@ inline unsigned short float_to_half(float f) {
     return h;
 }
 
-// Entry points take (dst, src0, ..., params): 3, 4 or 8 pointers (GATED_DELTA_NET binds dst + 6 sources).
+// Entry points take (dst, src0, ..., params): 3, 4, 5 or 8 pointers (GATED_DELTA_NET binds dst + 6 sources).
 typedef void (*Kernel3)(void*, void*, void*);
 typedef void (*Kernel4)(void*, void*, void*, void*);
+typedef void (*Kernel5)(void*, void*, void*, void*, void*);
 typedef void (*Kernel8)(void*, void*, void*, void*, void*, void*, void*, void*);
 
 inline void call_kernel(void* kernel, int nargs, void** a) {
@@ -89,6 +90,9 @@ inline void call_kernel(void* kernel, int nargs, void** a) {
             break;
         case 4:
             ((Kernel4)kernel)(a[0], a[1], a[2], a[3]);
+            break;
+        case 5:
+            ((Kernel5)kernel)(a[0], a[1], a[2], a[3], a[4]);
             break;
         case 8:
             ((Kernel8)kernel)(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);

@@ -3,6 +3,7 @@
 // Tiled: a block of THREADS threads computes a TILE x TILE tile of dst, 4 x 4 outputs per thread, from TILE_K-deep
 // slices of a and b staged in shared memory, so each element loaded from memory serves TILE products.
 // Blocks take tiles (n tile fastest, then m tile, then the batch) in a grid-stride loop.
+// MUL_MAT_ID (below) runs the same tiles with its columns gathered per expert.
 #include "common.cuh"
 
 #define TILE 64
@@ -28,6 +29,27 @@ __device__ __forceinline__ void stage(float (*tile)[TILE + 1], const T* x, long 
         const int rr = k_fast ? id / TILE_K : id % TILE;
         const int k = k0 + kk, r = r0 + rr;
         tile[kk][rr] = k < K && r < rows ? load(x, base + k * v.nb[0] + r * v.nb[1]) : 0.0f;
+    }
+}
+
+// acc += the staged slices' product: thread (tx, ty) owns rows tx + 16 r of as and columns ty + 16 c of bs.
+__device__ __forceinline__ void multiply_slice(float (&acc)[PER_THREAD][PER_THREAD], const float (*as)[TILE + 1],
+                                               const float (*bs)[TILE + 1], int tx, int ty) {
+#pragma unroll
+    for (int kk = 0; kk < TILE_K; ++kk) {
+        float x[PER_THREAD], y[PER_THREAD];
+#pragma unroll
+        for (int r = 0; r < PER_THREAD; ++r) {
+            x[r] = as[kk][tx + r * (TILE / PER_THREAD)];
+            y[r] = bs[kk][ty + r * (TILE / PER_THREAD)];
+        }
+#pragma unroll
+        for (int r = 0; r < PER_THREAD; ++r) {
+#pragma unroll
+            for (int c = 0; c < PER_THREAD; ++c) {
+                acc[r][c] += x[r] * y[c];
+            }
+        }
     }
 }
 
@@ -59,22 +81,7 @@ __device__ void mul_mat(float* d, const A* a, const float* b, const int* p) {
             stage(as, a, a_base, va, k0, n0);
             stage(bs, b, b_base, vb, k0, m0);
             __syncthreads();
-#pragma unroll
-            for (int kk = 0; kk < TILE_K; ++kk) {
-                float x[PER_THREAD], y[PER_THREAD];
-#pragma unroll
-                for (int r = 0; r < PER_THREAD; ++r) {
-                    x[r] = as[kk][tx + r * (TILE / PER_THREAD)];
-                    y[r] = bs[kk][ty + r * (TILE / PER_THREAD)];
-                }
-#pragma unroll
-                for (int r = 0; r < PER_THREAD; ++r) {
-#pragma unroll
-                    for (int c = 0; c < PER_THREAD; ++c) {
-                        acc[r][c] += x[r] * y[c];
-                    }
-                }
-            }
+            multiply_slice(acc, as, bs, tx, ty);
             __syncthreads();  // everyone is done with this slice before the next one is staged
         }
 #pragma unroll
@@ -90,7 +97,104 @@ __device__ void mul_mat(float* d, const A* a, const float* b, const int* p) {
     }
 }
 
+// MUL_MAT_ID: dst[n, e, t] = sum_k w[k, n, ids[e, t]] * b[k, e % n_b1, t]; w (experts [K, N, n_exp]) f32 or f16,
+// b f32 [K, n_b1, T], ids i32 [n_used, T], all arbitrary views. A block takes one (n tile, expert) item at a time
+// (grid-stride) and scans the (e, t) pairs, PAIR_WINDOW at a time in pair order (e fastest): it compacts the pairs
+// routed to its expert, then multiplies the expert's n tile with those pairs' b columns, TILE columns per pass.
+// Each expert is read once per window that routes a pair to it, and experts no pair uses are never read.
+#define PAIR_ITEMS 4                          // pairs a thread examines per window
+#define PAIR_WINDOW (THREADS * PAIR_ITEMS)
+
+// Stages b's columns of pairs[0 .. min(count, TILE)) as stage() does a row range; zeros past them or past K.
+__device__ __forceinline__ void stage_pairs(float (*tile)[TILE + 1], const float* b, const View& vb, const int* pairs,
+                                            int count, int n_used, int k0) {
+    const bool k_fast = vb.nb[0] == 1;
+#pragma unroll
+    for (int e = 0; e < TILE * TILE_K / THREADS; ++e) {
+        const int id = threadIdx.x + e * THREADS;
+        const int kk = k_fast ? id % TILE_K : id / TILE;
+        const int cc = k_fast ? id / TILE_K : id % TILE;
+        const int k = k0 + kk;
+        float x = 0.0f;
+        if (k < vb.ne[0] && cc < count) {
+            const int pair = pairs[cc];
+            x = b[at(vb, k, pair % n_used % vb.ne[1], pair / n_used, 0)];
+        }
+        tile[kk][cc] = x;
+    }
+}
+
+template <typename W>
+__device__ void mul_mat_id(float* d, const W* w, const float* b, const int* ids, const int* p) {
+    __shared__ float ws[TILE_K][TILE + 1];
+    __shared__ float bs[TILE_K][TILE + 1];
+    __shared__ int pairs[PAIR_WINDOW];  // the window's pairs routed to this block's expert, in order
+    __shared__ float warp_sums[32];
+    const View vd = view_of(p, 0);
+    const View vw = view_of(p, 1);
+    const View vb = view_of(p, 2);
+    const View vi = view_of(p, 3);
+    const int K = vw.ne[0], N = vw.ne[1];
+    const int n_used = vi.ne[0], n_pairs = vi.ne[0] * vi.ne[1];
+    const int tiles_n = (N + TILE - 1) / TILE;
+    const int tx = threadIdx.x % (TILE / PER_THREAD), ty = threadIdx.x / (TILE / PER_THREAD);
+    for (int item = blockIdx.x; item < tiles_n * vw.ne[2]; item += gridDim.x) {
+        const int n0 = item % tiles_n * TILE, expert = item / tiles_n;
+        const long long w_base = at(vw, 0, 0, expert, 0);
+        for (int p0 = 0; p0 < n_pairs; p0 += PAIR_WINDOW) {
+            const int first = p0 + threadIdx.x * PAIR_ITEMS;
+            bool hit[PAIR_ITEMS];
+            float hits = 0.0f;  // the block scan adds floats: exact for counts this small
+#pragma unroll
+            for (int q = 0; q < PAIR_ITEMS; ++q) {
+                const int pair = first + q;
+                hit[q] = pair < n_pairs && ids[at(vi, pair % n_used, pair / n_used, 0, 0)] == expert;
+                hits += hit[q];
+            }
+            float total;
+            int slot = (int)block_exclusive_scan(hits, warp_sums, &total);
+#pragma unroll
+            for (int q = 0; q < PAIR_ITEMS; ++q) {
+                if (hit[q]) {
+                    pairs[slot++] = first + q;
+                }
+            }
+            __syncthreads();
+            const int count = (int)total;
+            for (int c0 = 0; c0 < count; c0 += TILE) {
+                float acc[PER_THREAD][PER_THREAD] = {};
+                for (int k0 = 0; k0 < K; k0 += TILE_K) {
+                    stage(ws, w, w_base, vw, k0, n0);
+                    stage_pairs(bs, b, vb, pairs + c0, count - c0, n_used, k0);
+                    __syncthreads();
+                    multiply_slice(acc, ws, bs, tx, ty);
+                    __syncthreads();
+                }
+#pragma unroll
+                for (int r = 0; r < PER_THREAD; ++r) {
+#pragma unroll
+                    for (int c = 0; c < PER_THREAD; ++c) {
+                        const int n = n0 + tx + r * (TILE / PER_THREAD), col = c0 + ty + c * (TILE / PER_THREAD);
+                        if (n < N && col < count) {
+                            const int pair = pairs[col];
+                            d[at(vd, n, pair % n_used, pair / n_used, 0)] = acc[r][c];
+                        }
+                    }
+                }
+            }
+            __syncthreads();  // everyone is done with pairs and warp_sums before the next window rewrites them
+        }
+    }
+}
+
 extern "C" __global__ void mul_mat_f32(float* d, const float* a, const float* b, const int* p) { mul_mat(d, a, b, p); }
 extern "C" __global__ void mul_mat_f16(float* d, const unsigned short* a, const float* b, const int* p) {
     mul_mat(d, a, b, p);
+}
+extern "C" __global__ void mul_mat_id_f32(float* d, const float* w, const float* b, const int* ids, const int* p) {
+    mul_mat_id(d, w, b, ids, p);
+}
+extern "C" __global__ void mul_mat_id_f16(float* d, const unsigned short* w, const float* b, const int* ids,
+                                          const int* p) {
+    mul_mat_id(d, w, b, ids, p);
 }

@@ -17,7 +17,7 @@ extern "C" __global__ void soft_max_f32(float* d, const float* a, const float* m
         const long long ra = at(va, 0, i1, i2, i3);
         const long long rm = at(vm, 0, i1, i2 % vm.ne[2], i3 % vm.ne[3]);
         const long long rd = at(vd, 0, i1, i2, i3);
-        float m = -INFINITY;
+        float m = __int_as_float(0xff800000);  // -inf
         for (int i0 = threadIdx.x; i0 < ne0; i0 += blockDim.x) {
             m = fmaxf(m, a[ra + i0 * va.nb[0]] * scale + mask[rm + i0 * vm.nb[0]]);
         }
