@@ -190,6 +190,13 @@ class CudaBackend(Backend):
                       f"CuPy {self.cp.__version__}",
         }
 
+    def library_matmul(self, m, n, k):
+        """cuBLAS (through cupy.matmul) on the same shape: the GFLOPS ceiling for MUL_MAT figures."""
+        a = self.cp.random.random((m, k), dtype=self.cp.float32)
+        b = self.cp.random.random((k, n), dtype=self.cp.float32)
+        out = self.cp.empty((m, n), dtype=self.cp.float32)
+        return lambda: self.cp.matmul(a, b, out=out)
+
     def copy_launch(self, src, dst):
         runtime = self.cp.cuda.runtime
         nbytes = min(src.nbytes, dst.nbytes)

@@ -32,8 +32,9 @@ MATMUL_WG, MATMUL_TILE = 16, 64  # matmul.cl's WG and TILE (= WG * R)
 # (2, 16) ~40 GFLOPS per CPU second; 4x2 ~22; 4x16 spills)
 MM_RN, MM_RM, MM_LOCAL = 4, 8, (2, 16)
 MIN_SEGMENT, MAX_SEGMENTS = 64, 256  # "segments" grid: least elements per work item, most work items per row
-SORT_LOCAL = 64  # "sort" grid: most work items per row
-ID_RN, ID_RM = 4, 4  # mul_mat_id: rows of an expert x gathered columns per work item
+SORT_LOCAL = 64  # "sort" grid, a row too long for argsort8: most work items per row
+SORT8_LOCAL_BYTES = 256 << 10  # argsort8 (8 rows per work item) while its 64 * NP bytes of keys fit this
+ID_RN, ID_RM = 8, 4  # mul_mat_id: rows of an expert x gathered columns per work item (8x4 ~ 8x8 > 4x8 > 4x4)
 ID_LOCAL = 16  # "experts" grid: work items per work group (along N)
 PARAMS_DTYPE = np.dtype([("w", np.int32, PARAM_WORDS)])  # common.cl's Params, passed by value
 
@@ -41,8 +42,8 @@ PARAMS_DTYPE = np.dtype([("w", np.int32, PARAM_WORDS)])  # common.cl's Params, p
 # ne2*ne3 in dims 1 and 2), "flat" = runs of CHUNK dst elements, "segments" = one work group per row,
 # "tiles" = SSM_TILE channels x SSM_TILE tokens per work group, "columns" = one work item per (SOLVE_COLUMNS
 # columns, batch),
-# "sort" = one work group per row sorting NP (a power of two >= ne0) keys in local memory, "experts" = one work item
-# per (ID_RN rows of N, expert),
+# "sort" = one work item per 8 rows sorting 8 x NP keys (NP = a power of two >= ne0) in local memory (argsort8), or
+# for longer rows one work group per row, "experts" = one work item per (ID_RN rows of N, expert),
 # "matmul" = MATMUL_WG x MATMUL_WG work items per MATMUL_TILE x MATMUL_TILE block of dst (local-memory tiles, any
 # strides), "k1" = one work item per MM_RN x MM_RM block of dst (prepare() switches MUL_MAT to entry mul_mat_k1 on
 # this grid when a and b are both contiguous along k), "heads" = one work group per (head, seq) with one work item
@@ -232,7 +233,9 @@ class OpenCLBackend(Backend):
             defines += [f"RN_ID={rn}", f"RM_ID={ID_RM}"]
         if grid == "sort":
             np_keys = _pow2_at_least(srcs[0].ne[0])
-            defines.append(f"NP={np_keys}")
+            defines += [f"NP={np_keys}", f"KP={_pow2_at_least(dst.ne[0]) if name == 'TOP_K' else np_keys}"]
+            if 64 * np_keys <= SORT8_LOCAL_BYTES:
+                entry = "argsort8"
             if words[TENSOR_WORDS + 5] == 1 and words[2 * TENSOR_WORDS + 5] == 1:  # both contiguous along k
                 entry, grid = "mul_mat_k1", "k1"
                 rn, rm = min(MM_RN, dst.ne[0]), min(MM_RM, dst.ne[1])  # a matrix-vector product takes RM = 1
@@ -264,10 +267,13 @@ class OpenCLBackend(Backend):
             local = min(MAX_SEGMENTS, _pow2_at_least(-(-srcs[0].ne[0] // MIN_SEGMENT)))
             gsize, lsize = (local, ne1, ne23), (local, 1, 1)
             args.append(cl.LocalMemory(4 * (2 * local + 2)))
+        elif grid == "sort" and entry == "argsort8":
+            gsize, lsize = (-(-srcs[0].nelements // srcs[0].ne[0] // 8),), (1,)
+            args.append(cl.LocalMemory(64 * np_keys))
         elif grid == "sort":
             local = min(SORT_LOCAL, max(1, np_keys // 2))
             gsize, lsize = (local, ne1, ne23), (local, 1, 1)
-            args += [cl.LocalMemory(4 * np_keys), cl.LocalMemory(4 * np_keys)]
+            args.append(cl.LocalMemory(8 * np_keys))
         elif grid == "experts":
             blocks = -(-srcs[0].ne[1] // rn)
             local = min(ID_LOCAL, _pow2_at_least(blocks))

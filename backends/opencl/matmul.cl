@@ -119,52 +119,53 @@ __kernel void mul_mat_id(__global float* restrict d, __global const AT* restrict
     const int wk = NB(T_A, 0), bk = NB(T_B, 0);
     __global const AT* wr[RN_ID];
     for (int r = 0; r < RN_ID; ++r) wr[r] = w + OFF(T_A) + x * NB(T_A, 2) + min(n0 + r, N - 1) * NB(T_A, 1);
-    int cols[RM_ID];
+    int ce[RM_ID], ct[RM_ID];  // the gathered columns' (e, t)
     int nc = 0;
-    for (int c = 0; c < n_used * T; ++c) {
-        const int e = c % n_used, t = c / n_used;
-        if (ids[OFF(T_IDS) + e * NB(T_IDS, 0) + t * NB(T_IDS, 1)] == x) cols[nc++] = c;
-        if (nc == 0 || (nc < RM_ID && c + 1 < n_used * T)) continue;
-        __global const float* bc[RM_ID];
-        for (int m = 0; m < RM_ID; ++m) {
-            const int cm = cols[m < nc ? m : 0];
-            bc[m] = b + OFF(T_B) + (cm % n_used % n_b1) * NB(T_B, 1) + (cm / n_used) * NB(T_B, 2);
-        }
-        float s[RN_ID][RM_ID];
-        int k = 0;
-        if (wk == 1 && bk == 1) {
-            float8 acc[RN_ID][RM_ID];
-            for (int r = 0; r < RN_ID; ++r)
-                for (int m = 0; m < RM_ID; ++m) acc[r][m] = 0.0f;
-            for (; k + 8 <= K; k += 8) {
-                float8 bv[RM_ID];
-                for (int m = 0; m < RM_ID; ++m) bv[m] = vload8(0, bc[m] + k);
+    for (int t = 0; t < T; ++t)
+        for (int e = 0; e < n_used; ++e) {
+            if (ids[OFF(T_IDS) + e * NB(T_IDS, 0) + t * NB(T_IDS, 1)] == x) {
+                ce[nc] = e;
+                ct[nc++] = t;
+            }
+            if (nc == 0 || (nc < RM_ID && (t + 1 < T || e + 1 < n_used))) continue;
+            __global const float* bc[RM_ID];
+            for (int m = 0; m < RM_ID; ++m) {
+                const int j = m < nc ? m : 0;
+                bc[m] = b + OFF(T_B) + ce[j] % n_b1 * NB(T_B, 1) + ct[j] * NB(T_B, 2);
+            }
+            float s[RN_ID][RM_ID];
+            int k = 0;
+            if (wk == 1 && bk == 1) {
+                float8 acc[RN_ID][RM_ID];
+                for (int r = 0; r < RN_ID; ++r)
+                    for (int m = 0; m < RM_ID; ++m) acc[r][m] = 0.0f;
+                for (; k + 8 <= K; k += 8) {
+                    float8 bv[RM_ID];
+                    for (int m = 0; m < RM_ID; ++m) bv[m] = vload8(0, bc[m] + k);
+                    for (int r = 0; r < RN_ID; ++r) {
+                        const float8 av = LOAD_A8(wr[r] + k);
+                        for (int m = 0; m < RM_ID; ++m) acc[r][m] = fma(av, bv[m], acc[r][m]);
+                    }
+                }
+                for (int r = 0; r < RN_ID; ++r)
+                    for (int m = 0; m < RM_ID; ++m) {
+                        const float4 s4 = acc[r][m].lo + acc[r][m].hi;
+                        const float2 s2 = s4.lo + s4.hi;
+                        s[r][m] = s2.x + s2.y;
+                    }
+            } else {
+                for (int r = 0; r < RN_ID; ++r)
+                    for (int m = 0; m < RM_ID; ++m) s[r][m] = 0.0f;
+            }
+            for (; k < K; ++k)
                 for (int r = 0; r < RN_ID; ++r) {
-                    const float8 av = LOAD_A8(wr[r] + k);
-                    for (int m = 0; m < RM_ID; ++m) acc[r][m] = fma(av, bv[m], acc[r][m]);
+                    const float av = LOAD_A(wr[r] + k * wk);
+                    for (int m = 0; m < RM_ID; ++m) s[r][m] = fma(av, bc[m][k * bk], s[r][m]);
                 }
-            }
-            for (int r = 0; r < RN_ID; ++r)
-                for (int m = 0; m < RM_ID; ++m) {
-                    const float4 s4 = acc[r][m].lo + acc[r][m].hi;
-                    const float2 s2 = s4.lo + s4.hi;
-                    s[r][m] = s2.x + s2.y;
-                }
-        } else {
-            for (int r = 0; r < RN_ID; ++r)
-                for (int m = 0; m < RM_ID; ++m) s[r][m] = 0.0f;
+            for (int m = 0; m < nc; ++m)
+                for (int r = 0; r < RN_ID && n0 + r < N; ++r)
+                    d[OFF(T_DST) + (n0 + r) * NB(T_DST, 0) + ce[m] * NB(T_DST, 1) + ct[m] * NB(T_DST, 2)] = s[r][m];
+            nc = 0;
         }
-        for (; k < K; ++k)
-            for (int r = 0; r < RN_ID; ++r) {
-                const float av = LOAD_A(wr[r] + k * wk);
-                for (int m = 0; m < RM_ID; ++m) s[r][m] = fma(av, bc[m][k * bk], s[r][m]);
-            }
-        for (int m = 0; m < nc; ++m) {
-            const int e = cols[m] % n_used, t = cols[m] / n_used;
-            for (int r = 0; r < RN_ID && n0 + r < N; ++r)
-                d[OFF(T_DST) + (n0 + r) * NB(T_DST, 0) + e * NB(T_DST, 1) + t * NB(T_DST, 2)] = s[r][m];
-        }
-        nc = 0;
-    }
 }
 #endif

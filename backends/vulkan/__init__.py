@@ -85,6 +85,7 @@ ELEMENTWISE = (256, 4)
 # a lane (measured on the 1024x1024x512 bench case: (1,4) 660 ms, (2,8) 420, (4,4) 360, (4,16) 320, (4,8) 270 CPU-ms).
 MM_TILE = (4, 8)
 ROW_KERNEL_WG = 64  # cumsum, norm, softmax, sort (a subgroup per row), solve_tri.comp (a thread per 4 columns)
+BITONIC_MAX = 32  # sort.comp: rows of up to subgroup * 32 elements sort in registers, longer ones by rank counting
 MAX_GROUPS_X = 65535
 MAX_BINDING_BYTES = 128 << 20  # lavapipe's maxStorageBufferRange: a larger buffer cannot be bound whole
 MAX_ALLOC_BYTES = 2 << 30  # larger allocations abort the process inside kp
@@ -184,6 +185,12 @@ def kernel_for(node: Node) -> tuple[str, tuple[str, ...]]:
     elif op == "SOLVE_TRI":
         if node.srcs[0].ne[0] <= 128:
             defines += ("XCACHE",) + (("SHARE_A",) if subgroup_size() >= 8 else ())
+    elif op in ("ARGSORT", "TOP_K"):  # a lane's share of the row: all of it (BITONIC) or a strip of up to 16
+        sg = subgroup_size()
+        per_lane = 1 << (-(-node.srcs[0].ne[0] // sg) - 1).bit_length()
+        bitonic = per_lane <= BITONIC_MAX and sg * per_lane <= 1024  # sort.comp's network goes up to 1024
+        defines += (f"SG={sg}", f"CHUNK={per_lane}", "BITONIC") if bitonic else (f"CHUNK={min(16, per_lane)}",)
+        defines += ("DESC",) if node.params.get("order") == "DESC" else ()
     elif op == "SSM_CONV":
         d_conv = node.srcs[1].ne[0]
         defines += (f"DCONV={d_conv}",) if d_conv <= 16 else ()

@@ -42,7 +42,8 @@ void main() {
             mx = max(mx, max(max(z.x, z.y), max(z.z, z.w)));
         }
 #endif
-        for (int c = nq * 4 + lane; c < ne.x; c += lanes) mx = max(mx, LOAD_F32(S0, ba + c) * scale + LOAD_F32(S1, bm + c));
+        for (int c = nq * 4 + lane; c < ne.x; c += lanes)
+            mx = max(mx, LOAD_F32(S0, ba + c) * scale + LOAD_F32(S1, bm + c));
         mx = subgroupMax(mx);
         float part = 0.0;
 #if defined(ROWCACHE)
