@@ -32,24 +32,26 @@ MATMUL_WG, MATMUL_TILE = 16, 64  # matmul.cl's WG and TILE (= WG * R)
 # (2, 16) ~40 GFLOPS per CPU second; 4x2 ~22; 4x16 spills)
 MM_RN, MM_RM, MM_LOCAL = 4, 8, (2, 16)
 MIN_SEGMENT, MAX_SEGMENTS = 64, 256  # "segments" grid: least elements per work item, most work items per row
-SORT_LOCAL = 64  # "sort" grid, a row too long for argsort8: most work items per row
+SORT_LOCAL = 64  # "sort" grid (rows too long for argsort8): most work items per row
 SORT8_LOCAL_BYTES = 256 << 10  # argsort8 (8 rows per work item) while its 64 * NP bytes of keys fit this
-ID_RN, ID_RM = 8, 4  # mul_mat_id: rows of an expert x gathered columns per work item (8x4 ~ 8x8 > 4x8 > 4x4)
+# mul_mat_id: rows of an expert x gathered columns per work item (bench case on PoCL: 8x4 ~ 8x8 ~ 16x4 > 4x3 > 2x4)
+ID_RN, ID_RM = 8, 4
 ID_LOCAL = 16  # "experts" grid: work items per work group (along N)
 PARAMS_DTYPE = np.dtype([("w", np.int32, PARAM_WORDS)])  # common.cl's Params, passed by value
 
 # op -> (kernel file, entry point, defines, grid). Grids: "rows" = runs of CHUNK elements along dst rows (ne1 and
 # ne2*ne3 in dims 1 and 2), "flat" = runs of CHUNK dst elements, "segments" = one work group per row,
 # "tiles" = SSM_TILE channels x SSM_TILE tokens per work group, "columns" = one work item per (SOLVE_COLUMNS
-# columns, batch),
-# "sort" = one work item per 8 rows sorting 8 x NP keys (NP = a power of two >= ne0) in local memory (argsort8), or
-# for longer rows one work group per row, "experts" = one work item per (ID_RN rows of N, expert),
+# columns, batch), "sort8" = one work item per 8 rows sorting 8 x NP keys (NP = a power of two >= ne0) in local
+# memory (prepare() switches to entry argsort on the "sort" grid, one work group per row, when they do not fit
+# SORT8_LOCAL_BYTES), "experts" = one work item per (ID_RN rows of N, expert),
 # "matmul" = MATMUL_WG x MATMUL_WG work items per MATMUL_TILE x MATMUL_TILE block of dst (local-memory tiles, any
 # strides), "k1" = one work item per MM_RN x MM_RM block of dst (prepare() switches MUL_MAT to entry mul_mat_k1 on
 # this grid when a and b are both contiguous along k), "heads" = one work group per (head, seq) with one work item
 # per value column.
 # prepare() adds per-node defines: CHUNK, types (CPY/CONT, a of MUL_MAT), b broadcast (binary), in place and variant
-# (ACC/SET), taps (SSM_CONV), head size and gate kind (GATED_DELTA_NET), NP (ARGSORT/TOP_K), block (MUL_MAT_ID).
+# (ACC/SET), taps (SSM_CONV), head size and gate kind (GATED_DELTA_NET), types (GET_ROWS, MUL_MAT_ID), NP and KP
+# (ARGSORT/TOP_K), block (MUL_MAT_ID).
 KERNELS = {
     "SOFTPLUS": ("unary.cl", "unary", ["OP_SOFTPLUS"], "rows"),
     "SIGMOID": ("unary.cl", "unary", ["OP_SIGMOID"], "rows"),
@@ -74,8 +76,8 @@ KERNELS = {
     "RMS_NORM": ("norm.cl", "norm", ["RMS"], "segments"),
     "SUM_ROWS": ("norm.cl", "sum_rows", [], "segments"),
     "SOFT_MAX_EXT": ("softmax.cl", "soft_max", [], "segments"),
-    "ARGSORT": ("sort.cl", "argsort", [], "sort"),
-    "TOP_K": ("sort.cl", "argsort", ["TOP_K"], "sort"),
+    "ARGSORT": ("sort.cl", "argsort8", [], "sort8"),
+    "TOP_K": ("sort.cl", "argsort8", ["TOP_K"], "sort8"),
     "CPY": ("cpy.cl", "cpy", [], "rows"),
     "CONT": ("cpy.cl", "cpy", [], "rows"),
     "REPEAT": ("layout.cl", "repeat", [], "rows"),
@@ -228,18 +230,18 @@ class OpenCLBackend(Backend):
             defines.append(f"D_CONV={srcs[1].ne[0]}")
         if name in ("MUL_MAT", "MUL_MAT_ID", "GET_ROWS"):
             defines += ["A_F16"] * (srcs[0].dtype == DType.F16)
+        if name == "MUL_MAT" and words[TENSOR_WORDS + 5] == 1 and words[2 * TENSOR_WORDS + 5] == 1:  # k contiguous
+            entry, grid = "mul_mat_k1", "k1"
+            rn, rm = min(MM_RN, dst.ne[0]), min(MM_RM, dst.ne[1])  # a matrix-vector product takes RM = 1
+            defines += [f"RN={rn}", f"RM={rm}"]
         if name == "MUL_MAT_ID":
             rn = min(ID_RN, srcs[0].ne[1])
             defines += [f"RN_ID={rn}", f"RM_ID={ID_RM}"]
-        if grid == "sort":
+        if grid == "sort8":
             np_keys = _pow2_at_least(srcs[0].ne[0])
             defines += [f"NP={np_keys}", f"KP={_pow2_at_least(dst.ne[0]) if name == 'TOP_K' else np_keys}"]
-            if 64 * np_keys <= SORT8_LOCAL_BYTES:
-                entry = "argsort8"
-            if words[TENSOR_WORDS + 5] == 1 and words[2 * TENSOR_WORDS + 5] == 1:  # both contiguous along k
-                entry, grid = "mul_mat_k1", "k1"
-                rn, rm = min(MM_RN, dst.ne[0]), min(MM_RM, dst.ne[1])  # a matrix-vector product takes RM = 1
-                defines += [f"RN={rn}", f"RM={rm}"]
+            if 64 * np_keys > SORT8_LOCAL_BYTES:
+                entry, grid = "argsort", "sort"
         if name == "GATED_DELTA_NET":
             defines += [f"S_V={srcs[2].ne[0]}"] + ["KDA"] * (srcs[3].ne[0] != 1)
         # A source strided along ne0 (a transpose) reads a cache line per element: then each work item takes a short
@@ -267,7 +269,7 @@ class OpenCLBackend(Backend):
             local = min(MAX_SEGMENTS, _pow2_at_least(-(-srcs[0].ne[0] // MIN_SEGMENT)))
             gsize, lsize = (local, ne1, ne23), (local, 1, 1)
             args.append(cl.LocalMemory(4 * (2 * local + 2)))
-        elif grid == "sort" and entry == "argsort8":
+        elif grid == "sort8":
             gsize, lsize = (-(-srcs[0].nelements // srcs[0].ne[0] // 8),), (1,)
             args.append(cl.LocalMemory(64 * np_keys))
         elif grid == "sort":

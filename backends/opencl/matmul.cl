@@ -104,9 +104,9 @@ __kernel void mul_mat_k1(__global float* restrict d, __global const AT* restrict
 #endif
 
 // MUL_MAT_ID: dst[n, e, t] = sum_k w[k, n, ids[e, t]] * b[k, e % n_b1, t] (w = src0, b = src1, ids = src2).
-// Grid: one work item per (RN_ID rows of N, expert x). It scans ids for the (e, t) that chose x, gathers them RM_ID at
-// a time, and computes the RN_ID x RM block, so each expert's weights are read from memory once whatever the number
-// of tokens that use it (its RN_ID rows stay in cache). Unused column slots repeat the first column (computed, not
+// Grid: one work item per (RN_ID rows of N, expert x). It scans ids for the (e, t) that chose x, gathers them
+// RM_ID at a time and computes that RN_ID x RM_ID block, so each expert's weights are read from memory once however
+// many tokens use it (its RN_ID rows stay in cache). Unused column slots repeat the first column (computed, not
 // stored) and rows past N are clamped, so the product loop has no branches. Contiguous along k: float8 fma;
 // otherwise scalar through the strides. RN_ID and RM_ID come from the host.
 #ifdef RM_ID

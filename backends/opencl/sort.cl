@@ -47,11 +47,17 @@ __kernel void argsort8(__global int* d, __global const float* a, const Params P,
     const int n = NE(T_A, 0), sa = NB(T_A, 0), rows = NE(T_A, 1) * NE(T_A, 2) * NE(T_A, 3);
     const int r0 = get_global_id(0) * 8;
     __local long8* v = buf + get_local_id(0) * NP;
-    __local long* lanes = (__local long*)v;
-    for (int lane = 0; lane < 8; ++lane) {
-        __global const float* ar = a + ROW_N(T_A, min(r0 + lane, rows - 1));
-        for (int i = 0; i < NP; ++i) lanes[8 * i + lane] = KEY(ar, i);
+    __global const float* ar[8];
+    for (int lane = 0; lane < 8; ++lane) ar[lane] = a + ROW_N(T_A, min(r0 + lane, rows - 1));
+    for (int i = 0; i < n; ++i) {  // 8 rows' element i as one vector: the key transform runs on 8 lanes
+        const int o = i * sa;
+        const float8 x = (float8)(ar[0][o], ar[1][o], ar[2][o], ar[3][o], ar[4][o], ar[5][o], ar[6][o], ar[7][o]);
+        int8 k = as_int8(DESC ? -x : x);
+        k ^= (k >> 31) & 0x7fffffff;  // negative floats: reverse their order below the positive ones
+        const long8 kl = (long8)(k.s0, k.s1, k.s2, k.s3, k.s4, k.s5, k.s6, k.s7);  // not convert_long8: a call
+        v[i] = (kl << 32) | i;
     }
+    for (int i = n; i < NP; ++i) v[i] = ((long)INT_MAX << 32) | i;  // pads: after every real key
     for (int k = 2; k <= KP; k <<= 1)
         for (int j = k >> 1; j > 0; j >>= 1) cx_step(v, NP, j, k);
     for (int len = NP / 2; len >= KP; len >>= 1) {
@@ -63,9 +69,10 @@ __kernel void argsort8(__global int* d, __global const float* a, const Params P,
         for (int j = KP / 2; j > 0; j >>= 1) cx_step(v, len, j, KP);
     }
     const int sd = NB(T_DST, 0), nout = NE(T_DST, 0);
+    __local int* lanes = (__local int*)v;  // the low (index) half of lane l of v[i] is int 16 i + 2 l (little endian)
     for (int lane = 0; lane < 8 && r0 + lane < rows; ++lane) {
         __global int* dr = d + ROW_N(T_DST, r0 + lane);
-        for (int i = 0; i < nout; ++i) dr[i * sd] = (int)lanes[8 * i + lane];
+        for (int i = 0; i < nout; ++i) dr[i * sd] = lanes[16 * i + 2 * lane];
     }
 }
 

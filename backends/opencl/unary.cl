@@ -1,5 +1,6 @@
-// SOFTPLUS, SIGMOID, SILU, EXP, NEG, SCALE, CLAMP: one OP_* define selects the function of x. Precise exp (no native_*),
-// written so that +-150 gives inf or 0, never inf/inf. Every function is branch-free so the loop vectorises.
+// SOFTPLUS, SIGMOID, SILU, EXP, NEG, SCALE, CLAMP: one OP_* define selects the function of x. Precise exp (no
+// native_*), written so that +-150 gives inf or 0, never inf/inf. Every function is branch-free so the loop
+// vectorises.
 
 // ln(u) for finite u >= 1: Cephes logf (polynomial on the mantissa, ~1 ulp). PoCL's log/log1p do not vectorise:
 // SOFTPLUS with them took over 10x the time of EXP, with this 2x.
