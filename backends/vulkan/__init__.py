@@ -84,9 +84,11 @@ ELEMENTWISE = (256, 4)
 # MUL_MAT SHARE tile per subgroup: (blocks of 8 rows of a, columns of b per lane) = 32 x 64 outputs, 256 accumulators
 # a lane (measured on the 1024x1024x512 bench case: (1,4) 660 ms, (2,8) 420, (4,4) 360, (4,16) 320, (4,8) 270 CPU-ms).
 MM_TILE = (4, 8)
+MMID_COLS = 8  # MUL_MAT_ID BY_EXPERT: columns of one expert per batch
 ROW_KERNEL_WG = 64  # cumsum, norm, softmax, sort (a subgroup per row), solve_tri.comp (a thread per 4 columns)
 BITONIC_MAX = 32  # sort.comp: rows of up to subgroup * 32 elements sort in registers, longer ones by rank counting
 MAX_GROUPS_X = 65535
+LOOP_LIMIT = 65535 - 1000  # llvmpipe ends an invocation's loops after 65535 iterations in all (sort.comp: keep below)
 MAX_BINDING_BYTES = 128 << 20  # lavapipe's maxStorageBufferRange: a larger buffer cannot be bound whole
 MAX_ALLOC_BYTES = 2 << 30  # larger allocations abort the process inside kp
 
@@ -162,6 +164,17 @@ def _vec4_ok(node: Node) -> bool:
     return all(t.is_contiguous() and _elems(t, t.offset) % 4 == 0 for t in flat)
 
 
+def _sort_per_lane(node: Node) -> int:
+    """sort.comp: a row's elements per lane of a subgroup, rounded up to a power of two."""
+    return 1 << (-(-node.srcs[0].ne[0] // subgroup_size()) - 1).bit_length()
+
+
+def _sort_loop_iterations(node: Node) -> int:
+    """sort.comp's rank counting: its loop iterations per lane (strips times blocks of subgroup * 4)."""
+    n, sg = node.srcs[0].ne[0], subgroup_size()
+    return -(-n // (sg * BITONIC_MAX)) * -(-n // (sg * 4))
+
+
 def kernel_for(node: Node) -> tuple[str, tuple[str, ...]]:
     """The kernel file and #defines for this node (op, types, layout fast paths, variant)."""
     op = node.op.name
@@ -185,12 +198,18 @@ def kernel_for(node: Node) -> tuple[str, tuple[str, ...]]:
     elif op == "SOLVE_TRI":
         if node.srcs[0].ne[0] <= 128:
             defines += ("XCACHE",) + (("SHARE_A",) if subgroup_size() >= 8 else ())
-    elif op in ("ARGSORT", "TOP_K"):  # a lane's share of the row: all of it (BITONIC) or a strip of up to 16
-        sg = subgroup_size()
-        per_lane = 1 << (-(-node.srcs[0].ne[0] // sg) - 1).bit_length()
+    elif op in ("ARGSORT", "TOP_K"):  # a lane's share of the row (BITONIC), else strips of 32 a lane
+        sg, per_lane = subgroup_size(), _sort_per_lane(node)
         bitonic = per_lane <= BITONIC_MAX and sg * per_lane <= 1024  # sort.comp's network goes up to 1024
-        defines += (f"SG={sg}", f"CHUNK={per_lane}", "BITONIC") if bitonic else (f"CHUNK={min(16, per_lane)}",)
+        defines += (f"SG={sg}",) + ((f"CHUNK={per_lane}", "BITONIC") if bitonic else (f"CHUNK={BITONIC_MAX}",))
         defines += ("DESC",) if node.params.get("order") == "DESC" else ()
+    elif op == "MUL_MAT_ID":
+        k, cols = node.srcs[0].ne[0], node.dst.ne[1] * node.dst.ne[2]
+        # BY_EXPERT's loop iterations when every column picks one expert: the scans, K (/4 with VEC4) and a few more
+        # per batch
+        worst = 2 * cols + -(-cols // MMID_COLS) * ((k // 4 if _vec4_ok(node) else k) + 8)
+        defines += (("VEC4",) if _vec4_ok(node) else ()) \
+            + (("BY_EXPERT", f"MT={MMID_COLS}") if worst <= LOOP_LIMIT else ())
     elif op == "SSM_CONV":
         d_conv = node.srcs[1].ne[0]
         defines += (f"DCONV={d_conv}",) if d_conv <= 16 else ()
@@ -242,8 +261,9 @@ def workgroups(node: Node) -> list[int]:
             tn, tm = 8 * MM_TILE[0], 8 * MM_TILE[1]
             return _grid(-(-(-(-dst.ne[0] // tn) * -(-dst.ne[1] // tm) * dst.ne[2] * dst.ne[3]) // (64 // 8)))
         return _grid(-(-(-(-dst.ne[0] // 4) * -(-dst.ne[1] // 4) * dst.ne[2] * dst.ne[3]) // 64))
-    if op == "MUL_MAT_ID":  # a thread per 4 n of one (e, t) column, 64 per group
-        return _grid(-(-(-(-dst.ne[0] // 4) * dst.ne[1] * dst.ne[2]) // 64))
+    if op == "MUL_MAT_ID":  # 64 threads a group, each 4 n of one expert (BY_EXPERT) or of one (e, t) column
+        per_row = node.srcs[0].ne[2] if "BY_EXPERT" in kernel_for(node)[1] else dst.ne[1] * dst.ne[2]
+        return _grid(-(-(-(-dst.ne[0] // 4) * per_row) // 64))
     if op == "GATED_DELTA_NET":  # a group per (head, sequence)
         v = node.srcs[2]
         return _grid(v.ne[1] * v.ne[3])
@@ -306,6 +326,9 @@ class VulkanBackend(Backend):
             return f"no Vulkan kernel for {node.op.name}"
         if node.variant not in self.variants(node.op.name):
             return f"no variant {node.variant!r} of {node.op.name}"
+        if node.op.name in ("ARGSORT", "TOP_K") and _sort_loop_iterations(node) > LOOP_LIMIT:
+            return (f"rows of {node.srcs[0].ne[0]} need {_sort_loop_iterations(node)} loop iterations in sort.comp; "
+                    f"llvmpipe stops an invocation's loops after {LOOP_LIMIT}")
         if node.op.name == "GATED_DELTA_NET" and subgroup_size() < 8:
             return f"gated_delta_net.comp broadcasts over 8 lanes; this device's subgroups have {subgroup_size()}"
         for t in node.tensors:

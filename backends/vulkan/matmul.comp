@@ -11,6 +11,7 @@
 // stack, which is far cheaper than lavapipe's lane-by-lane buffer loads).
 #extension GL_KHR_shader_subgroup_basic : enable
 #extension GL_KHR_shader_subgroup_ballot : enable
+#extension GL_EXT_control_flow_attributes : enable
 #define WG 64
 #include "common.glsl"
 
@@ -26,42 +27,90 @@ vec4 load_a4(int i) { return uintBitsToFloat(S04[i >> 2]); }
 #endif
 
 #if defined(OP_MUL_MAT_ID)
-// MUL_MAT_ID: dst[n,e,t] = sum_k w[k,n,ids[e,t]] * b[k,e%n_b1,t] (w = a above, ids i32 at binding 4). Columns
-// (e,t) use different experts, so there is nothing to share between them: a thread computes 4 n of one column,
-// per 4 k: 4 loads of w, 1 of b (VEC4), 16 FMAs.
+// MUL_MAT_ID: dst[n,e,t] = sum_k w[k,n,ids[e,t]] * b[k,e%n_b1,t] (w = a above, ids i32 at binding 4).
+// BY_EXPERT: a thread owns 4 rows n of one expert x and walks the columns q = (e, t) with ids == x, MT at a time:
+// per 4 k it loads 4 of w and MT of b for 16 * MT FMAs, so each w row is loaded once per MT columns instead of once
+// per column. The columns of a batch are found by rescanning ids from where the last batch ended, into a shift
+// register (selects only: constant indices, no branch). Otherwise a thread computes 4 n of one column (the host
+// picks this when BY_EXPERT could pass llvmpipe's 65535 loop iterations: many columns on one expert and a long K).
 layout(std430, binding = 4) readonly buffer IdsBuf { int S2[]; };
+
+int K, N, off_i;
+ivec4 nb_i;
+
+#if defined(VEC4)
+#define DOT4(acc, ar, br) \
+    for (int k = 0; k < K; k += 4) { \
+        mat4 at4 = transpose(mat4(load_a4(ar.x + k), load_a4(ar.y + k), load_a4(ar.z + k), load_a4(ar.w + k))); \
+        [[unroll]] for (int c = 0; c < NC; ++c) acc[c] += at4 * uintBitsToFloat(S14[(br[c] + k) >> 2]); \
+    }
+#else
+#define DOT4(acc, ar, br) \
+    for (int k = 0; k < K; ++k) { \
+        int ka = k * nb_0.x; \
+        vec4 av = vec4(LOAD_A(ar.x + ka), LOAD_A(ar.y + ka), LOAD_A(ar.z + ka), LOAD_A(ar.w + ka)); \
+        [[unroll]] for (int c = 0; c < NC; ++c) acc[c] += av * LOAD_F32(S1, br[c] + k * nb_1.x); \
+    }
+#endif
 
 void main() {
     load_params();
-    int off_i = off_of(3);
-    ivec4 nb_i = nb_of(3);
-    int K = ne_0.x, N = ne_0.y, n_used = ne_d.y, T = ne_d.z;
+    off_i = off_of(3);
+    nb_i = nb_of(3);
+    K = ne_0.x;
+    N = ne_0.y;
+    int n_used = ne_d.y, T = ne_d.z;
     int bn = (N + 3) / 4;
     int t = group_id() * WG + int(gl_LocalInvocationID.x);
+#if defined(BY_EXPERT)
+#define NC MT
+    if (t >= bn * ne_0.z) return;
+    int n0 = (t % bn) * 4, x = t / bn;
+    ivec4 ar = off_0 + x * nb_0.z + min(n0 + ivec4(0, 1, 2, 3), N - 1) * nb_0.y; // rows clamped to N - 1
+    int ncols = n_used * T;
+    for (int q0 = 0; q0 < ncols;) { // q0: where this batch's scan starts
+        int col[MT]; // the batch's columns q = e + n_used * t, -1 where fewer than MT remain
+        [[unroll]] for (int c = 0; c < MT; ++c) col[c] = -1;
+        int found = 0, q = q0;
+        for (; q < ncols && found < MT; ++q) {
+            bool take = S2[off_i + (q % n_used) * nb_i.x + (q / n_used) * nb_i.y] == x;
+            [[unroll]] for (int c = 0; c < MT - 1; ++c) col[c] = take ? col[c + 1] : col[c];
+            col[MT - 1] = take ? q : col[MT - 1];
+            found += take ? 1 : 0;
+        }
+        q0 = q;
+        if (found == 0) break;
+        int br[MT];
+        [[unroll]] for (int c = 0; c < MT; ++c) {
+            int qc = col[c] >= 0 ? col[c] : col[MT - 1]; // an empty slot computes a real column again, unstored
+            br[c] = off_1 + ((qc % n_used) % ne_1.y) * nb_1.y + (qc / n_used) * nb_1.z;
+        }
+        vec4 acc[MT];
+        [[unroll]] for (int c = 0; c < MT; ++c) acc[c] = vec4(0.0);
+        DOT4(acc, ar, br)
+        [[unroll]] for (int c = 0; c < MT; ++c) {
+            int d = off_d + (col[c] % n_used) * nb_d.y + (col[c] / n_used) * nb_d.z;
+            [[unroll]] for (int r = 0; r < 4; ++r) {
+                if (col[c] >= 0 && n0 + r < N) store_f32(d + (n0 + r) * nb_d.x, acc[c][r]);
+            }
+        }
+    }
+#else
+#define NC 1
     if (t >= bn * n_used * T) return;
     int n0 = (t % bn) * 4;
     t /= bn;
     int e = t % n_used, tok = t / n_used;
     int expert = S2[off_i + e * nb_i.x + tok * nb_i.y];
     ivec4 ar = off_0 + expert * nb_0.z + min(n0 + ivec4(0, 1, 2, 3), N - 1) * nb_0.y; // rows clamped to N - 1
-    int br = off_1 + (e % ne_1.y) * nb_1.y + tok * nb_1.z;
-    vec4 acc = vec4(0.0); // dst[n0 + r, e, tok]
-#if defined(VEC4)
-    for (int k = 0; k < K; k += 4) {
-        mat4 at4 = transpose(mat4(load_a4(ar.x + k), load_a4(ar.y + k), load_a4(ar.z + k), load_a4(ar.w + k)));
-        acc += at4 * uintBitsToFloat(S14[(br + k) >> 2]);
-    }
-#else
-    int sa = nb_0.x, sb = nb_1.x;
-    for (int k = 0; k < K; ++k) {
-        vec4 av = vec4(LOAD_A(ar.x + k * sa), LOAD_A(ar.y + k * sa), LOAD_A(ar.z + k * sa), LOAD_A(ar.w + k * sa));
-        acc += av * LOAD_F32(S1, br + k * sb);
-    }
-#endif
+    int br[1] = int[1](off_1 + (e % ne_1.y) * nb_1.y + tok * nb_1.z);
+    vec4 acc[1] = vec4[1](vec4(0.0)); // dst[n0 + r, e, tok]
+    DOT4(acc, ar, br)
     int d = off_d + e * nb_d.y + tok * nb_d.z;
     for (int r = 0; r < 4; ++r) {
-        if (n0 + r < N) store_f32(d + (n0 + r) * nb_d.x, acc[r]);
+        if (n0 + r < N) store_f32(d + (n0 + r) * nb_d.x, acc[0][r]);
     }
+#endif
 }
 #elif defined(SHARE) // TNB, MT: the tile (host-defined)
 void main() {

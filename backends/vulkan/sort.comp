@@ -8,12 +8,12 @@
 // constants), farther ones with subgroupShuffleXor.
 // Otherwise rank counting, O(n^2): element i goes to position rank_i = #{j < i : a_j before-or-equal a_i} +
 // #{j > i : a_j before a_i} ("before": smaller for ASC, larger for DESC), a permutation even with ties. Each lane
-// holds CHUNK elements of a strip of lanes * CHUNK; the row streams past once per strip, each lane loading one
-// element of every lanes-wide block and subgroupShuffle handing it to the others (lavapipe loads lane by lane inside
-// loops: a lane-wide load costs what one broadcast load does). Blocks wholly before or after the strip need no
-// index test.
+// holds CHUNK elements of a strip of SG * CHUNK; the row streams past once per strip, each lane loading 4 elements
+// of every SG * 4 block and subgroupShuffle handing them to the others (lavapipe loads lane by lane inside loops: a
+// lane-wide load costs what one broadcast load does). Blocks wholly before or after the strip need no index test.
+// Inner loops are unrolled because llvmpipe ends any invocation's loops after 65535 iterations in all (its loop
+// limiter): (n / (SG * CHUNK)) * (n / (SG * 4)) iterations must stay below that (the host checks).
 #extension GL_KHR_shader_subgroup_basic : enable
-#extension GL_KHR_shader_subgroup_arithmetic : enable
 #extension GL_KHR_shader_subgroup_shuffle : enable
 #extension GL_EXT_control_flow_attributes : enable
 #define WG 64
@@ -111,18 +111,25 @@ void sort_row() {
 #endif
 }
 #else
-// Rank this lane's elements against blocks [jb, je); MODE 0: every j < i, 1: every j > i, 2: compare indices.
+// Rank this lane's elements against blocks [jb, je) of SG * 4 (je <= n rounded up); MODE 0: every j < i, 1: every
+// j > i, 2: compare indices. Lane u loads j0 + 4u .. + 3 (NaN past the row: compares false).
 #define STREAM(MODE) \
-    for (int j0 = jb; j0 < je; j0 += lanes) { \
-        float mine = LOAD_F32(S0, bs + min(j0 + lane, n - 1) * sx); \
-        int m = min(lanes, n - j0); \
-        for (int u = 0; u < m; ++u) { \
-            float y = subgroupShuffle(mine, u); \
-            int d = j0 + u - i0; \
-            for (int c = 0; c < CHUNK; ++c) { \
-                bool b = MODE == 0 ? BEFORE_EQ(y, x[c]) : MODE == 1 ? BEFORE(y, x[c]) \
-                                   : (d < c ? BEFORE_EQ(y, x[c]) : BEFORE(y, x[c])); \
-                rank[c] += b ? 1 : 0; \
+    for (int j0 = jb; j0 < je; j0 += SG * 4) { \
+        float mine[4]; \
+        [[unroll]] for (int q = 0; q < 4; ++q) { \
+            int j = j0 + 4 * lane + q; \
+            float v = LOAD_F32(S0, bs + min(j, n - 1) * sx); \
+            mine[q] = j < n ? v : uintBitsToFloat(0x7FC00000u); \
+        } \
+        [[unroll]] for (int u = 0; u < SG; ++u) { \
+            [[unroll]] for (int q = 0; q < 4; ++q) { \
+                float y = subgroupShuffle(mine[q], u); \
+                int d = j0 + 4 * u + q - i0; \
+                [[unroll]] for (int c = 0; c < CHUNK; ++c) { \
+                    bool b = MODE == 0 ? BEFORE_EQ(y, x[c]) : MODE == 1 ? BEFORE(y, x[c]) \
+                                       : (d < c ? BEFORE_EQ(y, x[c]) : BEFORE(y, x[c])); \
+                    rank[c] += b ? 1 : 0; \
+                } \
             } \
         } \
     }
@@ -142,7 +149,6 @@ void main() {
     int keep = n;
 #endif
     lane = int(gl_SubgroupInvocationID);
-    int lanes = int(subgroupAdd(1u));
     int per_group = int(gl_NumSubgroups);
     int stride = int(gl_NumWorkGroups.x * gl_NumWorkGroups.y) * per_group;
     for (int row = group_id() * per_group + int(gl_SubgroupID); row < nrows; row += stride) {
@@ -161,21 +167,21 @@ void main() {
             if (i0 + c < keep) D[bd + (i0 + c) * nbd.x] = uint(xi[c]);
         }
 #else
-        for (int s0 = 0; s0 < n; s0 += lanes * CHUNK) {
+        for (int s0 = 0; s0 < n; s0 += SG * CHUNK) {
             i0 = s0 + lane * CHUNK; // this lane's elements i0 .. i0 + CHUNK - 1 (past n: clamped, not stored)
-            int s1 = min(s0 + lanes * CHUNK, n);
+            int s1 = min(s0 + SG * CHUNK, n);
             int rank[CHUNK];
-            for (int c = 0; c < CHUNK; ++c) {
+            [[unroll]] for (int c = 0; c < CHUNK; ++c) {
                 x[c] = LOAD_F32(S0, bs + min(i0 + c, n - 1) * sx);
                 rank[c] = 0;
             }
-            int jb = 0, je = s0; // blocks before the strip (s0 is a multiple of lanes)
+            int jb = 0, je = s0; // blocks before the strip (CHUNK >= 4: strips are whole blocks)
             STREAM(0)
             jb = s0; je = s1;
             STREAM(2)
             jb = s1; je = n;
             STREAM(1)
-            for (int c = 0; c < CHUNK; ++c) {
+            [[unroll]] for (int c = 0; c < CHUNK; ++c) {
                 if (i0 + c < n && rank[c] < keep) D[bd + rank[c] * nbd.x] = uint(i0 + c);
             }
         }
