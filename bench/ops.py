@@ -168,7 +168,8 @@ def run(ops: list[str], backends: list[str], budget_s: float = 0.5) -> list[dict
 
 
 def support_matrix(backends: list[str]) -> dict[str, dict[str, str]]:
-    """op -> backend -> 'yes' | 'no: reason' | 'n/a: runtime missing', judged on each op's pinned and perf cases."""
+    """op -> backend -> 'yes' | 'partial (k/n cases): first reason' | 'no: reason' | 'n/a: runtime missing',
+    judged on each op's pinned and perf cases."""
     from cases.upstream import pinned
 
     matrix = {}
@@ -180,14 +181,20 @@ def support_matrix(backends: list[str]) -> dict[str, dict[str, str]]:
                 row[name] = "n/a: runtime missing"
                 continue
             backend = get_backend(name)
-            refusals = set()
-            for case in pinned(op) + [PERF_CASES[op]]:
+            cases = pinned(op) + [PERF_CASES[op]]
+            refusals = []
+            for case in cases:
                 srcs, dst, _, params = host_buffers(case)
                 node = make_node(case.op, [s.tensor for s in srcs], params,
                                  dst=None if dst is None else dst.tensor)
                 why = backend.supports(node)
                 if why:
-                    refusals.add(why)
-            row[name] = "yes" if not refusals else "no: " + "; ".join(sorted(refusals))
+                    refusals.append(why)
+            if not refusals:
+                row[name] = "yes"
+            else:
+                first = refusals[0] if len(refusals[0]) <= 90 else refusals[0][:87] + "..."
+                kind = "no" if len(refusals) == len(cases) else f"partial ({len(cases) - len(refusals)}/{len(cases)} cases)"
+                row[name] = f"{kind}: {first}"
         matrix[op] = row
     return matrix
