@@ -26,3 +26,18 @@ typedef struct { int w[75]; } Params;
 #define CHUNK_END min(NE(T_DST, 0), CHUNK_BEGIN + CHUNK)
 // First element of row (I1, I2, I3) of tensor t.
 #define ROW(t) (OFF(t) + I1 * NB(t, 1) + I2 * NB(t, 2) + I3 * NB(t, 3))
+
+// Sum of row[begin..end) at element stride `stride`, with float8 loads when the row is contiguous (PoCL does not
+// vectorise a float sum by itself). Shared by the segmented row reductions (CUMSUM, SUM_ROWS).
+float segment_sum(__global const float* row, int begin, int end, int stride) {
+    int i = begin;
+    float s = 0.0f;
+    if (stride == 1) {
+        float8 s8 = 0.0f;
+        for (; i + 8 <= end; i += 8) s8 += vload8(0, row + i);
+        const float4 s4 = s8.lo + s8.hi;
+        s = (s4.x + s4.y) + (s4.z + s4.w);
+    }
+    for (; i < end; ++i) s += row[i * stride];
+    return s;
+}

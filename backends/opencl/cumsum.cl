@@ -9,16 +9,7 @@ __kernel void cumsum(__global float* d, __global const float* a, const Params P,
     const int begin = min(ne0, lid * seg), end = min(ne0, begin + seg);
     __global float* dr = d + ROW(T_DST);
     __global const float* ar = a + ROW(T_A);
-    int i = begin;
-    float s = 0.0f;
-    if (sa == 1) {
-        float8 s8 = 0.0f;
-        for (; i + 8 <= end; i += 8) s8 += vload8(0, ar + i);
-        const float4 s4 = s8.lo + s8.hi;
-        s = (s4.x + s4.y) + (s4.z + s4.w);
-    }
-    for (; i < end; ++i) s += ar[i * sa];
-    part[lid] = s;
+    part[lid] = segment_sum(ar, begin, end, sa);
     barrier(CLK_LOCAL_MEM_FENCE);
     if (lid == 0) {  // exclusive scan of the segment sums
         float run = 0.0f;
@@ -30,7 +21,7 @@ __kernel void cumsum(__global float* d, __global const float* a, const Params P,
     }
     barrier(CLK_LOCAL_MEM_FENCE);
     float run = part[lid];
-    i = begin;
+    int i = begin;
     if (sa == 1 && sd == 1) {  // 8 at a time: a log-step scan inside the vector, then the carry
         for (; i + 8 <= end; i += 8) {
             float8 x = vload8(0, ar + i);

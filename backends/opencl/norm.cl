@@ -46,16 +46,7 @@ __kernel void sum_rows(__global float* d, __global const float* a, const Params 
     const int lid = get_local_id(0), lsz = get_local_size(0), seg = (ne0 + lsz - 1) / lsz;
     const int begin = min(ne0, lid * seg), end = min(ne0, begin + seg);
     __global const float* ar = a + ROW(T_A);
-    int i = begin;
-    float s = 0.0f;
-    if (sa == 1) {
-        float8 s8 = 0.0f;
-        for (; i + 8 <= end; i += 8) s8 += vload8(0, ar + i);
-        const float4 s4 = s8.lo + s8.hi;
-        s = (s4.x + s4.y) + (s4.z + s4.w);
-    }
-    for (; i < end; ++i) s += ar[i * sa];
-    part[lid] = s;
+    part[lid] = segment_sum(ar, begin, end, sa);
     barrier(CLK_LOCAL_MEM_FENCE);
     if (lid == 0) {
         float total = 0.0f;
