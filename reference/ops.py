@@ -76,6 +76,7 @@ class OpSpec:
     flops: Callable = lambda srcs, dst, p: dst.nelements
     inplace_param: str | None = None  # params[inplace_param] true -> dst is a view of src0
     summary: str = ""
+    moved: Callable | None = None  # (srcs, dst, params) -> bytes the op must move, when not all srcs + dst
     # For outputs where several answers are right (index sets, orders among ties): (got, ref, source values,
     # params) -> list of problems; None compares values by NMSE.
     verify: Callable | None = None
@@ -100,6 +101,8 @@ class OpSpec:
         return params
 
     def bytes(self, srcs: list[Tensor], dst: Tensor, params: dict) -> int:
+        if self.moved:
+            return self.moved(srcs, dst, params)
         return sum(s.nbytes() for s in srcs) + dst.nbytes()
 
     def output(self, srcs: list[Tensor], params: dict) -> Tensor:
@@ -217,6 +220,7 @@ register(OpSpec("TRI", 1, _tri_ref, same_shape, {"type": "LOWER"}, _check_tri,
                 summary="keep one triangle of each ne0 x ne1 matrix, zero the rest"))
 register(OpSpec("FILL", 1, lambda xs, p: np.full(xs[0].shape, f32(p["c"])), same_shape, {"c": 0.0, "inplace": False},
                 kernel_params=lambda s, p: [f32_bits(p["c"])], flops=lambda s, d, p: 0, inplace_param="inplace",
+                moved=lambda s, d, p: d.nbytes(),  # writes only: the source gives the shape
                 summary="every element becomes c (in place: fills a new_tensor, as ggml_fill_inplace)"))
 
 
