@@ -73,6 +73,18 @@ __device__ __forceinline__ long long row_at(const View& v, int row) {
 __device__ __forceinline__ long long first_thread() { return (long long)blockIdx.x * blockDim.x + threadIdx.x; }
 __device__ __forceinline__ long long thread_stride() { return (long long)gridDim.x * blockDim.x; }
 
+// Calls f(i) with the 4-D index i of every element of v, grid-stride over the whole launch: the loop of every
+// one-thread-per-element kernel.
+template <class F>
+__device__ __forceinline__ void for_each_index(const View& v, F f) {
+    const int n = nelements(v);
+    for (long long flat = first_thread(); flat < n; flat += thread_stride()) {
+        int i[4];
+        unflatten(v, (int)flat, i);
+        f(i);
+    }
+}
+
 // f16 is stored as its 16-bit pattern; conversions are the PTX instructions behind __half2float/__float2half_rn
 // (cuda_fp16.h is not shipped with NVRTC's pip wheel). cvt.rn rounds to nearest even. host_emulation.h has its own.
 #ifndef HOST_EMULATION

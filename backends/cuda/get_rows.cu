@@ -11,13 +11,10 @@ __device__ void get_rows(float* d, const T* a, const int* ids, const int* p) {
     const View vd = view_of(p, 0);
     const View va = view_of(p, 1);
     const View vi = view_of(p, 2);
-    const int n = nelements(vd);
-    for (long long flat = first_thread(); flat < n; flat += thread_stride()) {
-        int i[4];
-        unflatten(vd, (int)flat, i);
+    for_each_index(vd, [&](int* i) {
         const int r = ids[at(vi, i[1], i[2], i[3], 0)];
         d[at(vd, i[0], i[1], i[2], i[3])] = load(a, at(va, i[0], r, i[2], i[3]));
-    }
+    });
 }
 
 extern "C" __global__ void get_rows_f32(float* d, const float* a, const int* ids, const int* p) {

@@ -8,15 +8,12 @@ extern "C" __global__ void ssm_conv_f32(float* d, const float* sx, const float* 
     const View vs = view_of(p, 1);
     const View vc = view_of(p, 2);
     const int d_conv = vc.ne[0];
-    const int n = nelements(vd);
-    for (long long flat = first_thread(); flat < n; flat += thread_stride()) {
-        int i[4];
-        unflatten(vd, (int)flat, i);
+    for_each_index(vd, [&](int* i) {
         const int ch = i[0], t = i[1], s = i[2];
         float sum = 0.0f;
         for (int k = 0; k < d_conv; ++k) {
             sum += sx[at(vs, t + k, ch, s, 0)] * c[at(vc, k, ch, 0, 0)];
         }
         d[at(vd, ch, t, s, 0)] = sum;
-    }
+    });
 }

@@ -7,10 +7,7 @@ extern "C" __global__ void tri_f32(float* d, const float* a, const int* p) {
     const View vd = view_of(p, 0);
     const View va = view_of(p, 1);
     const int type = op_int(p, 0);
-    const int n = nelements(vd);
-    for (long long flat = first_thread(); flat < n; flat += thread_stride()) {
-        int i[4];
-        unflatten(vd, (int)flat, i);
+    for_each_index(vd, [&](int* i) {
         bool keep;
         switch (type) {
             case 1: keep = i[0] <= i[1]; break;
@@ -19,7 +16,7 @@ extern "C" __global__ void tri_f32(float* d, const float* a, const int* p) {
             default: keep = i[0] < i[1]; break;
         }
         d[at(vd, i[0], i[1], i[2], i[3])] = keep ? a[at(va, i[0], i[1], i[2], i[3])] : 0.0f;
-    }
+    });
 }
 
 // FILL word0 = c (float bits). The source only gives the shape and is never read.
@@ -37,10 +34,7 @@ extern "C" __global__ void fill_f32(float* d, const float*, const int* p) {
 extern "C" __global__ void diag_f32(float* d, const float* a, const int* p) {
     const View vd = view_of(p, 0);
     const View va = view_of(p, 1);
-    const int n = nelements(vd);
-    for (long long flat = first_thread(); flat < n; flat += thread_stride()) {
-        int i[4];
-        unflatten(vd, (int)flat, i);
+    for_each_index(vd, [&](int* i) {
         d[at(vd, i[0], i[1], i[2], i[3])] = i[0] == i[1] ? a[at(va, i[0], 0, i[2], i[3])] : 0.0f;
-    }
+    });
 }
