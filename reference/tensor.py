@@ -119,16 +119,6 @@ class Tensor:
         return (self.offset + idx[3][:, None, None, None] + idx[2][None, :, None, None]
                 + idx[1][None, None, :, None] + idx[0][None, None, None, :])
 
-    def overlaps_itself(self) -> bool:
-        """True when two different elements of the view share bytes."""
-        dims = sorted((s, n) for n, s in zip(self.ne, self.nb) if n > 1)
-        span = self.dtype.size
-        for stride, n in dims:
-            if stride < span:
-                return True
-            span = stride * (n - 1) + span
-        return False
-
     def describe(self) -> str:
         return f"{self.dtype.label} ne={list(self.ne)} nb={list(self.nb)} offset={self.offset}"
 
