@@ -13,7 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from reference.ops import TRI_TYPES
+from reference.ops import get_op
 from reference.tensor import DType
 
 from .harness import Case, Input, Layout, run_case
@@ -49,13 +49,14 @@ def replay_command(backend: str, case: Case) -> str:
 # ---- test-backend-ops --------------------------------------------------------------------------------------------
 _GGML_TYPE = {DType.F32: "GGML_TYPE_F32", DType.F16: "GGML_TYPE_F16", DType.I32: "GGML_TYPE_I32"}
 _UNARY = {"SOFTPLUS": "ggml_softplus", "SIGMOID": "ggml_sigmoid", "SILU": "ggml_silu", "EXP": "ggml_exp",
-          "NEG": "ggml_neg", "CUMSUM": "ggml_cumsum", "DIAG": "ggml_diag", "CONT": "ggml_cont"}
+          "NEG": "ggml_neg", "CUMSUM": "ggml_cumsum", "DIAG": "ggml_diag", "CONT": "ggml_cont",
+          "SUM_ROWS": "ggml_sum_rows"}
 _BINARY = {"ADD": "ggml_add", "SUB": "ggml_sub", "MUL": "ggml_mul", "DIV": "ggml_div", "MUL_MAT": "ggml_mul_mat",
-           "SSM_CONV": "ggml_ssm_conv"}
+           "SSM_CONV": "ggml_ssm_conv", "GET_ROWS": "ggml_get_rows"}
 
 
 def _op_call(case: Case, args: list[str]) -> str:
-    p = case.param_dict
+    p = get_op(case.op).defaults(case.param_dict)
     op, a = case.op, args
     inplace = "_inplace" if p.get("inplace") else ""
     if op in _UNARY:
@@ -82,6 +83,18 @@ def _op_call(case: Case, args: list[str]) -> str:
         return f"ggml_repeat_4d(ctx, {a[0]}, {', '.join(map(str, p['ne']))})"
     if op == "PAD":
         return f"ggml_pad(ctx, {a[0]}, {', '.join(map(str, p['pad']))})"
+    if op == "MUL_MAT_ID":
+        return f"ggml_mul_mat_id(ctx, {a[0]}, {a[1]}, {a[2]})"
+    if op == "ARGSORT":
+        return f"ggml_argsort(ctx, {a[0]}, GGML_SORT_ORDER_{p['order']})"
+    if op == "TOP_K":
+        return f"ggml_top_k(ctx, {a[0]}, {p['k']})"
+    if op == "SOFT_MAX_EXT":
+        return f"ggml_soft_max_ext(ctx, {a[0]}, {a[1]}, {p['scale']!r}f, /*max_bias*/ 0.0f)"
+    if op == "CONCAT":
+        return f"ggml_concat(ctx, {a[0]}, {a[1]}, {p['dim']})"
+    if op == "CLAMP":
+        return f"ggml_clamp(ctx, {a[0]}, {p['min']!r}f, {p['max']!r}f)"
     if op == "GATED_DELTA_NET":  # K = 1: one state snapshot, the final state after the outputs (as here)
         return f"ggml_gated_delta_net(ctx, {', '.join(a)}, /*K*/ 1)"
     raise ValueError(f"no test-backend-ops form for {op}")

@@ -120,6 +120,16 @@ def test_reproducer_replays_the_failure(backend_name, tmp_path, monkeypatch):
     assert (tmp_path / f"{backend_name}-ACC-t.md").exists()
 
 
+def test_every_op_has_a_test_backend_ops_form():
+    from reference.ops import REGISTRY
+
+    from .upstream import pinned
+
+    for op in REGISTRY:
+        case = pinned(op)[0]
+        assert "ggml_" in replay.test_backend_ops_case(case).split("ggml_tensor * out = ")[1], op
+
+
 def test_case_json_round_trip():
     for case in (ACC_4D, CUMSUM_VIEW, Case.of("CPY", Input((7, 5), DType.F16, Layout((1, 0, 2, 3))), dtype="f32",
                                               ne=(35,))):
