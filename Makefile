@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test bench support
+.PHONY: setup test bench bench-ops support
 
 setup:
 	bash scripts/setup.sh
@@ -11,7 +11,11 @@ setup:
 test: setup
 	KBO_REQUIRE=opencl,vulkan,ggml $(PY) -m pytest -n auto -q --hypothesis-seed=0 $(PYTEST_ARGS)
 
+# llama-bench's pp512 and tg128 after 8192 tokens of context, tiny model, every available backend.
 bench: setup
+	$(PY) -m bench pp512 tg128 --depth 8192 --model tiny --backend all
+
+bench-ops: setup
 	$(PY) -m bench ops
 
 support: setup

@@ -86,17 +86,32 @@ class Backend:
     """Base class. Subclasses implement _alloc/_free/write/read, supports, prepare, synchronize, device_info."""
 
     name = "?"
+    # Keep freed buffers for reuse by an allocation of the same size (a runtime whose buffers, or the pipelines
+    # bound to them, are costly to create). Live/peak bytes count what is allocated, not what the pool holds.
+    pool_buffers = False
+    POOL_LIMIT_BYTES = 1 << 30
 
     def __init__(self):
         self.live_bytes = 0
         self.peak_bytes = 0
+        self._pool: dict[int, list[tuple]] = {}  # size -> [(handle, hint of its last user)]
+        self._pooled_bytes = 0
 
     # ---- buffers ------------------------------------------------------------------------------------------------
-    def alloc(self, nbytes: int) -> Buffer:
+    def alloc(self, nbytes: int, hint=None) -> Buffer:
+        """A buffer of at least nbytes. `hint` names the user (e.g. a graph node's index): a pooled buffer last
+        used under the same hint is preferred, so running a graph again binds the same buffers."""
         if nbytes < 0:
             raise ValueError(f"cannot allocate {nbytes} bytes")
         size = max(ALIGN, -(-nbytes // ALIGN) * ALIGN)
-        buf = Buffer(size, self._alloc(size), self)
+        pooled = self._pool.get(size)
+        if pooled:
+            pick = next((i for i in range(len(pooled) - 1, -1, -1) if pooled[i][1] == hint), len(pooled) - 1)
+            handle = pooled.pop(pick)[0]
+            self._pooled_bytes -= size
+        else:
+            handle = self._alloc(size)
+        buf = Buffer(size, handle, self, hint=hint)
         self.live_bytes += size
         self.peak_bytes = max(self.peak_bytes, self.live_bytes)
         return buf
@@ -104,9 +119,23 @@ class Backend:
     def free(self, buf: Buffer) -> None:
         if buf.freed:
             return
-        self._free(buf)
+        if self.pool_buffers:
+            self._pool.setdefault(buf.nbytes, []).append((buf.handle, buf.hint))
+            self._pooled_bytes += buf.nbytes
+            if self._pooled_bytes > self.POOL_LIMIT_BYTES:
+                self.trim_pool()
+        else:
+            self._free(buf)
         buf.freed = True
         self.live_bytes -= buf.nbytes
+
+    def trim_pool(self) -> None:
+        """Release every pooled buffer to the runtime."""
+        for size, pooled in self._pool.items():
+            for handle, _ in pooled:
+                self._free(Buffer(size, handle, self))
+        self._pool.clear()
+        self._pooled_bytes = 0
 
     def upload(self, host: np.ndarray) -> Buffer:
         """A new buffer holding the bytes of `host` (uint8)."""
@@ -146,12 +175,14 @@ class Backend:
     def synchronize(self) -> None:
         pass
 
-    def compute(self, node: Node) -> None:
+    def compute(self, node: Node, wait: bool = True) -> None:
+        """Run one node. wait=False only enqueues it: runtimes run a queue in order, and reads wait for it."""
         reason = self.supports(node)
         if reason:
             raise NotImplementedError(f"{self.name} does not run {node.label()}: {reason}")
         self.prepare(node)()
-        self.synchronize()
+        if wait:
+            self.synchronize()
 
     def device_info(self) -> dict:
         return {"device": "?", "driver": "?"}

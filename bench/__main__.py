@@ -1,5 +1,8 @@
 """python -m bench: the suite's command line.
 
+  python -m bench pp512 tg128 [--depth 0,8192] [--backend vulkan,opencl|all] [--model tiny|<preset>|<file.gguf>]
+                  [--variant chunk16] [--form absorbed] [-b 2048 -ub 512] [-r 5] [-o md|csv|json|jsonl]
+  python -m bench parity [--backend all] [--model tiny] [--variant chunk16] [--form absorbed] [--against llama.cpp]
   python -m bench ops [--op CUMSUM,ADD] [--backend opencl,vulkan|all] [--budget 0.5] [-o md|csv|json]
   python -m bench support [--backend all]
   python -m bench delta-net [--backend all] [--variant all] [--S 128 --H 32 --T 512 --n-seqs 1] [--gda] [-r 3]
@@ -12,6 +15,9 @@ import sys
 import pandas as pd
 
 from backends import BACKENDS, TESTED_BACKENDS, check_name
+from bench import reporting
+from reference.delta_net import check_variant
+from reference.mla import check_form
 from reference.ops import REGISTRY, get_op
 from reports import history
 
@@ -94,7 +100,113 @@ def cmd_delta_net(args) -> int:
     return 0
 
 
+def load_model(spec: str, n_layer: int | None, n_expert: int | None, seed: int):
+    """(config, weights) of a preset (random weights from the seed) or of a GGUF file."""
+    from reference.config import PRESETS, get_config
+    from reference.weights import random_weights
+
+    if spec.endswith(".gguf"):
+        from reference.gguf_io import read_gguf
+
+        if n_layer is not None or n_expert is not None:
+            raise ValueError("--n-layer/--n-expert apply to presets; a GGUF file has its own shape")
+        return read_gguf(spec)
+    if spec not in PRESETS:
+        raise ValueError(f"unknown model {spec!r}: give a preset ({', '.join(PRESETS)}) or a .gguf file")
+    c = get_config(spec, n_layer, n_expert)
+    return c, random_weights(c, seed)
+
+
+def _model_args(p, variant_default: str) -> None:
+    p.add_argument("--model", "-m", default="tiny", help="a preset (tiny, small, kimi-linear-48b-a3b) or a .gguf file")
+    p.add_argument("--n-layer", type=int, default=None, help="override the preset's layer count")
+    p.add_argument("--n-expert", type=int, default=None, help="override the preset's expert count")
+    p.add_argument("--seed", type=int, default=0, help="seed of a preset's random weights")
+    p.add_argument("--variant", default=variant_default,
+                   help="delta-net form of multi-token ubatches: recurrent, chunk64, chunk16, block16")
+    p.add_argument("--form", default="absorbed", help="MLA form: absorbed (llama.cpp's cache) or decompressed")
+    p.add_argument("--no-record", dest="record", action="store_false", help="do not append to reports/history.jsonl")
+
+
+def cmd_throughput(argv: list[str]) -> int:
+    from bench import throughput
+
+    p = argparse.ArgumentParser(prog="python -m bench", description="llama-bench tests: ppN (prompt of N tokens), "
+                                "tgN (N generated tokens), each after --depth tokens of context")
+    p.add_argument("tests", nargs="+", help="ppN and tgN tests, e.g. pp512 tg128")
+    p.add_argument("--depth", "-d", default="0", help="comma-separated context depths (default 0)")
+    p.add_argument("--backend", default="all", help="comma-separated backends, or all")
+    p.add_argument("-b", "--batch-size", type=int, default=2048, help="logical batch (default 2048)")
+    p.add_argument("-ub", "--ubatch-size", type=int, default=512, help="physical batch (default 512)")
+    p.add_argument("-r", "--repetitions", type=int, default=5)
+    p.add_argument("-o", "--output", choices=["md", "csv", "json", "jsonl"], default="md")
+    _model_args(p, "chunk16")
+    args = p.parse_args(argv)
+    try:
+        tests = [throughput.BenchTest.parse(t) for t in args.tests]
+        depths = [int(d) for d in args.depth.split(",")]
+    except ValueError as err:
+        p.exit(2, f"python -m bench: error: {err}\n")
+    try:
+        check_variant(args.variant)
+        check_form(args.form)
+        if any(d < 0 for d in depths) or args.repetitions < 1 or args.batch_size < 1 or args.ubatch_size < 1:
+            raise ValueError("--depth must be >= 0; -r, -b and -ub must be >= 1")
+        backends = _list(args.backend, TESTED_BACKENDS, "backends", check_name)
+        c, weights = load_model(args.model, args.n_layer, args.n_expert, args.seed)
+        records = throughput.run(tests, depths, backends, c, weights, args.model, args.variant, args.form,
+                                 args.batch_size, args.ubatch_size, args.repetitions)
+    except ValueError as err:
+        p.exit(2, f"python -m bench: error: {err}\n")
+    if args.record:
+        history.append(records, history.HISTORY)
+    rows = [r for r in records if r.get("supported")]
+    if args.output == "jsonl":
+        import json
+        print("\n".join(json.dumps(r) for r in records))
+        return 0
+    if rows:
+        df = pd.DataFrame(rows)
+        df["t/s"] = [f"{a:.2f} ± {s:.2f}" for a, s in zip(df.avg_ts, df.stddev_ts)]
+        for col, label in (("weights_bytes", "weights MiB"), ("state_bytes", "state MiB"),
+                           ("compute_planned_bytes", "compute planned MiB"),
+                           ("compute_measured_bytes", "compute measured MiB")):
+            df[label] = df[col] / 2**20
+        cols = ["model", "backend", "variant", "n_batch", "n_ubatch", "test", "t/s", "weights MiB", "state MiB",
+                "compute planned MiB", "compute measured MiB"]
+        if args.output == "json":
+            print(df.to_json(orient="records", indent=1))
+        else:
+            _print_table(df[cols], args.output)
+    for r in records:
+        if not r.get("supported"):
+            print(f"{r['backend']}: {r['test']} unsupported: {r['reason']}")
+    return 0
+
+
+def cmd_parity(args) -> int:
+    from bench import parity
+
+    backends = _list(args.backend, TESTED_BACKENDS, "backends", check_name)
+    check_variant(args.variant)
+    check_form(args.form)
+    if args.prompt < 2 or args.decode < 0:
+        raise ValueError("--prompt must be >= 2 and --decode >= 0")
+    c, weights = load_model(args.model, args.n_layer, args.n_expert, args.seed)
+    scenario = parity.Scenario(prompt=args.prompt, decode=args.decode)
+    records, ok = parity.run_cli(backends, c, weights, args.model, args.variant, args.form, scenario, args.against)
+    if args.record:
+        history.append(records, history.HISTORY)
+    return 0 if ok else 1
+
+
+COMMANDS = ("ops", "support", "delta-net", "parity", *reporting.COMMANDS)
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv) or ["pp512", "tg128"]  # llama-bench's default tests
+    if not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        return cmd_throughput(argv)  # llama-bench style: the first word is a test (pp512, tg128)
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +233,16 @@ def main(argv=None) -> int:
     p.add_argument("--no-record", dest="record", action="store_false")
     p.add_argument("-o", "--output", choices=["md", "csv", "json"], default="md")
     p.set_defaults(func=cmd_delta_net)
+    p = sub.add_parser("parity", help="the model graph on backends vs the reference (or the reference vs llama.cpp)")
+    p.add_argument("--backend", default="all")
+    p.add_argument("--against", choices=["reference", "llama.cpp"], default="reference",
+                   help="reference: each backend vs the NumPy reference; llama.cpp: the reference vs llama.cpp "
+                        "on the same GGUF")
+    p.add_argument("--prompt", type=int, default=70, help="prompt tokens per sequence (default 70: crosses chunks)")
+    p.add_argument("--decode", type=int, default=3, help="decode steps after the prompt (default 3)")
+    _model_args(p, "chunk16")
+    p.set_defaults(func=cmd_parity)
+    reporting.add_commands(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -38,16 +38,23 @@ def build_gdn_graph(S: int, H: int, T: int, n_seqs: int = 1, h_k: int | None = N
     g = gr.input("g", (S if kda else 1, H, T, n_seqs))
     beta = gr.input("beta", (1, H, T, n_seqs))
     state = gr.input("state", (S, S, H, n_seqs))
-    if variant == "recurrent":
-        out = gr.op("GATED_DELTA_NET", q, k, v, g, beta, state, name="gdn_out")
-        o = gr.view(out, (S, H, T, n_seqs))
-        st = gr.view(out, (S, S, H, n_seqs), offset=S * H * T * n_seqs * 4)
-    else:
-        chunk, block = VARIANTS[variant]
-        o, st = _chunked(gr, q, k, v, g, beta, state, chunk, block)
+    o, st = delta_net(gr, q, k, v, g, beta, state, variant)
     gr.output("o", o)
     gr.output("state_out", st)
     return gr
+
+
+def delta_net(gr: Graph, q: GTensor, k: GTensor, v: GTensor, g: GTensor, beta: GTensor, state: GTensor,
+              variant: str) -> tuple[GTensor, GTensor]:
+    """The delta net of one ubatch inside a larger graph: o [S,H,T,n] and the new state [S,S,H,n] (views into the
+    fused op's output for `recurrent`)."""
+    check_variant(variant)
+    if variant == "recurrent":
+        S, H, T, n = v.ne
+        out = gr.op("GATED_DELTA_NET", q, k, v, g, beta, state, name="gdn_out")
+        return (gr.view(out, (S, H, T, n)), gr.view(out, (S, S, H, n), offset=S * H * T * n * 4))
+    chunk, block = VARIANTS[variant]
+    return _chunked(gr, q, k, v, g, beta, state, chunk, block)
 
 
 def _chunks(gr: Graph, x: GTensor, chunk: int, pad_t: int, name: str) -> GTensor:

@@ -75,8 +75,10 @@ def moe_ffn(gr: Graph, cur: GTensor, w: dict[str, GTensor], c: MoeConfig, il: in
         out = gr.op("ADD", out, rows(e), name=f"ffn_moe_out_add{e}-{il}")
     if k == 1:
         out = gr.op("CONT", out, name=f"ffn_moe_out-{il}")
+    gr.nodes[-1].name = f"ffn_moe_out-{il}"  # the routed experts' sum, as llama.cpp names it
     if c.d_shared:
         shared = swiglu(gr, cur, w["gate_shexp"], w["up_shexp"], w["down_shexp"], f"ffn_shexp-{il}")
+        gr.nodes[-1].name = f"ffn_shexp-{il}"
         out = gr.op("ADD", out, shared, name=f"ffn_out-{il}")
     return out
 

@@ -148,14 +148,25 @@ def node_storages(node: GNode) -> list[Storage]:
     return seen
 
 
-def run_graph(backend, graph: Graph, values: dict[str, np.ndarray], keep: str = "outputs") -> dict[str, np.ndarray]:
+def run_graph(backend, graph: Graph, values: dict[str, np.ndarray], keep: str = "outputs",
+              resident: dict[str, Buffer] | None = None) -> dict[str, np.ndarray]:
     """Run `graph` on `backend` with input arrays (NumPy shape = reversed ne). Returns the outputs as float64 arrays,
-    and with keep='nodes' every node's result too (read back before its storage is freed)."""
-    missing = set(graph.inputs) - set(values)
+    and with keep='nodes' every node's result too (read back before its storage is freed).
+
+    `resident` binds inputs to buffers already on the backend (weights, recurrent state, KV cache): they are neither
+    uploaded nor freed, and in-place ops on them persist across runs."""
+    resident = resident or {}
+    missing = set(graph.inputs) - set(values) - set(resident)
     if missing:
         raise ValueError(f"graph inputs without values: {sorted(missing)}")
     buffers: dict[Storage, Buffer] = {}
     for name, t in graph.inputs.items():
+        if name in resident:
+            if resident[name].nbytes < t.storage.nbytes:
+                raise ValueError(f"resident buffer for {name!r} holds {resident[name].nbytes} bytes, "
+                                 f"the graph needs {t.storage.nbytes}")
+            buffers[t.storage] = resident[name]
+            continue
         arr = np.asarray(values[name], dtype=t.dtype.np)
         if np.squeeze(arr).shape != np.squeeze(np.empty(t.desc.shape, dtype=np.uint8)).shape:
             raise ValueError(f"input {name!r} needs numpy shape {t.desc.shape} (size-1 dims optional), got {arr.shape}")
@@ -173,18 +184,21 @@ def run_graph(backend, graph: Graph, values: dict[str, np.ndarray], keep: str = 
         for i, node in enumerate(graph.nodes):
             for st in node_storages(node):
                 if st.producer == i:
-                    buffers[st] = backend.alloc(st.nbytes)
+                    buffers[st] = backend.alloc(st.nbytes, hint=i)
             bound = Node(get_op(node.op), [s.bound(buffers[s.storage]) for s in node.srcs],
                          node.dst.bound(buffers[node.dst.storage]), node.params, name=node.name)
-            backend.compute(bound)
+            backend.compute(bound, wait=False)
             if keep == "nodes":
                 results[node.name] = fetch(node.dst)
             for s, end in last.items():
                 if end == i and not s.is_input and s in buffers:
                     backend.free(buffers.pop(s))
+        backend.synchronize()
         for name, t in graph.outputs.items():
             results[name] = fetch(t)
     finally:
+        kept = {id(b) for b in resident.values()}
         for buf in buffers.values():
-            backend.free(buf)
+            if id(buf) not in kept:
+                backend.free(buf)
     return results

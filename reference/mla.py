@@ -64,10 +64,13 @@ def split_kv_b(wkv_b: np.ndarray, c: MlaConfig) -> tuple[np.ndarray, np.ndarray]
 def mla_attention(gr: Graph, x: GTensor, cache: GTensor, mask: GTensor, pos: int, w: dict, c: MlaConfig,
                   form: str, name: str) -> GTensor:
     """x [D, T] of one sequence at positions pos..pos+T-1; cache [cache_width, n_ctx] (updated in place);
-    mask [pos+T, T] (0 or -inf). Returns [D, T]."""
+    mask [n_kv, T] (0 or -inf), n_kv >= pos+T: attention reads the first n_kv cache rows, and the mask hides the
+    ones past the sequence (llama.cpp pads n_kv the same way, so decode steps share shapes). Returns [D, T]."""
     check_form(form)
     H, T = c.n_head, x.ne[1]
-    n_kv = pos + T
+    n_kv = mask.ne[0]
+    if not pos + T <= n_kv <= cache.ne[1]:
+        raise ValueError(f"mask covers {n_kv} keys; it needs {pos + T}..{cache.ne[1]} (the cache's length)")
     f = 4  # bytes per f32
     q = gr.reshape(gr.op("MUL_MAT", w["wq"], x, name=f"{name}_q"), (c.qk, H, T))
     ckv = gr.op("MUL_MAT", w["wkv_a"], x, name=f"{name}_kv_a")  # [576, T]
@@ -107,9 +110,9 @@ def mla_attention(gr: Graph, x: GTensor, cache: GTensor, mask: GTensor, pos: int
     return gr.op("MUL_MAT", w["wo"], gr.reshape(heads, (c.v_head * H, T)), name=f"{name}_out")
 
 
-def causal_mask(pos: int, T: int) -> np.ndarray:
-    """numpy [T, pos+T]: query i (position pos+i) sees keys 0..pos+i."""
-    keys = np.arange(pos + T)[None, :]
+def causal_mask(pos: int, T: int, n_kv: int | None = None) -> np.ndarray:
+    """numpy [T, n_kv] (n_kv defaults to pos+T): query i (position pos+i) sees keys 0..pos+i."""
+    keys = np.arange(n_kv or pos + T)[None, :]
     return np.where(keys <= pos + np.arange(T)[:, None], 0.0, -np.inf)
 
 

@@ -7,6 +7,7 @@ before any kernel sees it.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +36,7 @@ class Buffer:
     handle: object = None
     backend: object = None
     freed: bool = field(default=False, repr=False)
+    hint: object = field(default=None, repr=False)  # who allocated it (Backend.alloc), for buffer reuse
 
 
 def _as4(values, fill: int, what: str) -> tuple[int, int, int, int]:
@@ -94,7 +96,7 @@ class Tensor:
     # ---- facts --------------------------------------------------------------------------------------------------
     @property
     def nelements(self) -> int:
-        return int(np.prod(self.ne))
+        return math.prod(self.ne)
 
     @property
     def shape(self) -> tuple[int, ...]:

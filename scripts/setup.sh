@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything the suite needs on a fresh Debian machine: the OpenCL (PoCL) and Vulkan (lavapipe) CPU drivers,
-# the shader compiler, a venv with the pinned packages, and kp (vulkan-kompute) built from its sdist.
+# the shader compiler, a venv with the pinned packages, and kp (vulkan-kompute) and llama-cpp-python built from their
+# sdists.
 # Idempotent: a second run checks stamps and rebuilds nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +9,7 @@ cd "$(dirname "$0")/.."
 VENV=${KBO_VENV:-.venv}
 CACHE=${KBO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kimi-backend-ops}
 KP_VERSION=0.9.0
+LLAMA_CPP_PYTHON_VERSION=0.3.36
 APT_PACKAGES="pocl-opencl-icd ocl-icd-libopencl1 clinfo mesa-vulkan-drivers libvulkan1 libvulkan-dev vulkan-tools
   glslc glslang-tools spirv-tools libfmt-dev cmake"
 
@@ -25,6 +27,23 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PY="$VENV/bin/python"
 
+# install_sdist_wheel NAME VERSION DURATION [VAR=value ...]: install NAME==VERSION (--no-deps) from the wheel cache,
+# first building its wheel from the sdist with the given build environment when the cache has none.
+install_sdist_wheel() {
+  local name=$1 version=$2 duration=$3 pattern wheel
+  shift 3
+  pattern="$CACHE/wheels/${name//-/_}-$version-*.whl"
+  mkdir -p "$CACHE/wheels"
+  wheel=$(ls $pattern 2>/dev/null | head -n1 || true)
+  if [ -z "$wheel" ]; then
+    echo "setup: building $name $version from source ($duration)"
+    env "$@" CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} \
+      "$PY" -m pip wheel -q --no-deps --no-binary "$name" -w "$CACHE/wheels" "$name==$version"
+    wheel=$(ls $pattern | head -n1)
+  fi
+  "$PY" -m pip install -q --no-deps --force-reinstall "$wheel"
+}
+
 stamp="$VENV/.kbo-deps-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   "$PY" -m pip install -q --upgrade pip
@@ -32,17 +51,14 @@ if [ ! -f "$stamp" ]; then
 
   # kp: an sdist whose default build downloads headers; point it at Debian's Vulkan headers and fmt and at pip's
   # pybind11 (Debian's pybind11 2.10 corrupts numpy-2 arrays). --no-deps: it declares numpy<2 but works with 2.
-  mkdir -p "$CACHE/wheels"
-  wheel=$(ls "$CACHE"/wheels/kp-$KP_VERSION-*.whl 2>/dev/null | head -n1 || true)
-  if [ -z "$wheel" ]; then
-    echo "setup: building kp $KP_VERSION from source (about 2 minutes)"
-    export pybind11_ROOT=$("$PY" -m pybind11 --cmakedir) KOMPUTE_OPT_INSTALL=OFF \
-      KOMPUTE_OPT_USE_BUILT_IN_VULKAN_HEADER=OFF KOMPUTE_OPT_USE_BUILT_IN_FMT=OFF \
-      KOMPUTE_OPT_USE_BUILT_IN_PYBIND11=OFF CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2}
-    "$PY" -m pip wheel -q --no-deps --no-binary kp -w "$CACHE/wheels" "kp==$KP_VERSION"
-    wheel=$(ls "$CACHE"/wheels/kp-$KP_VERSION-*.whl | head -n1)
-  fi
-  "$PY" -m pip install -q --no-deps --force-reinstall "$wheel"
+  install_sdist_wheel kp $KP_VERSION "about 2 minutes" pybind11_ROOT="$("$PY" -m pybind11 --cmakedir)" \
+    KOMPUTE_OPT_INSTALL=OFF KOMPUTE_OPT_USE_BUILT_IN_VULKAN_HEADER=OFF KOMPUTE_OPT_USE_BUILT_IN_FMT=OFF \
+    KOMPUTE_OPT_USE_BUILT_IN_PYBIND11=OFF
+  # llama.cpp for CPU, library only; portable code (no -march=native) so the cached wheel runs on any x86-64 host.
+  # Its runtime dependencies are pinned in pyproject.toml.
+  llama_flags="-DGGML_NATIVE=OFF -DGGML_OPENMP=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF"
+  llama_flags+=" -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF"
+  install_sdist_wheel llama-cpp-python $LLAMA_CPP_PYTHON_VERSION "about 9 minutes" CMAKE_ARGS="$llama_flags"
   rm -f "$VENV"/.kbo-deps-*
   touch "$stamp"
 fi

@@ -287,12 +287,17 @@ def _manager():
 
 class VulkanBackend(Backend):
     name = "vulkan"
+    # Creating a kp algorithm builds a pipeline (~9 ms on lavapipe, most of a model step): pooled buffers make a
+    # graph run again bind the same buffers, so its algorithms are reused from the cache below.
+    pool_buffers = True
 
     def __init__(self):
         super().__init__()
         import kp
         self.kp = kp
         self.mgr = _manager()
+        self._algorithms: dict[tuple, tuple] = {}  # (kernel, defines, workgroups, bound buffers) -> algorithm etc.
+        self._bound_by: dict[int, set] = {}  # id(buffer handle) -> keys of the algorithms bound to it
 
     # ---- buffers ----
     def _alloc(self, nbytes):
@@ -301,6 +306,8 @@ class VulkanBackend(Backend):
         return self.mgr.tensor_t(np.zeros(nbytes // 4, dtype=np.uint32))
 
     def _free(self, buf: Buffer) -> None:
+        for key in self._bound_by.pop(id(buf.handle), ()):  # a later buffer may reuse this id
+            self._algorithms.pop(key, None)
         buf.handle.destroy()
 
     def _eval(self, *ops) -> None:
@@ -342,13 +349,23 @@ class VulkanBackend(Backend):
         if node.dst.nelements == 0:
             return lambda: None
         name, defines = kernel_for(node)
-        code = spirv(name, defines)
-        params = self.mgr.tensor_t(param_block(node).view(np.uint32).copy())
-        self._eval(kp.OpTensorSyncDevice([params]))
+        words = param_block(node).view(np.uint32)
         srcs = [s.buffer.handle for s in node.srcs]
-        bound = [params, node.dst.buffer.handle, *srcs, *srcs[:1] * (2 - len(srcs))]
-        algo = self.mgr.algorithm(bound, code, workgroups(node), np.zeros(0, np.uint32), np.zeros(0, np.uint32))
-        seq = self.mgr.sequence().record(kp.OpAlgoDispatch(algo))
+        buffers = [node.dst.buffer.handle, *srcs, *srcs[:1] * (2 - len(srcs))]
+        groups = tuple(workgroups(node))
+        key = (name, defines, groups, tuple(id(h) for h in buffers))
+        if key not in self._algorithms:
+            params = self.mgr.tensor_t(words.copy())
+            self._eval(kp.OpTensorSyncDevice([params]))
+            algo = self.mgr.algorithm([params, *buffers], spirv(name, defines), list(groups),
+                                      np.zeros(0, np.uint32), np.zeros(0, np.uint32))
+            self._algorithms[key] = (params, algo, self.mgr.sequence().record(kp.OpAlgoDispatch(algo)))
+            for h in buffers:
+                self._bound_by.setdefault(id(h), set()).add(key)
+        params, algo, seq = self._algorithms[key]
+        if not np.array_equal(params.data(), words):  # same kernel and buffers, other views or op words
+            params.data()[:] = words
+            self._eval(kp.OpTensorSyncDevice([params]))
 
         def run(seq=seq, keep=(params, algo)):  # keep the params tensor and pipeline alive with the callable
             seq.eval()

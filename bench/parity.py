@@ -1,0 +1,232 @@
+"""Model parity: the same Kimi-Linear graphs on a backend and on the reference, node by node, over a scenario that
+crosses delta-net chunk boundaries, decodes several steps and keeps two sequences apart.
+
+Every node's value on the backend (its errors propagated from earlier nodes, as in a real run) is compared with the
+reference's under that op's NMSE bound (test-backend-ops' bounds); index outputs (TOP_K, ARGSORT) must give the same
+index sets. The logits' top-1 token is compared per row.
+
+Against llama.cpp (`--against llama.cpp`) the reference runs the same GGUF the way llama.cpp is fed (each
+sequence's prompt, then one decode call per sequence per step) and every node whose llama.cpp callback name matches
+one of ours is compared under LLAMA_CPP_NMSE.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from backends import get_backend
+from cases.harness import compare
+from reference.config import KimiConfig
+from reference.model import ModelSession
+from reference.ops import get_op
+
+INDEX_OPS = {"TOP_K", "ARGSORT"}
+# MoE nodes with an expert-slot axis: TOP_K may list the chosen experts in any order (spec section 6), so these are
+# compared after putting the backend's slots in the reference's order. Partial sums over the first e slots
+# (ffn_moe_out_add<e>) have no such fix and are only compared when the orders agree.
+ROUTED = ("ffn_moe_weights", "ffn_moe_weights_norm", "ffn_moe_weights_scaled", "ffn_moe_up", "ffn_moe_gate",
+          "ffn_moe_silu", "ffn_moe_gate_par", "ffn_moe_down", "ffn_moe_weighted")
+# llama.cpp computes in float32 with its own summation orders and chunking: on tiny every matched node agreed within
+# NMSE 3.5e-10 (flash attention off). The bound is test-backend-ops' default; a semantic slip (a wrong scale, eps or
+# gate) moves a node far past it.
+LLAMA_CPP_NMSE = 1e-7
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Two sequences prefilled together (prompt tokens each, in ubatches of n_ubatch), then decode steps that feed
+    one token per sequence. Token ids are drawn from a seeded generator."""
+    prompt: int = 70  # > 64: crosses a chunk64 boundary, and four chunk16 ones
+    decode: int = 3
+    n_seqs: int = 2
+    n_ubatch: int = 512
+    seed: int = 0
+
+    def tokens(self, n_vocab: int) -> np.ndarray:
+        """[n_seqs, prompt + decode] token ids."""
+        return np.random.default_rng(self.seed).integers(0, n_vocab, size=(self.n_seqs, self.prompt + self.decode))
+
+    def steps(self, n_vocab: int):
+        """(label, tokens [n_seqs, T]) per ubatch, in order."""
+        toks = self.tokens(n_vocab)
+        for start in range(0, self.prompt, self.n_ubatch):
+            end = min(start + self.n_ubatch, self.prompt)
+            yield f"prefill[{start}:{end}]", toks[:, start:end]
+        for i in range(self.decode):
+            yield f"decode{i}", toks[:, self.prompt + i:self.prompt + i + 1]
+
+
+@dataclass
+class ParityResult:
+    backend: str
+    rows: list[dict] = field(default_factory=list)  # one per (step, node)
+    top1: list[bool] = field(default_factory=list)
+    logits_nmse: list[float] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[dict]:
+        return [r for r in self.rows if not r["ok"]]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures and all(self.top1)
+
+    def summary(self) -> dict:
+        first = self.failures[0] if self.failures else None
+        return {"passed": self.passed, "nodes_checked": len(self.rows),
+                "first_failing_node": f"{first['step']}: {first['node']}" if first else None,
+                "first_failure": first["problem"] if first else None,
+                "max_nmse": max((r["nmse"] for r in self.rows if r["nmse"] is not None), default=0.0),
+                "max_logits_nmse": max(self.logits_nmse, default=0.0),
+                "top1_agreement": float(np.mean(self.top1)) if self.top1 else 0.0}
+
+
+def expert_orders(got: dict, ref: dict) -> dict[str, np.ndarray | None]:
+    """Per MoE layer: None when the backend chose its experts in the reference's order, else for each token the
+    permutation that puts the backend's slots in the reference's order (only when the sets agree)."""
+    orders = {}
+    for name in ref:
+        base, _, layer = name.rpartition("-")
+        if base != "ffn_moe_topk":
+            continue
+        g, r = got[name].reshape(-1, got[name].shape[-1]), ref[name].reshape(-1, ref[name].shape[-1])  # [T, k]
+        if np.array_equal(g, r) or not np.array_equal(np.sort(g, axis=-1), np.sort(r, axis=-1)):
+            orders[layer] = None
+            continue
+        orders[layer] = np.stack([np.argsort(gi)[np.argsort(np.argsort(ri))] for gi, ri in zip(g, r)])
+    return orders
+
+
+def reorder_slots(value: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    """value with ne [X, k, T] (numpy [..., T, k, X]) or ne [k, T] (numpy [..., T, k]) reordered per token t so
+    that slot i holds the backend's slot perm[t, i]."""
+    T, k = perm.shape
+    if value.shape[-1] == k and value.shape[-2] == T:  # [k, T]
+        return np.take_along_axis(value, np.broadcast_to(perm, value.shape), axis=-1)
+    idx = np.broadcast_to(perm[..., None], value.shape[:-3] + (T, k, value.shape[-1]))
+    return np.take_along_axis(value, idx, axis=-2)
+
+
+def compare_nodes(step: str, got: dict, ref: dict, ops: dict[str, str], bound: float | None = None) -> list[dict]:
+    """One row per node name in `ops` (name -> op, in graph order): NMSE against the op's bound (or `bound`),
+    index sets for index ops, MoE slots put in the reference's order first."""
+    orders = expert_orders(got, ref)
+    rows = []
+    for name, op in ops.items():
+        base, _, layer = name.rpartition("-")
+        if base.startswith("ffn_moe_out_add") and orders.get(layer) is not None:
+            continue
+        value, expected = got[name], ref[name]
+        limit = None if op in INDEX_OPS else (get_op(op).nmse if bound is None else bound)
+        row = {"step": step, "node": name, "op": op, "nmse": None, "bound": limit}
+        if value.size != expected.size:
+            problems = [f"{value.size} elements where the reference has {expected.size}"]
+        else:
+            value = value.reshape(expected.shape)
+            if base in ROUTED and orders.get(layer) is not None:
+                value = reorder_slots(value, orders[layer])
+            if op in INDEX_OPS:
+                same = np.array_equal(np.sort(value, axis=-1), np.sort(expected, axis=-1))
+                problems = [] if same else ["index set differs from the reference's"]
+            else:
+                row["nmse"], problems = compare(value, expected, limit)
+        rows.append({**row, "ok": not problems, "problem": "; ".join(problems)})
+    return rows
+
+
+def _score_logits(result: ParityResult, got: np.ndarray, ref: np.ndarray) -> None:
+    result.top1 += [bool(x) for x in np.argmax(got, axis=-1) == np.argmax(ref, axis=-1)]
+    result.logits_nmse.append(float(np.sum((got - ref) ** 2) / np.sum(ref ** 2)))
+
+
+def run_parity(backend_name: str, c: KimiConfig, weights: dict, variant: str, form: str,
+               scenario: Scenario = Scenario(), reference=None) -> ParityResult:
+    """Run the scenario on `backend_name` and on the reference backend in lockstep and compare every node."""
+    reference = reference or get_backend("numpy")
+    backend = get_backend(backend_name)
+    n_ctx = scenario.prompt + scenario.decode
+    result = ParityResult(backend_name)
+    with ModelSession(reference, c, weights, scenario.n_seqs, n_ctx, variant, form) as ref_session, \
+            ModelSession(backend, c, weights, scenario.n_seqs, n_ctx, variant, form) as dev_session:
+        for label, toks in scenario.steps(c.n_vocab):
+            ref = ref_session.ubatch(toks, outputs="all", keep="nodes")
+            got = dev_session.ubatch(toks, outputs="all", keep="nodes")
+            ops = {node.name: node.op for node in ref_session.last_graph.nodes}
+            result.rows += compare_nodes(label, got, ref, ops)
+            _score_logits(result, got["logits"], ref["logits"])
+    return result
+
+
+def run_llama_parity(gguf_path, c: KimiConfig, weights: dict, variant: str, form: str,
+                     scenario: Scenario = Scenario()) -> ParityResult:
+    """The reference against llama.cpp on the same GGUF file, call by call and node by node."""
+    from reference.llama_cpp import llama_cpp_run
+
+    toks = scenario.tokens(c.n_vocab)
+    seqs = [(list(map(int, t[:scenario.prompt])), list(map(int, t[scenario.prompt:]))) for t in toks]
+    theirs = llama_cpp_run(gguf_path, seqs, nodes=["*"], ubatch=scenario.n_ubatch)
+    result = ParityResult("llama.cpp")
+    n_ctx = scenario.prompt + scenario.decode
+    calls_per_seq: dict[int, int] = {}
+    with ModelSession(get_backend("numpy"), c, weights, scenario.n_seqs, n_ctx, variant, form) as session:
+        for seq, first, count in theirs["calls"]:
+            call = calls_per_seq.get(seq, 0)
+            calls_per_seq[seq] = call + 1
+            ref = session.ubatch(toks[seq:seq + 1, first:first + count], first_slot=seq, outputs="all", keep="nodes")
+            got = theirs["nodes"][(seq, call)]
+            ops = {node.name: node.op for node in session.last_graph.nodes if node.name in got}
+            result.rows += compare_nodes(f"seq{seq} [{first}:{first + count}]", got, ref, ops, LLAMA_CPP_NMSE)
+            _score_logits(result, theirs["logits"][seq][first:first + count], ref["logits"])
+    return result
+
+
+def run_cli(backends: list[str], c: KimiConfig, weights: dict, model: str, variant: str, form: str,
+            scenario: Scenario, against: str, show: int = 12) -> tuple[list[dict], bool]:
+    """`python -m bench parity`: prints, per run, the worst nodes (NMSE / bound), the first failing node and the
+    top-1 agreement; returns history records (kind 'parity') and whether every run passed."""
+    from bench.ops import usable
+
+    base = {"kind": "parity", "against": against, "model": model, "model_config": c.name, "variant": variant,
+            "form": form, "prompt": scenario.prompt, "decode": scenario.decode, "n_seqs": scenario.n_seqs}
+    runs = []
+    if against == "llama.cpp":
+        import tempfile
+
+        from reference.gguf_io import write_gguf
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = model if model.endswith(".gguf") else f"{tmp}/{model}.gguf"
+            if path != model:
+                write_gguf(path, c, weights)
+            runs.append(({"backend": "numpy", "device": "llama.cpp (llama-cpp-python 0.3.36, CPU)"},
+                         run_llama_parity(path, c, weights, variant, form, scenario)))
+    else:
+        for name, _, info in usable(backends):
+            runs.append(({"backend": name, **info}, run_parity(name, c, weights, variant, form, scenario)))
+    records, ok = [], True
+    for info, result in runs:
+        summary = result.summary()
+        records.append({**base, **info, **summary})
+        ok &= summary["passed"]
+        print(f"\n{info['backend']} vs {'llama.cpp' if against == 'llama.cpp' else 'the reference'}: "
+              f"{'PASS' if summary['passed'] else 'FAIL'}, {summary['nodes_checked']} node results, "
+              f"max NMSE {summary['max_nmse']:.3g}, logits NMSE {summary['max_logits_nmse']:.3g}, "
+              f"top-1 agreement {100 * summary['top1_agreement']:.1f}%")
+        if summary["first_failing_node"]:
+            print(f"first node past its bound: {summary['first_failing_node']} ({summary['first_failure']})")
+        print(node_table(result.rows, show))
+    return records, ok
+
+
+def node_table(rows: list[dict], show: int) -> str:
+    """The nodes closest to their bound (worst NMSE / bound over every step), as a markdown table."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return "(no nodes compared)"
+    df["of bound"] = df.nmse / df.bound
+    worst = df.sort_values("of bound", ascending=False, na_position="last").drop_duplicates("node")
+    return worst.head(show)[["node", "op", "step", "nmse", "bound", "of bound", "ok"]].to_markdown(
+        index=False, floatfmt=".3g")

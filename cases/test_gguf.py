@@ -1,0 +1,168 @@
+"""GGUF round trips (exact in F32, the dtype's rounding in F16/BF16) and every refusal of read_gguf/write_gguf."""
+import gguf
+import numpy as np
+import pytest
+
+from reference.config import get_config
+from reference.gguf_io import ARCH, read_gguf, stays_f32, write_gguf
+from reference.weights import random_weights
+
+TINY = get_config("tiny")
+Q = gguf.GGMLQuantizationType
+
+
+@pytest.fixture(scope="module")
+def tiny_weights():
+    return random_weights(TINY, seed=0)
+
+
+@pytest.fixture(scope="module")
+def good_file(tmp_path_factory, tiny_weights):
+    path = tmp_path_factory.mktemp("gguf") / "tiny.gguf"
+    write_gguf(path, TINY, tiny_weights)
+    return path
+
+
+def _file_types(path) -> dict[str, Q]:
+    return {t.name: t.tensor_type for t in gguf.GGUFReader(path).tensors}
+
+
+def test_f32_round_trip_is_exact(good_file, tiny_weights):
+    config, weights = read_gguf(good_file)
+    assert config == TINY
+    assert set(weights) == set(tiny_weights)
+    for name, w in tiny_weights.items():
+        assert weights[name].dtype == np.float32 and weights[name].shape == w.shape, name
+        np.testing.assert_array_equal(weights[name], w, err_msg=name)
+    assert set(_file_types(good_file).values()) == {Q.F32}
+
+
+@pytest.mark.parametrize("dtype, qtype", [("f16", Q.F16), ("bf16", Q.BF16)])
+def test_half_round_trip_rounds_to_nearest(tmp_path, tiny_weights, dtype, qtype):
+    path = tmp_path / f"tiny-{dtype}.gguf"
+    write_gguf(path, TINY, tiny_weights, dtype=dtype)
+    config, weights = read_gguf(path)
+    assert config == TINY
+    types = _file_types(path)
+    n_rounded = 0
+    for name, w in tiny_weights.items():
+        got = weights[name]
+        if stays_f32(name):
+            assert types[name] == Q.F32, name
+            np.testing.assert_array_equal(got, w, err_msg=name)
+            continue
+        assert types[name] == qtype, name
+        n_rounded += int(np.count_nonzero(got != w))
+        if dtype == "f16":  # numpy's cast rounds to nearest even, subnormals included
+            np.testing.assert_array_equal(got, w.astype(np.float16).astype(np.float32), err_msg=name)
+        else:  # a bf16 (low 16 bits zero) within half a bf16 ulp (2^-8 relative) of the weight: nearest rounding
+            assert not np.any(got.view(np.uint32) & 0xFFFF), name
+            assert np.all(np.abs(got.astype(np.float64) - w) <= np.abs(w) * 2.0**-8), name
+    assert n_rounded > 0  # the dtype was applied
+
+
+def test_overridden_small_config_round_trip(tmp_path):
+    # 5 layers: KDA x3, MLA (il=3), MLA (the last layer) - the pattern survives, as do the override's name and sizes.
+    config = get_config("small", n_layer=5, n_expert=4)
+    weights = random_weights(config, seed=1)
+    path = tmp_path / "small.gguf"
+    write_gguf(path, config, weights, dtype="bf16")
+    got_config, got = read_gguf(path)
+    assert got_config == config and got_config.mla_layers == [3, 4]
+    assert {n: w.shape for n, w in got.items()} == {n: w.shape for n, w in weights.items()}
+
+
+def _rewrite(src, dst, arch=ARCH, drop_keys=(), set_keys=None, tensors=None):
+    """Copy src's metadata (less drop_keys, plus set_keys {key: (value, GGUFValueType)}) into dst with the given
+    tensors {name: (data, qtype)} - the way to make a bad file that write_gguf itself would refuse to write."""
+    reader = gguf.GGUFReader(src)
+    writer = gguf.GGUFWriter(str(dst), arch)  # writes general.architecture itself
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF.") or key == gguf.Keys.General.ARCHITECTURE or key in drop_keys:
+            continue
+        array = field.types[0] == gguf.GGUFValueType.ARRAY
+        writer.add_key_value(key, field.contents(), field.types[0], field.types[-1] if array else None)
+    for key, (value, vtype) in (set_keys or {}).items():
+        writer.add_key_value(key, value, vtype)
+    for name, (data, qtype) in tensors.items():
+        writer.add_tensor(name, data, raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def _f32_tensors(weights):
+    return {name: (w, Q.F32) for name, w in weights.items()}
+
+
+def test_rewrite_of_good_file_reads(tmp_path, good_file, tiny_weights):
+    """The refusal tests below edit one thing each: the unedited rewrite must read."""
+    _rewrite(good_file, tmp_path / "copy.gguf", tensors=_f32_tensors(tiny_weights))
+    assert read_gguf(tmp_path / "copy.gguf")[0] == TINY
+
+
+def _edited_tensors(weights, edit):
+    tensors = _f32_tensors(weights)
+    if edit == "quantized":
+        name = "blk.1.attn_q.weight"
+        tensors[name] = (gguf.quants.quantize(weights[name], Q.Q8_0), Q.Q8_0)
+    elif edit == "missing":
+        del tensors["blk.2.ssm_beta.weight"]
+    elif edit == "extra":
+        tensors["blk.0.attn_kv_b.weight"] = (np.zeros((64, 32), np.float32), Q.F32)
+    elif edit == "shape":
+        tensors["blk.3.attn_kv_a_norm.weight"] = (np.ones(31, np.float32), Q.F32)
+    return tensors
+
+
+HCKV = f"{ARCH}.attention.head_count_kv"
+A = gguf.GGUFValueType.ARRAY
+
+
+@pytest.mark.parametrize("edit, match", [
+    ("quantized", r"tensor blk\.1\.attn_q\.weight is Q8_0"),
+    ("missing", r"missing tensor\(s\) blk\.2\.ssm_beta\.weight"),
+    ("extra", r"tensor blk\.0\.attn_kv_b\.weight is not part of model"),
+    ("shape", r"tensor blk\.3\.attn_kv_a_norm\.weight has ne \[31\], expected \[32\]"),
+    ("arch", r"architecture 'llama'"),
+    ("drop:kimi-linear.kda.head_dim", r"missing metadata key kimi-linear\.kda\.head_dim"),
+    ("drop:" + HCKV, r"missing metadata key kimi-linear\.attention\.head_count_kv"),
+    ("drop:kimi-linear.attention.key_length", r"missing metadata key kimi-linear\.attention\.key_length$"),
+    ("set:layer2-mla", r"layer 2 is MLA \(1\) in kimi-linear\.attention\.head_count_kv .* makes it KDA \(0\)"),
+    ("set:gating-softmax", r"kimi-linear\.expert_gating_func is 1, expected 2"),
+    ("set:key_length", r"kimi-linear\.attention\.key_length is 41, expected 40"),
+    ("set:head_dim-string", r"kimi-linear\.kda\.head_dim is '16', expected int"),
+])
+def test_read_refuses(tmp_path, good_file, tiny_weights, edit, match):
+    set_keys = {
+        "set:layer2-mla": {HCKV: ([0, 0, 1, 1], A)},
+        "set:gating-softmax": {f"{ARCH}.expert_gating_func": (1, gguf.GGUFValueType.UINT32)},
+        "set:key_length": {f"{ARCH}.attention.key_length": (41, gguf.GGUFValueType.UINT32)},
+        "set:head_dim-string": {f"{ARCH}.kda.head_dim": ("16", gguf.GGUFValueType.STRING)},
+    }.get(edit)
+    drop = (edit.removeprefix("drop:"),) if edit.startswith("drop:") else ()
+    drop += tuple(set_keys or ())
+    path = tmp_path / "bad.gguf"
+    _rewrite(good_file, path, arch="llama" if edit == "arch" else ARCH, drop_keys=drop, set_keys=set_keys,
+             tensors=_edited_tensors(tiny_weights, edit))
+    with pytest.raises(ValueError, match=match):
+        read_gguf(path)
+
+
+def test_read_refuses_a_file_that_is_not_gguf(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    path.write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match=r"weights\.safetensors: not a readable GGUF file"):
+        read_gguf(path)
+
+
+def test_write_refuses_bad_input(tmp_path, tiny_weights):
+    with pytest.raises(ValueError, match=r"dtype must be one of f32, f16, bf16, got 'q8_0'"):
+        write_gguf(tmp_path / "x.gguf", TINY, tiny_weights, dtype="q8_0")
+    with pytest.raises(ValueError, match=r"not in the model: blk\.9\.attn_q\.weight"):
+        write_gguf(tmp_path / "x.gguf", TINY, {**tiny_weights, "blk.9.attn_q.weight": np.zeros((4, 4))})
+    short = {n: w for n, w in tiny_weights.items() if n != "output.weight"}
+    with pytest.raises(ValueError, match=r"missing tensor\(s\) output\.weight"):
+        write_gguf(tmp_path / "x.gguf", TINY, short)
+    assert not (tmp_path / "x.gguf").exists()  # refused before any file was created
