@@ -175,14 +175,12 @@ class Backend:
     def synchronize(self) -> None:
         pass
 
-    def compute(self, node: Node, wait: bool = True) -> None:
-        """Run one node. wait=False only enqueues it: runtimes run a queue in order, and reads wait for it."""
+    def compute(self, node: Node) -> None:
         reason = self.supports(node)
         if reason:
             raise NotImplementedError(f"{self.name} does not run {node.label()}: {reason}")
         self.prepare(node)()
-        if wait:
-            self.synchronize()
+        self.synchronize()
 
     def device_info(self) -> dict:
         return {"device": "?", "driver": "?"}

@@ -16,7 +16,7 @@ import pandas as pd
 
 from backends import BACKENDS, TESTED_BACKENDS, check_name
 from bench import reporting
-from reference.delta_net import check_variant
+from reference.delta_net import VARIANTS, check_variant
 from reference.mla import check_form
 from reference.ops import REGISTRY, get_op
 from reports import history
@@ -75,7 +75,6 @@ def cmd_support(args) -> int:
 
 def cmd_delta_net(args) -> int:
     from bench import delta_net
-    from reference.delta_net import VARIANTS, check_variant
 
     backends = _list(args.backend, list(BACKENDS), "backends", check_name)
     variants = _list(args.variant, list(VARIANTS), "variants", check_variant)
@@ -117,13 +116,13 @@ def load_model(spec: str, n_layer: int | None, n_expert: int | None, seed: int):
     return c, random_weights(c, seed)
 
 
-def _model_args(p, variant_default: str) -> None:
+def _model_args(p, several_variants: bool) -> None:
     p.add_argument("--model", "-m", default="tiny", help="a preset (tiny, small, kimi-linear-48b-a3b) or a .gguf file")
     p.add_argument("--n-layer", type=int, default=None, help="override the preset's layer count")
     p.add_argument("--n-expert", type=int, default=None, help="override the preset's expert count")
     p.add_argument("--seed", type=int, default=0, help="seed of a preset's random weights")
-    p.add_argument("--variant", default=variant_default,
-                   help="delta-net form of multi-token ubatches: recurrent, chunk64, chunk16, block16")
+    p.add_argument("--variant", default="chunk16", help="delta-net form of multi-token ubatches: recurrent, chunk64, "
+                   "chunk16, block16" + (" (comma-separated, or all)" if several_variants else ""))
     p.add_argument("--form", default="absorbed", help="MLA form: absorbed (llama.cpp's cache) or decompressed")
     p.add_argument("--no-record", dest="record", action="store_false", help="do not append to reports/history.jsonl")
 
@@ -140,7 +139,7 @@ def cmd_throughput(argv: list[str]) -> int:
     p.add_argument("-ub", "--ubatch-size", type=int, default=512, help="physical batch (default 512)")
     p.add_argument("-r", "--repetitions", type=int, default=5)
     p.add_argument("-o", "--output", choices=["md", "csv", "json", "jsonl"], default="md")
-    _model_args(p, "chunk16")
+    _model_args(p, several_variants=True)
     args = p.parse_args(argv)
     try:
         tests = [throughput.BenchTest.parse(t) for t in args.tests]
@@ -148,25 +147,26 @@ def cmd_throughput(argv: list[str]) -> int:
     except ValueError as err:
         p.exit(2, f"python -m bench: error: {err}\n")
     try:
-        check_variant(args.variant)
+        variants = _list(args.variant, list(VARIANTS), "variants", check_variant)
         check_form(args.form)
         if any(d < 0 for d in depths) or args.repetitions < 1 or args.batch_size < 1 or args.ubatch_size < 1:
             raise ValueError("--depth must be >= 0; -r, -b and -ub must be >= 1")
         backends = _list(args.backend, TESTED_BACKENDS, "backends", check_name)
         c, weights = load_model(args.model, args.n_layer, args.n_expert, args.seed)
-        records = throughput.run(tests, depths, backends, c, weights, args.model, args.variant, args.form,
+        records = throughput.run(tests, depths, backends, c, weights, args.model, variants, args.form,
                                  args.batch_size, args.ubatch_size, args.repetitions)
     except ValueError as err:
         p.exit(2, f"python -m bench: error: {err}\n")
     if args.record:
         history.append(records, history.HISTORY)
     rows = [r for r in records if r.get("supported")]
-    if args.output == "jsonl":
+    if args.output in ("json", "jsonl"):  # whole records, per-sample t/s included (llama-bench's json adds them too)
         import json
-        print("\n".join(json.dumps(r) for r in records))
+        print(json.dumps(records, indent=1) if args.output == "json" else "\n".join(json.dumps(r) for r in records))
         return 0
     if rows:
         df = pd.DataFrame(rows)
+        df["model"] = df["model_config"]  # the preset with its overrides, or the GGUF's name
         df["t/s"] = [f"{a:.2f} ± {s:.2f}" for a, s in zip(df.avg_ts, df.stddev_ts)]
         for col, label in (("weights_bytes", "weights MiB"), ("state_bytes", "state MiB"),
                            ("compute_planned_bytes", "compute planned MiB"),
@@ -174,10 +174,7 @@ def cmd_throughput(argv: list[str]) -> int:
             df[label] = df[col] / 2**20
         cols = ["model", "backend", "variant", "n_batch", "n_ubatch", "test", "t/s", "weights MiB", "state MiB",
                 "compute planned MiB", "compute measured MiB"]
-        if args.output == "json":
-            print(df.to_json(orient="records", indent=1))
-        else:
-            _print_table(df[cols], args.output)
+        _print_table(df[cols], args.output)
     for r in records:
         if not r.get("supported"):
             print(f"{r['backend']}: {r['test']} unsupported: {r['reason']}")
@@ -192,9 +189,13 @@ def cmd_parity(args) -> int:
     check_form(args.form)
     if args.prompt < 2 or args.decode < 0:
         raise ValueError("--prompt must be >= 2 and --decode >= 0")
+    if args.nodes != "all" and not args.nodes.isdigit():
+        raise ValueError(f"--nodes takes a count or all, got {args.nodes!r}")
     c, weights = load_model(args.model, args.n_layer, args.n_expert, args.seed)
     scenario = parity.Scenario(prompt=args.prompt, decode=args.decode)
-    records, ok = parity.run_cli(backends, c, weights, args.model, args.variant, args.form, scenario, args.against)
+    show = 10**9 if args.nodes == "all" else int(args.nodes)
+    records, ok = parity.run_cli(backends, c, weights, args.model, args.variant, args.form, scenario, args.against,
+                                 show)
     if args.record:
         history.append(records, history.HISTORY)
     return 0 if ok else 1
@@ -240,7 +241,8 @@ def main(argv=None) -> int:
                         "on the same GGUF")
     p.add_argument("--prompt", type=int, default=70, help="prompt tokens per sequence (default 70: crosses chunks)")
     p.add_argument("--decode", type=int, default=3, help="decode steps after the prompt (default 3)")
-    _model_args(p, "chunk16")
+    p.add_argument("--nodes", default="12", help="how many nodes to print, closest to their bound first, or all")
+    _model_args(p, several_variants=False)
     p.set_defaults(func=cmd_parity)
     reporting.add_commands(sub)
     args = parser.parse_args(argv)

@@ -220,7 +220,7 @@ def run_cli(backends: list[str], c: KimiConfig, weights: dict, model: str, varia
 
 
 def node_table(rows: list[dict], show: int) -> str:
-    """The nodes closest to their bound (worst NMSE / bound over every step), as a markdown table."""
+    """Per node, its worst NMSE over every step, closest to the bound first, as a markdown table."""
     import pandas as pd
 
     df = pd.DataFrame(rows)

@@ -111,42 +111,47 @@ def run_test(session: ModelSession, test: BenchTest, snapshot: tuple, n_ubatch: 
             "compute_planned_bytes": peak.planned, "compute_measured_bytes": peak.measured}
 
 
-def run(tests: list[BenchTest], depths: list[int], backends: list[str], c, weights: dict, model: str, variant: str,
-        form: str, n_batch: int, n_ubatch: int, reps: int) -> list[dict]:
-    """Every test at every depth on every usable backend; one history record (kind 'bench') per result."""
+def run(tests: list[BenchTest], depths: list[int], backends: list[str], c, weights: dict, model: str,
+        variants: list[str], form: str, n_batch: int, n_ubatch: int, reps: int) -> list[dict]:
+    """Every test at every depth for every delta-net variant on every usable backend; one history record (kind
+    'bench') per result."""
     from bench.ops import usable
 
     ub = min(n_batch, n_ubatch)  # a batch is split into ubatches: only the smaller size shapes the graphs
     n_ctx = -(-(max(depths) + max(t.n_tokens for t in tests)) // KV_PAD) * KV_PAD
     records = []
     for name, backend, info in usable(backends):
-        base = {"kind": "bench", "backend": name, **info, "model": model, "model_config": c.name, "variant": variant,
-                "form": form, "n_batch": n_batch, "n_ubatch": n_ubatch, "reps": reps}
-        try:
-            session = ModelSession(backend, c, weights, 1, n_ctx, variant, form)
-        except (NotImplementedError, MemoryError) as err:
-            records += [{**base, **_test_fields(t, d), "supported": False, "reason": str(err)}
-                        for d in depths for t in tests]
-            print(f"{name}: unsupported: {err}", file=sys.stderr, flush=True)
-            continue
-        with session:
-            mem = {"weights_bytes": session.weights_bytes, "state_bytes": session.state_bytes, "n_ctx": n_ctx}
-            for depth in depths:
-                try:
-                    snapshot = depth_snapshot(session, depth, ub)
-                except (NotImplementedError, MemoryError) as err:
-                    records += [{**base, **_test_fields(t, depth), "supported": False, "reason": str(err)}
-                                for t in tests]
-                    continue
+        for variant in variants:
+            base = {"kind": "bench", "backend": name, **info, "model": model, "model_config": c.name,
+                    "variant": variant, "form": form, "n_batch": n_batch, "n_ubatch": n_ubatch, "reps": reps}
+            records += _run_variant(backend, base, tests, depths, c, weights, variant, form, n_ctx, ub, reps)
+    return records
+
+
+def _run_variant(backend, base, tests, depths, c, weights, variant, form, n_ctx, ub, reps) -> list[dict]:
+    def refused(depth_list, err):
+        print(f"{base['backend']}: {variant}: unsupported: {err}", file=sys.stderr, flush=True)
+        return [{**base, **_test_fields(t, d), "supported": False, "reason": str(err)} for d in depth_list for t in tests]
+
+    try:
+        session = ModelSession(backend, c, weights, 1, n_ctx, variant, form)
+    except (NotImplementedError, MemoryError) as err:
+        return refused(depths, err)
+    records = []
+    with session:
+        mem = {"weights_bytes": session.weights_bytes, "state_bytes": session.state_bytes, "n_ctx": n_ctx}
+        for depth in depths:
+            try:
+                snapshot = depth_snapshot(session, depth, ub)
                 for test in tests:
-                    rec = {**base, **_test_fields(test, depth), **mem}
-                    try:
-                        rec.update(supported=True, **run_test(session, test, snapshot, ub, reps))
-                        print(f"{name}: {rec['test']:>14s} {rec['avg_ts']:10.2f} ± {rec['stddev_ts']:.2f} t/s",
-                              file=sys.stderr, flush=True)
-                    except (NotImplementedError, MemoryError) as err:
-                        rec.update(supported=False, reason=str(err))
+                    rec = {**base, **_test_fields(test, depth), **mem, "supported": True,
+                           **run_test(session, test, snapshot, ub, reps)}
+                    print(f"{base['backend']}: {variant:9s} {rec['test']:>14s} {rec['avg_ts']:10.2f} ± "
+                          f"{rec['stddev_ts']:.2f} t/s", file=sys.stderr, flush=True)
                     records.append(rec)
+            except (NotImplementedError, MemoryError) as err:
+                done = {r["test"] for r in records}
+                records += [r for r in refused([depth], err) if r["test"] not in done]
     return records
 
 

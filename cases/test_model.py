@@ -92,6 +92,28 @@ def test_bad_ubatch_refused(change, message):
             s.ubatch(args["tokens"], first_slot=args["first_slot"])
 
 
+def test_unsupported_node_refused_before_any_kernel_runs():
+    class NoSoftmax(NumpyBackend):
+        name = "no-softmax"
+        prepared = 0
+
+        def supports(self, node):
+            return "no SOFT_MAX_EXT here" if node.op.name == "SOFT_MAX_EXT" else super().supports(node)
+
+        def prepare(self, node):
+            NoSoftmax.prepared += 1
+            return super().prepare(node)
+
+    backend = NoSoftmax()
+    with ModelSession(backend, TINY, WEIGHTS, n_ctx=64) as s:
+        before = s.snapshot()[1]
+        with pytest.raises(NotImplementedError, match=r"no-softmax does not run mla_s0_kq_soft_max-3: .*no SOFT_MAX"):
+            s.ubatch(tokens(1, 4))
+        assert NoSoftmax.prepared == 0 and s.positions == [0]
+        assert all(np.array_equal(before[k], v) for k, v in s.snapshot()[1].items())  # state untouched
+    assert backend.live_bytes == 0  # nothing leaked
+
+
 def test_bad_weights_refused():
     missing = {k: v for k, v in WEIGHTS.items() if k != "blk.3.attn_k_b.weight"}
     with pytest.raises(ValueError, match="missing tensor.*blk.3.attn_k_b.weight"):

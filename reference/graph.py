@@ -139,6 +139,16 @@ class Graph:
                 "input_bytes": sum(t.storage.nbytes for t in self.inputs.values())}
 
 
+def _bind_nodes(graph: Graph, known: dict[Storage, Buffer]) -> list:
+    """Every node bound to placeholder buffers of its storages' sizes (the real ones where known), for support
+    checks that look at descriptors and buffer sizes only."""
+    from backends.base import Node
+
+    placeholders = dict(known)
+    bind = lambda t: t.bound(placeholders.setdefault(t.storage, Buffer(t.storage.nbytes)))
+    return [Node(get_op(n.op), [bind(s) for s in n.srcs], bind(n.dst), n.params, name=n.name) for n in graph.nodes]
+
+
 def node_storages(node: GNode) -> list[Storage]:
     """The distinct storages a node touches."""
     seen = []
@@ -159,20 +169,27 @@ def run_graph(backend, graph: Graph, values: dict[str, np.ndarray], keep: str = 
     missing = set(graph.inputs) - set(values) - set(resident)
     if missing:
         raise ValueError(f"graph inputs without values: {sorted(missing)}")
-    buffers: dict[Storage, Buffer] = {}
+    host: dict[Storage, np.ndarray] = {}
     for name, t in graph.inputs.items():
         if name in resident:
             if resident[name].nbytes < t.storage.nbytes:
                 raise ValueError(f"resident buffer for {name!r} holds {resident[name].nbytes} bytes, "
                                  f"the graph needs {t.storage.nbytes}")
-            buffers[t.storage] = resident[name]
             continue
         arr = np.asarray(values[name], dtype=t.dtype.np)
         if np.squeeze(arr).shape != np.squeeze(np.empty(t.desc.shape, dtype=np.uint8)).shape:
             raise ValueError(f"input {name!r} needs numpy shape {t.desc.shape} (size-1 dims optional), got {arr.shape}")
-        arr = arr.reshape(t.desc.shape)
-        buffers[t.storage] = backend.upload(np.ascontiguousarray(arr).view(np.uint8).reshape(-1))
-    last = graph.last_uses()
+        host[t.storage] = np.ascontiguousarray(arr.reshape(t.desc.shape)).view(np.uint8).reshape(-1)
+    bound_nodes = _bind_nodes(graph, {t.storage: resident[n] for n, t in graph.inputs.items() if n in resident})
+    for node in bound_nodes:  # every node is checked before any kernel runs
+        reason = backend.supports(node)
+        if reason:
+            raise NotImplementedError(f"{backend.name} does not run {node.name}: {node.label()}: {reason}")
+    buffers: dict[Storage, Buffer] = {graph.inputs[n].storage: buf for n, buf in resident.items() if n in graph.inputs}
+    frees: dict[int, list[Storage]] = {}  # node index -> intermediates whose last use it is
+    for st, end in graph.last_uses().items():
+        if not st.is_input and end < len(graph.nodes):
+            frees.setdefault(end, []).append(st)
     results: dict[str, np.ndarray] = {}
     from backends.base import Node
 
@@ -181,18 +198,20 @@ def run_graph(backend, graph: Graph, values: dict[str, np.ndarray], keep: str = 
         return host_view(raw, t.desc).astype(np.float64)
 
     try:
+        for st, raw in host.items():
+            buffers[st] = backend.upload(raw)
         for i, node in enumerate(graph.nodes):
             for st in node_storages(node):
                 if st.producer == i:
                     buffers[st] = backend.alloc(st.nbytes, hint=i)
             bound = Node(get_op(node.op), [s.bound(buffers[s.storage]) for s in node.srcs],
                          node.dst.bound(buffers[node.dst.storage]), node.params, name=node.name)
-            backend.compute(bound, wait=False)
+            backend.prepare(bound)()  # no wait: runtimes run their queue in order, and reads wait for it
             if keep == "nodes":
                 results[node.name] = fetch(node.dst)
-            for s, end in last.items():
-                if end == i and not s.is_input and s in buffers:
-                    backend.free(buffers.pop(s))
+            for st in frees.get(i, ()):
+                if st in buffers:
+                    backend.free(buffers.pop(st))
         backend.synchronize()
         for name, t in graph.outputs.items():
             results[name] = fetch(t)
