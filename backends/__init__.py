@@ -16,7 +16,8 @@ BACKENDS = {
     "numpy": ("backends.numpy_backend", None),
     "opencl": ("backends.opencl", "import pyopencl as cl; assert any(p.get_devices() for p in cl.get_platforms())"),
     "vulkan": ("backends.vulkan", "import kp; kp.Manager()"),
-    "cuda": ("backends.cuda", "import cupy; assert cupy.cuda.is_available()"),
+    "cuda": ("backends.cuda", "import cupy; assert cupy.cuda.is_available(), 'no CUDA device (cupy.cuda.is_available() "
+                              "is False)'"),
     "ggml": ("backends.ggml", "import ggml"),
 }
 KERNEL_BACKENDS = ["opencl", "vulkan", "cuda"]  # the runtimes whose kernels this project writes
