@@ -27,16 +27,16 @@ BUILD_OPTIONS = ["-cl-std=CL1.2"]
 MAX_LOCAL = 64  # work items per work group; on a CPU driver a work group is the unit one core takes
 SSM_TILE = 64  # ssm_conv.cl's TILE
 SOLVE_COLUMNS = 8  # columns per work item in solve_tri.cl
-MATMUL_WG, MATMUL_TILE = 16, 64  # matmul.cl's WG and TILE (= WG * R)
-# mul_mat_k1: rows of a x rows of b per work item, work group shape (best of a sweep on PoCL, 1024x1024x512: 4x8 and
-# (2, 16) ~40 GFLOPS per CPU second; 4x2 ~22; 4x16 spills)
+# mul_mat_k1 (matrix-vector products): rows of a x rows of b per work item, work group shape
 MM_RN, MM_RM, MM_LOCAL = 4, 8, (2, 16)
+# mul_mat_pack / mul_mat_id: k per packed chunk, columns of b per MUL_MAT work group, columns per micro-kernel,
+# float8 rows of a per group (PoCL, 1024x1024x512, GFLOPS best of 3: CM x NV 4x3 150, 4x2 146, 6x2 150 but
+# 117-150; 8x1 105; 3x4 21 (spills). KC 128-384 and TM 128-256 within the noise)
+PACK_KC, PACK_TM, PACK_CM, PACK_NV = 256, 128, 4, 3
+PACK_MIN_M = 8  # fewer columns of b, contiguous along k: mul_mat_k1 (no packing, no wasted columns)
 MIN_SEGMENT, MAX_SEGMENTS = 64, 256  # "segments" grid: least elements per work item, most work items per row
 SORT_LOCAL = 64  # "sort" grid (rows too long for argsort8): most work items per row
 SORT8_LOCAL_BYTES = 256 << 10  # argsort8 (8 rows per work item) while its 64 * NP bytes of keys fit this
-# mul_mat_id: rows of an expert x gathered columns per work item (bench case on PoCL: 8x4 ~ 8x8 ~ 16x4 > 4x3 > 2x4)
-ID_RN, ID_RM = 8, 4
-ID_LOCAL = 16  # "experts" grid: work items per work group (along N)
 PARAMS_DTYPE = np.dtype([("w", np.int32, PARAM_WORDS)])  # common.cl's Params, passed by value
 
 # op -> (kernel file, entry point, defines, grid). Grids: "rows" = runs of CHUNK elements along dst rows (ne1 and
@@ -44,14 +44,14 @@ PARAMS_DTYPE = np.dtype([("w", np.int32, PARAM_WORDS)])  # common.cl's Params, p
 # "tiles" = SSM_TILE channels x SSM_TILE tokens per work group, "columns" = one work item per (SOLVE_COLUMNS
 # columns, batch), "sort8" = one work item per 8 rows sorting 8 x NP keys (NP = a power of two >= ne0) in local
 # memory (prepare() switches to entry argsort on the "sort" grid, one work group per row, when they do not fit
-# SORT8_LOCAL_BYTES), "experts" = one work item per (ID_RN rows of N, expert),
-# "matmul" = MATMUL_WG x MATMUL_WG work items per MATMUL_TILE x MATMUL_TILE block of dst (local-memory tiles, any
-# strides), "k1" = one work item per MM_RN x MM_RM block of dst (prepare() switches MUL_MAT to entry mul_mat_k1 on
-# this grid when a and b are both contiguous along k), "heads" = one work group per (head, seq) with one work item
-# per value column.
+# SORT8_LOCAL_BYTES), "experts" = one single-work-item group per (8 * PACK_NV rows of N, expert),
+# "pack" = one single-work-item group per 8 * PACK_NV rows x PACK_TM columns of dst (any strides),
+# "k1" = one work item per MM_RN x MM_RM block of dst (prepare() switches MUL_MAT to entry mul_mat_k1 on
+# this grid when b has few columns and a and b are both contiguous along k), "heads" = one work group per
+# (head, seq) with one work item per value column.
 # prepare() adds per-node defines: CHUNK, types (CPY/CONT, a of MUL_MAT), b broadcast (binary), in place and variant
 # (ACC/SET), taps (SSM_CONV), head size and gate kind (GATED_DELTA_NET), types (GET_ROWS, MUL_MAT_ID), NP and KP
-# (ARGSORT/TOP_K), block (MUL_MAT_ID).
+# (ARGSORT/TOP_K), blocking and b's k stride (MUL_MAT, MUL_MAT_ID).
 KERNELS = {
     "SOFTPLUS": ("unary.cl", "unary", ["OP_SOFTPLUS"], "rows"),
     "SIGMOID": ("unary.cl", "unary", ["OP_SIGMOID"], "rows"),
@@ -84,7 +84,7 @@ KERNELS = {
     "PAD": ("layout.cl", "pad", [], "rows"),
     "CONCAT": ("layout.cl", "concat", [], "rows"),
     "GET_ROWS": ("get_rows.cl", "get_rows", [], "rows"),
-    "MUL_MAT": ("matmul.cl", "mul_mat", [], "matmul"),
+    "MUL_MAT": ("matmul.cl", "mul_mat_pack", [], "pack"),
     "MUL_MAT_ID": ("matmul.cl", "mul_mat_id", [], "experts"),
     "GATED_DELTA_NET": ("gated_delta_net.cl", "gated_delta_net", [], "heads"),
 }
@@ -230,13 +230,14 @@ class OpenCLBackend(Backend):
             defines.append(f"D_CONV={srcs[1].ne[0]}")
         if name in ("MUL_MAT", "MUL_MAT_ID", "GET_ROWS"):
             defines += ["A_F16"] * (srcs[0].dtype == DType.F16)
-        if name == "MUL_MAT" and words[TENSOR_WORDS + 5] == 1 and words[2 * TENSOR_WORDS + 5] == 1:  # k contiguous
+        k_contiguous = words[TENSOR_WORDS + 5] == 1 and words[2 * TENSOR_WORDS + 5] == 1
+        if name == "MUL_MAT" and dst.ne[1] < PACK_MIN_M and k_contiguous:
             entry, grid = "mul_mat_k1", "k1"
             rn, rm = min(MM_RN, dst.ne[0]), min(MM_RM, dst.ne[1])  # a matrix-vector product takes RM = 1
             defines += [f"RN={rn}", f"RM={rm}"]
-        if name == "MUL_MAT_ID":
-            rn = min(ID_RN, srcs[0].ne[1])
-            defines += [f"RN_ID={rn}", f"RM_ID={ID_RM}"]
+        elif name in ("MUL_MAT", "MUL_MAT_ID"):
+            defines += [f"KC={PACK_KC}", f"TM={PACK_TM}", f"CM={PACK_CM}", f"NV={PACK_NV}"]
+            defines += ["BK1"] * int(words[2 * TENSOR_WORDS + 5] == 1)
         if grid == "sort8":
             np_keys = _pow2_at_least(srcs[0].ne[0])
             defines += [f"NP={np_keys}", f"KP={_pow2_at_least(dst.ne[0]) if name == 'TOP_K' else np_keys}"]
@@ -277,15 +278,12 @@ class OpenCLBackend(Backend):
             gsize, lsize = (local, ne1, ne23), (local, 1, 1)
             args.append(cl.LocalMemory(8 * np_keys))
         elif grid == "experts":
-            blocks = -(-srcs[0].ne[1] // rn)
-            local = min(ID_LOCAL, _pow2_at_least(blocks))
-            gsize, lsize = (-(-blocks // local) * local, srcs[0].ne[2]), (local, 1)
+            gsize, lsize = (-(-srcs[0].ne[1] // (8 * PACK_NV)), srcs[0].ne[2]), (1, 1)
         elif grid == "tiles":
             gsize, lsize = (-(-ne0 // SSM_TILE) * SSM_TILE, -(-ne1 // SSM_TILE), ne23), (SSM_TILE, 1, 1)
-        elif grid == "matmul":
-            gsize = (-(-dst.ne[0] // MATMUL_TILE) * MATMUL_WG, -(-dst.ne[1] // MATMUL_TILE) * MATMUL_WG,
-                     dst.ne[2] * dst.ne[3])
-            lsize = (MATMUL_WG, MATMUL_WG, 1)
+        elif grid == "pack":
+            gsize = (-(-dst.ne[0] // (8 * PACK_NV)), -(-dst.ne[1] // PACK_TM), dst.ne[2] * dst.ne[3])
+            lsize = (1, 1, 1)
         elif grid == "k1":
             blocks = (-(-dst.ne[0] // rn), -(-dst.ne[1] // rm))
             l0, l1 = (min(want, _pow2_at_least(n)) for want, n in zip(MM_LOCAL, blocks))

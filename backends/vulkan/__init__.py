@@ -204,12 +204,15 @@ def kernel_for(node: Node) -> tuple[str, tuple[str, ...]]:
         defines += (f"SG={sg}",) + ((f"CHUNK={per_lane}", "BITONIC") if bitonic else (f"CHUNK={BITONIC_MAX}",))
         defines += ("DESC",) if node.params.get("order") == "DESC" else ()
     elif op == "MUL_MAT_ID":
-        k, cols = node.srcs[0].ne[0], node.dst.ne[1] * node.dst.ne[2]
-        # BY_EXPERT's loop iterations when every column picks one expert: the scans, K (/4 with VEC4) and a few more
-        # per batch
-        worst = 2 * cols + -(-cols // MMID_COLS) * ((k // 4 if _vec4_ok(node) else k) + 8)
-        defines += (("VEC4",) if _vec4_ok(node) else ()) \
-            + (("BY_EXPERT", f"MT={MMID_COLS}") if worst <= LOOP_LIMIT else ())
+        if _mmid_share(node):
+            defines += ("VEC4", "SHARE", f"TNB={MM_TILE[0]}", f"MT={MM_TILE[1]}")
+        else:
+            k, cols = node.srcs[0].ne[0], node.dst.ne[1] * node.dst.ne[2]
+            # BY_EXPERT's loop iterations when every column picks one expert: the scans, K (/4 with VEC4) and a few
+            # more per batch
+            worst = 2 * cols + -(-cols // MMID_COLS) * ((k // 4 if _vec4_ok(node) else k) + 8)
+            defines += (("VEC4",) if _vec4_ok(node) else ()) \
+                + (("BY_EXPERT", f"MT={MMID_COLS}") if worst <= LOOP_LIMIT else ())
     elif op == "SSM_CONV":
         d_conv = node.srcs[1].ne[0]
         defines += (f"DCONV={d_conv}",) if d_conv <= 16 else ()
@@ -224,6 +227,17 @@ def kernel_for(node: Node) -> tuple[str, tuple[str, ...]]:
     elif op in ("CPY", "CONT") and node.dst.is_contiguous() and _elems(node.dst, node.dst.offset) % 4 == 0:
         defines += ("DST_VEC4",)
     return name, defines + VARIANT_DEFINES.get(node.variant, ())
+
+
+def _mmid_share(node: Node) -> bool:
+    """Whether MUL_MAT_ID takes matmul.comp's SHARE tile: VEC4 operands, 8-lane subgroups, and loop iterations per
+    invocation below llvmpipe's limit when every column picks one expert (its scan, then per batch of 8 * MT columns
+    K / 4 steps and the stores)."""
+    if not _vec4_ok(node) or subgroup_size() != 8:
+        return False
+    k, cols = node.srcs[0].ne[0], node.dst.ne[1] * node.dst.ne[2]
+    tnb, mt = MM_TILE
+    return cols + -(-cols // (8 * mt)) * (k // 4 + 8 * tnb * mt + 2 * mt + 8) <= LOOP_LIMIT
 
 
 @functools.lru_cache(maxsize=None)
@@ -261,7 +275,10 @@ def workgroups(node: Node) -> list[int]:
             tn, tm = 8 * MM_TILE[0], 8 * MM_TILE[1]
             return _grid(-(-(-(-dst.ne[0] // tn) * -(-dst.ne[1] // tm) * dst.ne[2] * dst.ne[3]) // (64 // 8)))
         return _grid(-(-(-(-dst.ne[0] // 4) * -(-dst.ne[1] // 4) * dst.ne[2] * dst.ne[3]) // 64))
-    if op == "MUL_MAT_ID":  # 64 threads a group, each 4 n of one expert (BY_EXPERT) or of one (e, t) column
+    if op == "MUL_MAT_ID":  # 64 threads a group; SHARE: a subgroup per 8*TNB n of one expert, BY_EXPERT: a thread per
+        # 4 n of one expert, else per 4 n of one (e, t) column
+        if "SHARE" in kernel_for(node)[1]:
+            return _grid(-(-(-(-node.srcs[0].ne[1] // (8 * MM_TILE[0])) * node.srcs[0].ne[2]) // (64 // 8)))
         per_row = node.srcs[0].ne[2] if "BY_EXPERT" in kernel_for(node)[1] else dst.ne[1] * dst.ne[2]
         return _grid(-(-(-(-dst.ne[0] // 4) * per_row) // 64))
     if op == "GATED_DELTA_NET":  # a group per (head, sequence)

@@ -4,11 +4,14 @@
 // which is what pays on lavapipe, where every load is the cost. Rows past N/M are clamped (valid loads, results
 // dropped at the store) so the loop has no branches.
 // VEC4: a and b have nb0 == 1 and K, offsets, strides multiples of 4: k advances by 4 with 16-byte (8 for f16)
-// loads, 8 loads per 64 FMAs. Otherwise the general path walks every stride.
+// loads, 8 loads per 64 FMAs. Otherwise the general path walks every stride (16-byte loads along n or m for
+// transposed views measured no faster: lavapipe's per-lane loads cost per component).
 // SHARE (with VEC4, subgroups of exactly 8 lanes): a subgroup computes 8*TNB n by 8*MT m. Lane u loads rows
 // n0 + 8r + u of a and subgroupBroadcast hands them to the other lanes; each lane loads its own MT columns of b.
 // With the host's TNB 4, MT 8, per 4 k a lane loads 12 uvec4 for 1024 FMAs (its 256 accumulators spill to the
-// stack, which is far cheaper than lavapipe's lane-by-lane buffer loads).
+// stack, which is far cheaper than lavapipe's lane-by-lane buffer loads). Measured against it on the 1024x1024x512
+// bench case: tiles (8,8) and (4,16) no faster; a 64x64 shared-memory tile (16 k per barrier, 8x8 outputs a
+// thread from vec4 shared loads) 1.75 GFLOPS against 8.8: shared loads are lane by lane too, and barriers cost.
 #extension GL_KHR_shader_subgroup_basic : enable
 #extension GL_KHR_shader_subgroup_ballot : enable
 #extension GL_EXT_control_flow_attributes : enable
@@ -26,8 +29,33 @@ vec4 load_a4(int i) { // i: a multiple of 4 halves
 vec4 load_a4(int i) { return uintBitsToFloat(S04[i >> 2]); }
 #endif
 
+#if defined(SHARE) // TNB, MT: the tile (host-defined)
+// The SHARE product of a subgroup's 8*TNB rows of a (lane u loaded rows 8r + u, from ar) by each lane's own MT
+// columns of b (br): acc[c][h][i] += sum_k a[k, row 4h + i] * b[k, column c].
+void share_dot(inout vec4 acc[MT][2 * TNB], int ar[TNB], int br[MT], int K) {
+    for (int k = 0; k < K; k += 4) {
+        vec4 b[MT];
+        for (int c = 0; c < MT; ++c) b[c] = uintBitsToFloat(S14[(br[c] + k) >> 2]);
+        for (int r = 0; r < TNB; ++r) {
+            vec4 a = load_a4(ar[r] + k);
+            // rows 8r .. +3 and +4 .. +7 at this k, as 4x4 blocks: column kk = a[k+kk, row]
+            mat4 lo = transpose(mat4(subgroupBroadcast(a, 0), subgroupBroadcast(a, 1), subgroupBroadcast(a, 2),
+                                     subgroupBroadcast(a, 3)));
+            mat4 hi = transpose(mat4(subgroupBroadcast(a, 4), subgroupBroadcast(a, 5), subgroupBroadcast(a, 6),
+                                     subgroupBroadcast(a, 7)));
+            for (int c = 0; c < MT; ++c) {
+                acc[c][2 * r] += lo * b[c];
+                acc[c][2 * r + 1] += hi * b[c];
+            }
+        }
+    }
+}
+#endif
+
 #if defined(OP_MUL_MAT_ID)
 // MUL_MAT_ID: dst[n,e,t] = sum_k w[k,n,ids[e,t]] * b[k,e%n_b1,t] (w = a above, ids i32 at binding 4).
+// SHARE (VEC4, 8-lane subgroups): a subgroup owns 8*TNB rows of one expert and runs MUL_MAT's SHARE tile on the
+// expert's columns, 8*MT at a time (see main below); the host picks it while its loop iterations stay in bounds.
 // BY_EXPERT: a thread owns 4 rows n of one expert x and walks the columns q = (e, t) with ids == x, MT at a time:
 // per 4 k it loads 4 of w and MT of b for 16 * MT FMAs, so each w row is loaded once per MT columns instead of once
 // per column. The columns of a batch are found by rescanning ids from where the last batch ended, into a shift
@@ -60,6 +88,49 @@ void main() {
     K = ne_0.x;
     N = ne_0.y;
     int n_used = ne_d.y, T = ne_d.z;
+#if defined(SHARE)
+    // A subgroup owns 8*TNB rows of one expert x and takes the columns q = (e, t) with ids == x in batches of 8*MT,
+    // lane u the batch's u-th MT (rank counting over the same scan in every lane: uniform control flow, as
+    // subgroupBroadcast needs). A lane with fewer columns recomputes the batch's first, unstored.
+    int bn = (N + 8 * TNB - 1) / (8 * TNB);
+    int t = group_id() * int(gl_NumSubgroups) + int(gl_SubgroupID);
+    if (t >= bn * ne_0.z) return; // whole subgroups
+    int u = int(gl_SubgroupInvocationID);
+    int n0 = (t % bn) * (8 * TNB), x = t / bn;
+    int ar[TNB];
+    for (int r = 0; r < TNB; ++r) ar[r] = off_0 + x * nb_0.z + min(n0 + 8 * r + u, N - 1) * nb_0.y;
+    int ncols = n_used * T;
+    for (int q0 = 0; q0 < ncols;) {
+        int col[MT]; // this lane's columns, in the last slots (shift register), -1 before them
+        [[unroll]] for (int c = 0; c < MT; ++c) col[c] = -1;
+        int found = 0, first = -1, q = q0;
+        for (; q < ncols && found < 8 * MT; ++q) {
+            bool take = S2[off_i + (q % n_used) * nb_i.x + (q / n_used) * nb_i.y] == x;
+            bool mine = take && found >= u * MT && found < u * MT + MT;
+            [[unroll]] for (int c = 0; c < MT - 1; ++c) col[c] = mine ? col[c + 1] : col[c];
+            col[MT - 1] = mine ? q : col[MT - 1];
+            first = take && found == 0 ? q : first;
+            found += take ? 1 : 0;
+        }
+        q0 = q;
+        if (found == 0) break;
+        int br[MT];
+        [[unroll]] for (int c = 0; c < MT; ++c) {
+            int qc = col[c] >= 0 ? col[c] : first;
+            br[c] = off_1 + ((qc % n_used) % ne_1.y) * nb_1.y + (qc / n_used) * nb_1.z;
+        }
+        vec4 acc[MT][2 * TNB];
+        for (int c = 0; c < MT; ++c)
+            for (int h = 0; h < 2 * TNB; ++h) acc[c][h] = vec4(0.0);
+        share_dot(acc, ar, br, K);
+        for (int c = 0; c < MT; ++c) {
+            int d = off_d + (col[c] % n_used) * nb_d.y + (col[c] / n_used) * nb_d.z;
+            for (int r = 0; r < 8 * TNB; ++r) {
+                if (col[c] >= 0 && n0 + r < N) store_f32(d + (n0 + r) * nb_d.x, acc[c][r / 4][r % 4]);
+            }
+        }
+    }
+#else
     int bn = (N + 3) / 4;
     int t = group_id() * WG + int(gl_LocalInvocationID.x);
 #if defined(BY_EXPERT)
@@ -111,8 +182,9 @@ void main() {
         if (n0 + r < N) store_f32(d + (n0 + r) * nb_d.x, acc[0][r]);
     }
 #endif
+#endif
 }
-#elif defined(SHARE) // TNB, MT: the tile (host-defined)
+#elif defined(SHARE)
 void main() {
     load_params();
     int K = ne_0.x, N = ne_0.y, M = ne_1.y;
@@ -134,22 +206,7 @@ void main() {
     vec4 acc[MT][2 * TNB]; // acc[c][h][r] = dst[n0 + 4h + r, m0 + c]
     for (int c = 0; c < MT; ++c)
         for (int h = 0; h < 2 * TNB; ++h) acc[c][h] = vec4(0.0);
-    for (int k = 0; k < K; k += 4) {
-        vec4 b[MT];
-        for (int c = 0; c < MT; ++c) b[c] = uintBitsToFloat(S14[(br[c] + k) >> 2]);
-        for (int r = 0; r < TNB; ++r) {
-            vec4 a = load_a4(ar[r] + k);
-            // rows n0+8r .. +3 and +4 .. +7 at this k, as 4x4 blocks: column kk = a[k+kk, row]
-            mat4 lo = transpose(mat4(subgroupBroadcast(a, 0), subgroupBroadcast(a, 1), subgroupBroadcast(a, 2),
-                                     subgroupBroadcast(a, 3)));
-            mat4 hi = transpose(mat4(subgroupBroadcast(a, 4), subgroupBroadcast(a, 5), subgroupBroadcast(a, 6),
-                                     subgroupBroadcast(a, 7)));
-            for (int c = 0; c < MT; ++c) {
-                acc[c][2 * r] += lo * b[c];
-                acc[c][2 * r + 1] += hi * b[c];
-            }
-        }
-    }
+    share_dot(acc, ar, br, K);
     int d = off_d + i2 * nb_d.z + i3 * nb_d.w;
     for (int c = 0; c < MT; ++c) {
         for (int r = 0; r < 8 * TNB; ++r) {
