@@ -99,8 +99,8 @@ class Backend:
 
     # ---- buffers ------------------------------------------------------------------------------------------------
     def alloc(self, nbytes: int, hint=None) -> Buffer:
-        """A buffer of at least nbytes. `hint` names the user (e.g. a graph node's index): a pooled buffer last
-        used under the same hint is preferred, so running a graph again binds the same buffers."""
+        """A buffer of at least nbytes. `hint` names the allocation (run_graph: its size and slot): a pooled buffer
+        last used under the same name is preferred, so running a graph again binds the same buffers."""
         if nbytes < 0:
             raise ValueError(f"cannot allocate {nbytes} bytes")
         size = max(ALIGN, -(-nbytes // ALIGN) * ALIGN)

@@ -8,6 +8,7 @@ names where there is one.
 """
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -139,6 +140,30 @@ class Graph:
                 "input_bytes": sum(t.storage.nbytes for t in self.inputs.values())}
 
 
+class _Slots:
+    """Names each intermediate's allocation (size, k): the k-th buffer of that size live at once, lowest free k
+    first. The names depend on the graph alone, so a backend that pools buffers by name binds the same buffers
+    every time the same graph runs (and can keep what it built for them, e.g. Vulkan pipelines)."""
+
+    def __init__(self):
+        self.free: dict[int, list[int]] = {}
+        self.count: dict[int, int] = {}
+        self.held: dict[Storage, tuple[int, int]] = {}
+
+    def take(self, st: Storage) -> tuple[int, int]:
+        free = self.free.get(st.nbytes)
+        if free:
+            k = heapq.heappop(free)
+        else:
+            k = self.count[st.nbytes] = self.count.get(st.nbytes, 0) + 1
+        self.held[st] = (st.nbytes, k)
+        return self.held[st]
+
+    def give_back(self, st: Storage) -> None:
+        size, k = self.held.pop(st)
+        heapq.heappush(self.free.setdefault(size, []), k)
+
+
 def _bind_nodes(graph: Graph, known: dict[Storage, Buffer]) -> list:
     """Every node bound to placeholder buffers of its storages' sizes (the real ones where known), for support
     checks that look at descriptors and buffer sizes only."""
@@ -191,6 +216,7 @@ def run_graph(backend, graph: Graph, values: dict[str, np.ndarray], keep: str = 
         if not st.is_input and end < len(graph.nodes):
             frees.setdefault(end, []).append(st)
     results: dict[str, np.ndarray] = {}
+    slots = _Slots()
     from backends.base import Node
 
     def fetch(t: GTensor) -> np.ndarray:
@@ -203,7 +229,7 @@ def run_graph(backend, graph: Graph, values: dict[str, np.ndarray], keep: str = 
         for i, node in enumerate(graph.nodes):
             for st in node_storages(node):
                 if st.producer == i:
-                    buffers[st] = backend.alloc(st.nbytes, hint=i)
+                    buffers[st] = backend.alloc(st.nbytes, hint=slots.take(st))
             bound = Node(get_op(node.op), [s.bound(buffers[s.storage]) for s in node.srcs],
                          node.dst.bound(buffers[node.dst.storage]), node.params, name=node.name)
             backend.prepare(bound)()  # no wait: runtimes run their queue in order, and reads wait for it
@@ -212,6 +238,7 @@ def run_graph(backend, graph: Graph, values: dict[str, np.ndarray], keep: str = 
             for st in frees.get(i, ()):
                 if st in buffers:
                     backend.free(buffers.pop(st))
+                    slots.give_back(st)
         backend.synchronize()
         for name, t in graph.outputs.items():
             results[name] = fetch(t)
