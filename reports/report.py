@@ -88,14 +88,16 @@ def _throughput(records, out_dir, stem) -> list[str]:
     df = df.assign(base_test=df["test"].str.split(" @ ").str[0])  # pp512 @ d8192 -> pp512: one plot per test
     tests = sorted(df["base_test"].unique(), key=lambda t: (not t.startswith("pp"), t))
     depths = sorted(df["n_depth"].unique())
-    fig, axes = plt.subplots(1, len(tests), figsize=(6.5 * len(tests), 4.5), squeeze=False)
+    df = df.assign(series=df.apply(_series_label, axis=1, args=(["backend", "variant", "form", "model"], hosts)))
+    palette = plt.get_cmap("tab20").colors
+    colors = {label: palette[i % len(palette)] for i, label in enumerate(sorted(df["series"].unique()))}  # same per panel
+    fig, axes = plt.subplots(1, len(tests), figsize=(6.5 * len(tests), 6), squeeze=False)
     for ax, test in zip(axes[0], tests):
         part = df[df["base_test"] == test]
-        for label, series in part.groupby(part.apply(_series_label, axis=1,
-                                                     args=(["backend", "variant", "form", "model"], hosts))):
+        for label, series in part.groupby("series"):
             series = series.sort_values("n_depth")
             ax.errorbar([depths.index(d) for d in series["n_depth"]], series["avg_ts"], yerr=series["stddev_ts"],
-                        marker="o", capsize=3, label=label)
+                        marker="o", capsize=3, label=label, color=colors[label])
         ax.set_title(f"{test}: tokens/s by depth")
         ax.set_xticks(range(len(depths)), [f"d{d}" for d in depths])
         ax.set_xlim(-0.4, len(depths) - 0.6)
@@ -103,7 +105,7 @@ def _throughput(records, out_dir, stem) -> list[str]:
         ax.set_ylabel("tokens/s")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)  # below: lines stay visible
     return lines + ["", _save(fig, out_dir, stem, "throughput")]
 
 
