@@ -51,6 +51,8 @@ KERNELS = {
     "SUM_ROWS": ("norm.cu", "sum_rows_f32"),
     "CLAMP": ("unary.cu", "clamp_f32"),
 }
+# ACC/SET in place (dst is a itself): entry points that walk b's elements alone, as nothing else changes.
+IN_PLACE = {"ACC": "acc_f32_in_place", "SET": "set_b32_in_place"}
 # Deliberately wrong variants (base.is_broken) that prove the suite catches a known upstream bug.
 BROKEN = {
     ("ACC", "broken_acc_nb3"): ("acc_set.cu", "acc_f32_broken_nb3"),  # llama.cpp Vulkan bug #19426
@@ -117,6 +119,8 @@ class CudaBackend(Backend):
         if node.variant != "default":
             return BROKEN[(node.op.name, node.variant)]
         file, entry = KERNELS[node.op.name]
+        if _in_place(node):
+            entry = IN_PLACE[node.op.name]
         return file, entry.format(src=node.srcs[0].dtype.label, dst=node.dst.dtype.label, cols=_gdn_columns(node))
 
     def supports(self, node):
@@ -161,6 +165,8 @@ class CudaBackend(Backend):
             v = node.srcs[2]
             return min(v.ne[1] * v.ne[3], self.max_blocks), _gdn_columns(node)  # (head, seq) pairs
         items = dst.ne[0] * dst.ne[2] * dst.ne[3] if node.op.name == "SOLVE_TRI" else dst.nelements  # (col, batch)
+        if entry in IN_PLACE.values():
+            items = node.srcs[1].nelements
         return min(_ceil_div(items, BLOCK), self.max_blocks), BLOCK
 
     def prepare(self, node):
@@ -206,6 +212,11 @@ class CudaBackend(Backend):
             runtime.memcpyAsync(dst_ptr, src_ptr, nbytes, runtime.memcpyDeviceToDevice,
                                 self.cp.cuda.get_current_stream().ptr)
         return run
+
+
+def _in_place(node: Node) -> bool:
+    return node.op.name in IN_PLACE and node.dst.buffer is node.srcs[0].buffer \
+        and node.dst.offset == node.srcs[0].offset
 
 
 def create() -> CudaBackend:

@@ -210,6 +210,11 @@ class OpenCLBackend(Backend):
         defines = list(defines)
         words = param_block(node)
         inplace = name in ("ACC", "SET") and dst.buffer is srcs[0].buffer and dst.offset == srcs[0].offset
+        walks_b = inplace and not is_broken(node.variant)  # in place only b's block changes: acc_set_block walks b
+        if walks_b:
+            if srcs[1].nelements == 0:
+                return lambda: None
+            entry = "acc_set_block"
         if name in COLLAPSIBLE:
             if name in ("CPY", "CONT") and dst.ne != srcs[0].ne:  # same flat order, different shapes
                 _collapse(words, [0])
@@ -263,7 +268,7 @@ class OpenCLBackend(Backend):
             l1 = min((STRIDED_LOCAL if strided else MAX_LOCAL) // l0, _pow2_at_least(ne1))
             gsize, lsize = (-(-chunks // l0) * l0, -(-ne1 // l1) * l1, ne23), (l0, l1, 1)
         elif grid == "flat":
-            runs = -(-dst.nelements // chunk)
+            runs = -(-(srcs[1] if walks_b else dst).nelements // chunk)
             local = min(MAX_LOCAL, _pow2_at_least(runs))
             gsize, lsize = (-(-runs // local) * local,), (local,)
         elif grid == "segments":  # the row is src0's (SUM_ROWS' dst has ne0 = 1)

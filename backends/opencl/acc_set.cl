@@ -1,9 +1,10 @@
 // ACC (f32) and SET (32-bit words, so f32 and i32 alike) on contiguous a, dst contiguous too (a fresh tensor, or a
-// itself when INPLACE, and then a is not bound). Per dst element e: value = a[e]; if o = e - offset lies in b's
-// block (strides nb1, nb2, nb3 in elements; the host guarantees they nest) b's element is added (ACC) or replaces
-// the value (SET), b read through its own strides. Each work item walks a run of CHUNK consecutive elements: it
-// splits its first o by nb3, nb2, nb1 once and then moves through stretches of one (i1, i2, i3) with carries, so
-// there is no per-element division.
+// itself when INPLACE, and then a is not bound). acc_set below writes every dst element; in place only the broken
+// variant takes it, the default takes acc_set_block at the end. Per dst element e: value = a[e]; if o = e - offset
+// lies in b's block (strides nb1, nb2, nb3 in elements; the host guarantees they nest) b's element is added (ACC)
+// or replaces the value (SET), b read through its own strides. Each work item walks a run of CHUNK consecutive
+// elements: it splits its first o by nb3, nb2, nb1 once and then moves through stretches of one (i1, i2, i3) with
+// carries, so there is no per-element division.
 // BROKEN_ACC_NB3 reproduces llama.cpp Vulkan bug #19426 on purpose (o split by nb2/nb1 only, i3 never bounded,
 // b read as if contiguous): the suite must catch it.
 #ifdef SET
@@ -71,3 +72,33 @@ __kernel void acc_set(__global T* d, __global const T* a, __global const T* b, c
     }
 #endif
 }
+
+#ifdef INPLACE
+// In place only b's block changes, so this entry (not the broken variant's) walks b instead of dst: one work item
+// per run of CHUNK elements of b in flat order (ne0 fastest), index split once and then stepped with carries.
+__kernel void acc_set_block(__global T* d, __global const T* b, const Params P) {
+    const int nb1 = WORD(0), nb2 = WORD(1), nb3 = WORD(2), offset = WORD(3);
+    const int ne0 = NE(T_B, 0), ne1 = NE(T_B, 1), ne2 = NE(T_B, 2);
+    const int sb0 = NB(T_B, 0), sb1 = NB(T_B, 1), sb2 = NB(T_B, 2), sb3 = NB(T_B, 3);
+    const int n = ne0 * ne1 * ne2 * NE(T_B, 3);
+    const int begin = (int)get_global_id(0) * CHUNK, end = min(n, begin + CHUNK);
+    if (begin >= end) return;
+    int i0 = begin % ne0, rest = begin / ne0;
+    int i1 = rest % ne1;
+    rest /= ne1;
+    int i2 = rest % ne2, i3 = rest / ne2;
+    __global T* block = d + OFF(T_DST) + offset;
+    __global const T* bb = b + OFF(T_B);
+    for (int e = begin; e < end; ++e) {
+        const int o = i0 + i1 * nb1 + i2 * nb2 + i3 * nb3;
+        block[o] = COMBINE(block[o], bb[i0 * sb0 + i1 * sb1 + i2 * sb2 + i3 * sb3]);
+        if (++i0 == ne0) {
+            i0 = 0;
+            if (++i1 == ne1) {
+                i1 = 0;
+                if (++i2 == ne2) i2 = 0, ++i3;
+            }
+        }
+    }
+}
+#endif

@@ -38,7 +38,7 @@ GLSLC_FLAGS = ["--target-env=vulkan1.1", "-O"]
 
 # op -> (kernel file, #defines). kernel_for() adds the type and layout defines: SRC_F16/DST_F16, VEC4 / DST_VEC4
 # (contiguous 4-aligned operands), XCACHE/SHARE_A (SOLVE_TRI), DCONV (SSM_CONV), ROWCACHE (norms, softmax), BROKEN_NB3,
-# A_F16/SHARE (MUL_MAT), SDIM/KDA (GATED_DELTA_NET).
+# IN_PLACE_BLOCK (ACC/SET in place), A_F16/SHARE (MUL_MAT), SDIM/KDA (GATED_DELTA_NET).
 KERNELS = {
     "ACC": ("acc_set.comp", ("OP_ACC",)),
     "SET": ("acc_set.comp", ("OP_SET",)),
@@ -216,6 +216,8 @@ def kernel_for(node: Node) -> tuple[str, tuple[str, ...]]:
     elif op == "SSM_CONV":
         d_conv = node.srcs[1].ne[0]
         defines += (f"DCONV={d_conv}",) if d_conv <= 16 else ()
+    elif _in_place_block(node):
+        defines += ("IN_PLACE_BLOCK",)
     elif _vec4_ok(node):
         defines += ("VEC4",)
         if op == "MUL_MAT" and subgroup_size() == 8:
@@ -227,6 +229,12 @@ def kernel_for(node: Node) -> tuple[str, tuple[str, ...]]:
     elif op in ("CPY", "CONT") and node.dst.is_contiguous() and _elems(node.dst, node.dst.offset) % 4 == 0:
         defines += ("DST_VEC4",)
     return name, defines + VARIANT_DEFINES.get(node.variant, ())
+
+
+def _in_place_block(node: Node) -> bool:
+    """ACC/SET in place (dst is a itself), default variant: acc_set.comp walks b only, as nothing else changes."""
+    return node.op.name in ("ACC", "SET") and node.variant == "default" \
+        and node.dst.buffer is node.srcs[0].buffer and node.dst.offset == node.srcs[0].offset
 
 
 def _mmid_share(node: Node) -> bool:
@@ -287,7 +295,8 @@ def workgroups(node: Node) -> list[int]:
     if op == "SSM_CONV":  # a thread per (channel, block of 16 tokens, sequence), 256 per group
         return _grid(-(-dst.ne[0] * -(-dst.ne[1] // 16) * dst.ne[2] // 256))
     wg, per = ELEMENTWISE
-    return _grid(-(-dst.nelements // (wg * per)))
+    items = node.srcs[1].nelements if _in_place_block(node) else dst.nelements
+    return _grid(max(1, -(-items // (wg * per))))  # an empty b in place still dispatches one (idle) group
 
 
 # ---- the backend ------------------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 // Op words: nb1, nb2, nb3, offset (elements of a) place b's block inside a. dst is contiguous like a, or is a itself.
 // One thread per PER consecutive dst elements e. o = e - offset is split by nb3, nb2, nb1 once per thread and then
 // stepped with carries, no division (lavapipe executes both sides of a branch, so a conditional split costs always).
+// IN_PLACE_BLOCK (dst is a itself, default variant): only b's block changes, so one thread per PER consecutive
+// elements of b writes its elements of the block and nothing else is touched.
 // BROKEN_NB3 reproduces llama.cpp Vulkan bug #19426 on purpose (variant "broken_acc_nb3"): o is split with nb2/nb1
 // only, i3 is never bounded and b is read as if contiguous.
 #include "common.glsl"
@@ -43,6 +45,28 @@ uint combine(uint v, int o, bool step) {
 #endif
 }
 
+#if defined(IN_PLACE_BLOCK)
+void main() {
+    load_params();
+    ivec4 block_nb = ivec4(1, op_int(0), op_int(1), op_int(2));
+    int block_off = off_d + op_int(3);
+    int n = nelem(ne_1);
+    int f = first_elem();
+    if (f >= n) return;
+    ivec4 i = unflatten(f, ne_1);
+    int end = min(f + PER, n);
+    for (int e = f; e < end; ++e) {
+        int o = at(i, block_nb, block_off);
+        uint w = S1[at(i, nb_1, off_1)];
+#if defined(OP_ACC)
+        D[o] = floatBitsToUint(uintBitsToFloat(D[o]) + uintBitsToFloat(w));
+#else
+        D[o] = w;
+#endif
+        step4(i, ne_1);
+    }
+}
+#else
 void main() {
     load_params();
     bnb1 = op_int(0); bnb2 = op_int(1); bnb3 = op_int(2);
@@ -73,3 +97,4 @@ void main() {
     }
 #endif
 }
+#endif
