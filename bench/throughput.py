@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backends.base import ALIGN
 from reference.model import KV_PAD, ModelSession
 
 TEST_RE = re.compile(r"^(pp|tg)([1-9][0-9]*)$")
@@ -68,7 +69,7 @@ class _Peak:
 
     def settle(self) -> None:
         for graph, peak in self.seen:
-            small_inputs = sum(-(-t.storage.nbytes // 16) * 16 for name, t in graph.inputs.items()
+            small_inputs = sum(-(-t.storage.nbytes // ALIGN) * ALIGN for name, t in graph.inputs.items()
                                if name not in self.session.resident)
             self.planned = max(self.planned, graph.plan()["compute_bytes"])
             self.measured = max(self.measured, peak - small_inputs)
@@ -131,7 +132,8 @@ def run(tests: list[BenchTest], depths: list[int], backends: list[str], c, weigh
 def _run_variant(backend, base, tests, depths, c, weights, variant, form, n_ctx, ub, reps) -> list[dict]:
     def refused(depth_list, err):
         print(f"{base['backend']}: {variant}: unsupported: {err}", file=sys.stderr, flush=True)
-        return [{**base, **_test_fields(t, d), "supported": False, "reason": str(err)} for d in depth_list for t in tests]
+        return [{**base, **_test_fields(t, d), "supported": False, "reason": str(err)}
+                for d in depth_list for t in tests]
 
     try:
         session = ModelSession(backend, c, weights, 1, n_ctx, variant, form)

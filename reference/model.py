@@ -37,6 +37,18 @@ def padded_kv(pos: int, T: int, n_ctx: int) -> int:
     return min(n_ctx, -(-(pos + T) // KV_PAD) * KV_PAD)
 
 
+def graph_weight_shapes(c: KimiConfig, form: str) -> dict[str, tuple[int, ...]]:
+    """The weights a ubatch graph reads, as ggml ne: the GGUF tensors, except that the decompressed MLA form reads
+    the merged attn_kv_b (rebuilt from attn_k_b / attn_v_b) instead of the split pair."""
+    shapes = weight_shapes(c)
+    if check_form(form) == "decompressed":
+        for il in c.mla_layers:
+            b = f"blk.{il}."
+            del shapes[b + "attn_k_b.weight"], shapes[b + "attn_v_b.weight"]
+            shapes[b + "attn_kv_b.weight"] = (c.kv_lora, c.n_head * (c.qk_nope + c.v_head))
+    return shapes
+
+
 def state_shapes(c: KimiConfig, n_slots: int, n_ctx: int) -> dict[str, tuple[int, ...]]:
     """The model's persistent state by input name, as ggml ne."""
     shapes = {}
@@ -52,8 +64,7 @@ def state_shapes(c: KimiConfig, n_slots: int, n_ctx: int) -> dict[str, tuple[int
 def build_ubatch_graph(c: KimiConfig, n_seq_tokens: int, first_slot: int, positions: list[int], n_outputs: int,
                        n_slots: int, n_ctx: int, variant: str = "chunk16", form: str = "absorbed") -> Graph:
     """One ubatch: inputs `tokens` (I32 [T*n], sequence-major), `out_ids` (I32 [n_outputs], rows of that token order
-    whose logits are wanted), `kq_mask_s{j}` per sequence, the weights by GGUF name (plus `blk.N.attn_kv_b.weight`
-    for the decompressed MLA form) and the state inputs of state_shapes(); output `logits` [n_vocab, n_outputs]."""
+    whose logits are wanted), `kq_mask_s{j}` per sequence, the weights of graph_weight_shapes() and the state inputs of state_shapes(); output `logits` [n_vocab, n_outputs]."""
     check_variant(variant)
     check_form(form)
     T, n = n_seq_tokens, len(positions)
@@ -68,7 +79,7 @@ def build_ubatch_graph(c: KimiConfig, n_seq_tokens: int, first_slot: int, positi
         raise ValueError(f"n_outputs must be in 1..{T * n}, got {n_outputs}")
 
     gr = Graph()
-    w = {name: gr.input(name, ne) for name, ne in weight_shapes(c).items()}
+    w = {name: gr.input(name, ne) for name, ne in graph_weight_shapes(c, form).items()}
     states = {name: gr.input(name, ne) for name, ne in state_shapes(c, n_slots, n_ctx).items()}
     tokens = gr.input("tokens", (T * n,), DType.I32)
     out_ids = gr.input("out_ids", (n_outputs,), DType.I32)
@@ -99,10 +110,6 @@ def build_ubatch_graph(c: KimiConfig, n_seq_tokens: int, first_slot: int, positi
         _suffix_layer(gr, first_node, il)
     h = _rms_norm(gr, h, w["output_norm.weight"], c.eps, "result_norm")
     gr.output("logits", gr.op("MUL_MAT", w["output.weight"], h, name="result_output"))
-    if form == "decompressed":  # the split pair is not read in this form; the merged wkv_b is
-        for il in c.mla_layers:
-            for part in ("k_b", "v_b"):
-                del gr.inputs[f"blk.{il}.attn_{part}.weight"]
     return gr
 
 
@@ -167,17 +174,16 @@ def _kda_layer(gr, c: KimiConfig, x, w, b, states, il, T, n, first_slot, variant
 
 def _mla_layer(gr, c: KimiConfig, x, w, b, cache_all, masks, positions, first_slot, n_ctx, form, T) -> GTensor:
     m = c.mla
-    mw = {"wq": w[b + "attn_q.weight"], "wkv_a": w[b + "attn_kv_a_mqa.weight"], "kv_norm": w[b + "attn_kv_a_norm.weight"],
-          "wk_b": w[b + "attn_k_b.weight"], "wv_b": w[b + "attn_v_b.weight"], "wo": w[b + "attn_output.weight"]}
-    if form == "decompressed":
-        name = b + "attn_kv_b.weight"
-        mw["wkv_b"] = gr.inputs.get(name) or gr.input(name, (m.kv_lora, c.n_head * (m.qk_nope + m.v_head)))
+    names = {"wq": "attn_q", "wkv_a": "attn_kv_a_mqa", "kv_norm": "attn_kv_a_norm", "wk_b": "attn_k_b",
+             "wv_b": "attn_v_b", "wkv_b": "attn_kv_b", "wo": "attn_output"}  # the form's weights are present
+    mw = {key: w[b + name + ".weight"] for key, name in names.items() if b + name + ".weight" in w}
     D = c.d_model
     slot_bytes = m.cache_width * n_ctx * F32
     outs = []
     for j, pos in enumerate(positions):
         xj = gr.view(x, (D, T), nb=(F32, x.desc.nb[1]), offset=j * T * x.desc.nb[1])
-        cache = gr.view(cache_all, (m.cache_width, n_ctx), nb=(F32, cache_all.desc.nb[1]), offset=(first_slot + j) * slot_bytes)
+        cache = gr.view(cache_all, (m.cache_width, n_ctx), nb=(F32, cache_all.desc.nb[1]),
+                        offset=(first_slot + j) * slot_bytes)
         outs.append(mla_attention(gr, xj, cache, masks[j], pos, mw, m, form, f"mla_s{j}"))
     out = outs[0]
     for j, o in enumerate(outs[1:], start=1):
@@ -212,15 +218,15 @@ class ModelSession:
         self.positions = [0] * n_slots
         self.resident = {}
         self.last_graph: Graph | None = None
-        host = dict(weights)
-        if form == "decompressed":
-            for il in c.mla_layers:
-                host[f"blk.{il}.attn_kv_b.weight"] = kv_b_from_split(host[f"blk.{il}.attn_k_b.weight"],
-                                                                     host[f"blk.{il}.attn_v_b.weight"])
-                del host[f"blk.{il}.attn_k_b.weight"], host[f"blk.{il}.attn_v_b.weight"]
+        def host(name: str) -> np.ndarray:  # attn_kv_b exists only as the split pair in the weights
+            if name in weights:
+                return weights[name]
+            prefix = name.removesuffix("attn_kv_b.weight")
+            return kv_b_from_split(weights[prefix + "attn_k_b.weight"], weights[prefix + "attn_v_b.weight"])
+
         try:
-            for name, arr in host.items():
-                self.resident[name] = backend.upload(np.ascontiguousarray(arr, dtype=np.float32).view(np.uint8))
+            for name in graph_weight_shapes(c, form):
+                self.resident[name] = backend.upload(np.ascontiguousarray(host(name), dtype=np.float32).view(np.uint8))
             self.weights_bytes = sum(buf.nbytes for buf in self.resident.values())
             self.state_names = list(state_shapes(c, n_slots, n_ctx))
             for name, ne in state_shapes(c, n_slots, n_ctx).items():
@@ -257,14 +263,19 @@ class ModelSession:
         n, T = tokens.shape
         if first_slot < 0 or first_slot + n > self.n_slots:
             raise ValueError(f"slots {first_slot}..{first_slot + n - 1} do not exist (n_slots={self.n_slots})")
-        rows = {"last": [j * T + T - 1 for j in range(n)], "all": list(range(n * T))}.get(outputs, outputs) \
-            if isinstance(outputs, str) else list(outputs)
-        if isinstance(rows, str):
+        if outputs == "last":
+            rows = [j * T + T - 1 for j in range(n)]
+        elif outputs == "all":
+            rows = list(range(n * T))
+        elif isinstance(outputs, str):
             raise ValueError(f"outputs must be 'last', 'all' or a list of rows, got {outputs!r}")
+        else:
+            rows = list(outputs)
         gr = self.last_graph = self.graph(T, first_slot, n, len(rows))
         positions = self.positions[first_slot:first_slot + n]
         values = {"tokens": tokens.reshape(-1).astype(np.int32), "out_ids": np.asarray(rows, dtype=np.int32)}
-        values.update({f"kq_mask_s{j}": causal_mask(pos, T, padded_kv(pos, T, self.n_ctx)) for j, pos in enumerate(positions)
+        values.update({f"kq_mask_s{j}": causal_mask(pos, T, padded_kv(pos, T, self.n_ctx))
+                       for j, pos in enumerate(positions)
                        if f"kq_mask_s{j}" in gr.inputs})
         result = run_graph(self.backend, gr, values, keep=keep, resident=self.resident)
         for j in range(n):
