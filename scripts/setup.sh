@@ -28,23 +28,34 @@ fi
 PY="$VENV/bin/python"
 
 # install_sdist_wheel NAME VERSION DURATION [VAR=value ...]: install NAME==VERSION (--no-deps) from the wheel cache,
-# first building its wheel from the sdist with the given build environment when the cache has none.
+# first building its wheel when the cache has none: the sdist is downloaded, unpacked, patched with
+# scripts/patches/NAME-VERSION.patch where one exists, and built with the given build environment. The cache folder is
+# keyed by the patch's hash, so a changed patch never reuses a wheel built without it.
 install_sdist_wheel() {
-  local name=$1 version=$2 duration=$3 pattern wheel
+  local name=$1 version=$2 duration=$3 patch tag wheels wheel work src
   shift 3
-  pattern="$CACHE/wheels/${name//-/_}-$version-*.whl"
-  mkdir -p "$CACHE/wheels"
-  wheel=$(ls $pattern 2>/dev/null | head -n1 || true)
+  patch="scripts/patches/$name-$version.patch"
+  tag=plain; [ -f "$patch" ] && tag=$(sha256sum "$patch" | cut -c1-12)
+  wheels="$CACHE/wheels/$name-$version-$tag"
+  mkdir -p "$wheels"
+  wheel=$(ls "$wheels"/*.whl 2>/dev/null | head -n1 || true)
   if [ -z "$wheel" ]; then
     echo "setup: building $name $version from source ($duration)"
+    work=$(mktemp -d)
+    "$PY" -m pip download -q --no-deps --no-binary :all: -d "$work" "$name==$version"
+    mkdir "$work/src"
+    tar -xzf "$work"/*.tar.gz -C "$work/src"
+    src=$(echo "$work"/src/*)
+    if [ -f "$patch" ]; then patch -s -p1 -d "$src" < "$patch"; fi
     env "$@" CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} \
-      "$PY" -m pip wheel -q --no-deps --no-binary "$name" -w "$CACHE/wheels" "$name==$version"
-    wheel=$(ls $pattern | head -n1)
+      "$PY" -m pip wheel -q --no-deps -w "$wheels" "$src"
+    rm -rf "$work"
+    wheel=$(ls "$wheels"/*.whl | head -n1)
   fi
   "$PY" -m pip install -q --no-deps --force-reinstall "$wheel"
 }
 
-stamp="$VENV/.kbo-deps-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+stamp="$VENV/.kbo-deps-$(cat pyproject.toml scripts/setup.sh scripts/patches/* | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   "$PY" -m pip install -q --upgrade pip
   "$PY" -m pip install -q -e ".[cuda]"
