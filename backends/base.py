@@ -9,6 +9,11 @@ The kernel ABI is shared by every runtime so kernels read the same parameter blo
       words[63 : 75]      the op's own words (OpSpec.kernel_params): ints, or floats as their bit patterns
 
 Buffers are bound in the order dst, src0, src1, ...; two of them may be the same buffer (in-place ops).
+
+What reaches a kernel was checked first (check_bindings, Backend.prepare, Backend.compute): parameters validated
+(again, if edited since), every tensor bound to a live buffer of this backend, dst exactly src0's view for an
+in-place op and sharing no byte with any other source; compute() also reads back the id sources (GET_ROWS,
+MUL_MAT_ID) and refuses ids out of range.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from reference.ops import OpSpec, get_op
-from reference.tensor import Buffer, Tensor
+from reference.tensor import Buffer, Tensor, host_view, overlap
 
 TENSOR_WORDS = 9
 MAX_TENSORS = 7  # dst + up to 6 sources (GATED_DELTA_NET has 6)
@@ -26,6 +31,11 @@ OP_WORDS = 12
 OP_WORDS_AT = TENSOR_WORDS * MAX_TENSORS
 PARAM_WORDS = OP_WORDS_AT + OP_WORDS
 ALIGN = 16  # every allocation is rounded up to this many bytes (kp and vec loads want whole words)
+
+
+def aligned_size(nbytes: int) -> int:
+    """The bytes Backend.alloc takes for a request of nbytes."""
+    return max(ALIGN, -(-nbytes // ALIGN) * ALIGN)
 
 
 @dataclass
@@ -57,10 +67,64 @@ def make_node(op_name: str, srcs: list[Tensor], params: dict | None = None, dst:
     expected = op.output(srcs, full)
     if dst is None:
         dst = expected
-    elif dst.dtype != expected.dtype or dst.ne != expected.ne:
+    else:
+        _check_dst(op, expected, dst)
+    node = Node(op, list(srcs), dst, full, variant, name)
+    check_bindings(node)
+    return node
+
+
+def _check_dst(op: OpSpec, expected: Tensor, dst: Tensor) -> None:
+    if dst.dtype != expected.dtype or dst.ne != expected.ne:
         raise ValueError(f"{op.name} writes {expected.dtype.label} ne={list(expected.ne)}, "
                          f"dst is {dst.describe()}")
-    return Node(op, list(srcs), dst, full, variant, name)
+
+
+def validate_node(node: Node) -> None:
+    """What make_node checks, for a node built by hand or edited since: its parameters and sources, and that dst has
+    the op's type and shape. node.params becomes the validated (canonical, checked) parameters."""
+    try:
+        full = node.op.validate(node.srcs, dict(node.params))
+        _check_dst(node.op, node.op.output(node.srcs, full), node.dst)
+    except ValueError as err:
+        if not node.name:
+            raise
+        raise ValueError(f"{node.name}: {err}") from None
+    node.params = full
+
+
+def check_bindings(node: Node, backend: "Backend | None" = None) -> None:
+    """Refuse bindings no kernel may be given: a freed buffer; an in-place op whose dst is not exactly src0's view;
+    a dst sharing a byte with a source it does not replace. With `backend` (the runtime about to run the node), also
+    a tensor bound to no buffer or to another backend's. A few attribute tests per tensor; footprints are compared
+    only for tensors of one buffer whose byte ranges intersect."""
+    op, dst = node.op, node.dst
+    where = f"{node.name}: " if node.name else ""
+    for i, t in enumerate(node.tensors):
+        buf, role = t.buffer, "dst" if i == 0 else f"src{i - 1}"
+        if buf is None:
+            if backend is not None:
+                raise ValueError(f"{where}{op.name}: {role} is not bound to a buffer")
+            continue
+        if buf.freed:
+            raise ValueError(f"{where}{op.name}: {role} is bound to a freed buffer ({buf.nbytes} bytes)")
+        if backend is not None and buf.backend is not backend:
+            owner = getattr(buf.backend, "name", "no")
+            raise ValueError(f"{where}{op.name}: {role} is a buffer of another backend instance ({owner}), not of "
+                             f"this {backend.name} one")
+    inplace = bool(op.inplace_param and node.params.get(op.inplace_param))
+    for i, s in enumerate(node.srcs):
+        if i == 0 and inplace:
+            if not dst.same_view(s):
+                raise ValueError(f"{where}{op.name} in place ({op.inplace_param}=True) writes src0 itself: dst must be "
+                                 f"exactly src0's view {s.describe()} in its buffer, got {dst.describe()}"
+                                 + ("" if s.buffer is dst.buffer else " in another buffer"))
+        elif s.buffer is dst.buffer and s.buffer is not None and overlap(s, dst):
+            rule = "only src0 is written in place" if inplace else (
+                f"{op.name} runs in place only with {op.inplace_param}=True" if op.inplace_param
+                else f"{op.name} has no in-place form")
+            raise ValueError(f"{where}{op.name}: dst {dst.describe()} overlaps src{i} {s.describe()} in one buffer "
+                             f"({rule})")
 
 
 def param_block(node: Node) -> np.ndarray:
@@ -83,7 +147,8 @@ def is_broken(variant: str) -> bool:
 
 
 class Backend:
-    """Base class. Subclasses implement _alloc/_free/write/read, supports, prepare, synchronize, device_info."""
+    """Base class. Subclasses implement _alloc/_free/write/read, supports, _prepare (prepare() checks the node, then
+    calls it), synchronize, device_info."""
 
     name = "?"
     # Keep freed buffers for reuse by an allocation of the same size (a runtime whose buffers, or the pipelines
@@ -103,7 +168,7 @@ class Backend:
         last used under the same name is preferred, so running a graph again binds the same buffers."""
         if nbytes < 0:
             raise ValueError(f"cannot allocate {nbytes} bytes")
-        size = max(ALIGN, -(-nbytes // ALIGN) * ALIGN)
+        size = aligned_size(nbytes)
         pooled = self._pool.get(size)
         if pooled:
             pick = next((i for i in range(len(pooled) - 1, -1, -1) if pooled[i][1] == hint), len(pooled) - 1)
@@ -169,21 +234,49 @@ class Backend:
         raise NotImplementedError
 
     def prepare(self, node: Node) -> Callable[[], None]:
-        """Compile/bind once; the callable enqueues one run (call synchronize() to wait)."""
+        """Check, then compile/bind once (the runtime's _prepare); the callable enqueues one run (call synchronize()
+        to wait). Every path to a kernel passes here: parameters not validated as they are now (a hand-built node, an
+        edit since make_node or Graph.op) are validated again, then check_bindings. A validated node costs a few
+        attribute tests. Values on the device (ids) are not read here: see compute()."""
+        if not getattr(node.params, "checked", False):
+            validate_node(node)
+        check_bindings(node, self)
+        return self._prepare(node)
+
+    def _prepare(self, node: Node) -> Callable[[], None]:
         raise NotImplementedError
 
     def synchronize(self) -> None:
         pass
 
     def compute(self, node: Node) -> None:
+        """Run one node and wait. The synchronous single-node entry point checks everything, whatever built the node:
+        full validation, the bindings, and the ids of its id sources (read back: they are small)."""
+        validate_node(node)
+        check_bindings(node, self)
         reason = self.supports(node)
         if reason:
             raise NotImplementedError(f"{self.name} does not run {node.label()}: {reason}")
+        self.check_ids(node)
         self.prepare(node)()
         self.synchronize()
 
+    def check_ids(self, node: Node) -> None:
+        """Read the node's id sources back and refuse ids out of range (OpSpec.ids)."""
+        ids = node.op.ids
+        if ids:
+            node.op.check_ids(node.srcs, {i: host_view(self.read(node.srcs[i].buffer), node.srcs[i]) for i in ids},
+                              node.name)
+
     def device_info(self) -> dict:
         return {"device": "?", "driver": "?"}
+
+    def memory_limits(self) -> dict:
+        """What this backend's buffers may take, for refusing a run up front: {"device": (bytes, what) of its own
+        memory, or None when its buffers live in this machine's RAM with no limit of their own; "max_alloc": (bytes,
+        what) of its largest single allocation, or None; "host_memory": whether its buffers take this machine's RAM}.
+        Host backends (numpy, ggml) keep this default."""
+        return {"device": None, "max_alloc": None, "host_memory": True}
 
     def library_matmul(self, m: int, n: int, k: int) -> Callable[[], None] | None:
         """The vendor library's f32 [m,k] x [k,n] product (cuBLAS, ...) as the GFLOPS ceiling for MUL_MAT figures;

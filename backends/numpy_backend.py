@@ -36,7 +36,7 @@ class NumpyBackend(HostMemoryBackend):
     def supports(self, node: Node) -> str | None:
         return None
 
-    def prepare(self, node: Node):
+    def _prepare(self, node: Node):
         def run():
             xs = [read_operand(s.buffer.handle, s) for s in node.srcs]
             out = np.asarray(node.op.reference(xs, node.params))

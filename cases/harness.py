@@ -149,15 +149,17 @@ def build_output(dst: Tensor) -> HostTensor:
 
 
 def host_buffers(case: Case):
-    """(host srcs, host dst or None when in place, op, params): everything a run needs before any backend."""
+    """(host srcs, host dst or None when in place, op, params): everything a run needs before any backend. Bad
+    parameters, shapes and ids are refused here, before anything is uploaded."""
     op = get_op(case.op)
-    params = op.defaults(case.param_dict)
+    params = op.complete(case.param_dict)  # parameter kinds, before any value is drawn
     if len(case.inputs) != op.n_src:
         raise ValueError(f"{op.name} takes {op.n_src} input(s), the case has {len(case.inputs)}")
     rng = np.random.default_rng(case.seed)
     shapes = [tuple(reversed(inp.ne)) for inp in case.inputs]
     srcs = [build_input(inp, None, rng, op, i, params, shapes) for i, inp in enumerate(case.inputs)]
     node = make_node(op.name, [s.tensor for s in srcs], params)  # validates: ValueError before any kernel runs
+    op.check_ids(node.srcs, {i: host_view(srcs[i].raw, srcs[i].tensor) for i in op.ids})  # a domain bug, say
     inplace = bool(op.inplace_param and node.params.get(op.inplace_param))
     dst = None if inplace else build_output(node.dst)
     return srcs, dst, op, node.params

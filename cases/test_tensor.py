@@ -25,6 +25,13 @@ def test_views_are_descriptors():
     (lambda: Tensor(F32, (4, 2), (4, 16), offset=2), "multiples of the f32 element size"),
     (lambda: Tensor(F32, (4, -2), (4, 16)), "negative size"),
     (lambda: Tensor.new(F32, (1, 2, 3, 4, 5)), "1 to 4 entries"),
+    # int() used to truncate or parse these silently
+    (lambda: Tensor.new(F32, (2.5, 3)), r"ne entries must be ints, got 2.5 in \[2.5, 3\]"),
+    (lambda: Tensor.new(F32, ("4", 2)), "ne entries must be ints, got '4'"),
+    (lambda: Tensor.new(F32, (True, 2)), "ne entries must be ints, got True"),
+    (lambda: Tensor(F32, (4, 2), (4, 16.5)), "nb entries must be ints, got 16.5"),
+    (lambda: Tensor.new(F32, (10, 6)).view((4, 3), nb=(4, 40.0)), "nb entries must be ints, got 40.0"),
+    (lambda: Tensor.new(F32, (10, 6)).view((4, 3), offset=8.0), "the byte offset must be an int, got 8.0"),
 ])
 def test_bad_views_refused(make, message):
     with pytest.raises(ValueError, match=message):
@@ -46,6 +53,8 @@ def test_bad_views_refused(make, message):
      "must be contiguous"),
     ("CPY", [Tensor.new(F32, (8, 4))], {"ne": [7, 4]}, "as many elements"),
     ("L2_NORM", [Tensor.new(F32, (8, 4))], {"eps": -1.0}, "eps must be >= 0"),
+    ("L2_NORM", [Tensor.new(F32, (8, 4))], {"eps": "x"}, "L2_NORM parameter eps must be a number"),
+    ("ACC", [Tensor.new(F32, (8, 4)), Tensor.new(F32, (4, 2))], {}, "ACC parameter nb1 must be an int"),
     ("NOPE", [], {}, "unknown op"),
 ])
 def test_bad_nodes_refused(op, srcs, params, message):

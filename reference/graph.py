@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .ops import get_op
-from .tensor import Buffer, DType, Tensor, contiguous_strides, host_view
+from .tensor import Buffer, DType, Tensor, contiguous_strides, host_view, overlap
 
 
 @dataclass(eq=False)
@@ -58,6 +58,7 @@ class Graph:
     nodes: list[GNode] = field(default_factory=list)
     inputs: dict[str, GTensor] = field(default_factory=dict)
     outputs: dict[str, GTensor] = field(default_factory=dict)
+    _id_feeds: tuple | None = field(default=None, repr=False, compare=False)  # (node count, id_feeds())
 
     # ---- building -------------------------------------------------------------------------------------------------
     def input(self, name: str, ne, dtype: DType = DType.F32) -> GTensor:
@@ -83,6 +84,10 @@ class Graph:
             if s.storage.producer is None and not s.storage.is_input:  # a new_tensor, first touched here
                 s.storage.producer = len(self.nodes)
         if spec.inplace_param and full.get(spec.inplace_param):
+            for i, s in enumerate(srcs[1:], 1):  # src0 is written while the others are read
+                if s.storage is srcs[0].storage and overlap(s.desc, srcs[0].desc):
+                    raise ValueError(f"{name}: {spec.name}: src{i} {s.desc.describe()} overlaps src0 "
+                                     f"{srcs[0].desc.describe()}, which {spec.name} writes in place")
             dst = GTensor(srcs[0].desc, srcs[0].storage)
         else:
             out = spec.output([s.desc for s in srcs], full)
@@ -115,6 +120,14 @@ class Graph:
             raise ValueError(f"reshape {list(t.ne)} -> {list(ne)} changes the element count")
         return GTensor(Tensor(t.dtype, tuple(ne) + (1,) * (4 - len(ne)), contiguous_strides(t.dtype, ne),
                               t.desc.offset), t.storage)
+
+    def id_feeds(self) -> list[tuple[GNode, int]]:
+        """(node, src index) for each id source (OpSpec.ids) that reads a graph input: GET_ROWS' tokens and output
+        rows, MUL_MAT_ID's experts when given. Found once per graph (again only after nodes are added)."""
+        if self._id_feeds is None or self._id_feeds[0] != len(self.nodes):
+            feeds = [(n, i) for n in self.nodes for i in get_op(n.op).ids if n.srcs[i].storage.is_input]
+            self._id_feeds = (len(self.nodes), feeds)
+        return self._id_feeds[1]
 
     # ---- planning ---------------------------------------------------------------------------------------------------
     def last_uses(self) -> dict[Storage, int]:
@@ -183,6 +196,17 @@ def node_storages(node: GNode) -> list[Storage]:
     return seen
 
 
+def check_input_ids(graph: Graph, host: dict) -> None:
+    """Refuse ids out of range in the graph inputs given as host values (`host`: storage -> its bytes) that feed an
+    id source (GET_ROWS' ids: tokens, output rows; MUL_MAT_ID's experts). Ids a node computes (TOP_K) are in range
+    by construction, and resident buffers are not read back."""
+    for node, i in graph.id_feeds():
+        src = node.srcs[i]
+        if src.storage in host:
+            get_op(node.op).check_ids([s.desc for s in node.srcs], {i: host_view(host[src.storage], src.desc)},
+                                      node.name)
+
+
 def run_graph(backend, graph: Graph, values: dict[str, np.ndarray], keep: str = "outputs",
               resident: dict[str, Buffer] | None = None) -> dict[str, np.ndarray]:
     """Run `graph` on `backend` with input arrays (NumPy shape = reversed ne). Returns the outputs as float64 arrays,
@@ -205,8 +229,13 @@ def run_graph(backend, graph: Graph, values: dict[str, np.ndarray], keep: str = 
         if np.squeeze(arr).shape != np.squeeze(np.empty(t.desc.shape, dtype=np.uint8)).shape:
             raise ValueError(f"input {name!r} needs numpy shape {t.desc.shape} (size-1 dims optional), got {arr.shape}")
         host[t.storage] = np.ascontiguousarray(arr.reshape(t.desc.shape)).view(np.uint8).reshape(-1)
+    from backends.base import Node, validate_node
+
+    check_input_ids(graph, host)
     bound_nodes = _bind_nodes(graph, {t.storage: resident[n] for n, t in graph.inputs.items() if n in resident})
     for node in bound_nodes:  # every node is checked before any kernel runs
+        if not getattr(node.params, "checked", False):  # edited since Graph.op validated it
+            validate_node(node)
         reason = backend.supports(node)
         if reason:
             raise NotImplementedError(f"{backend.name} does not run {node.name}: {node.label()}: {reason}")
@@ -217,7 +246,6 @@ def run_graph(backend, graph: Graph, values: dict[str, np.ndarray], keep: str = 
             frees.setdefault(end, []).append(st)
     results: dict[str, np.ndarray] = {}
     slots = _Slots()
-    from backends.base import Node
 
     def fetch(t: GTensor) -> np.ndarray:
         raw = backend.read(buffers[t.storage])

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from .tensor import DType, Tensor, contiguous_strides
+from .tensor import DType, Tensor, contiguous_strides, is_int
 
 F32, F16, I32 = DType.F32, DType.F16, DType.I32
 
@@ -60,6 +60,85 @@ def _binary_domain(op: str):
     return draw
 
 
+# ---- parameter kinds: what each parameter must be, checked once when a node is validated ----------------------------
+_NO = object()  # what Kind.accept returns for a value that does not fit
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a parameter takes: `what` for messages; `accept` returns the value in its canonical form (numbers as
+    float, ints as int, int lists as tuples), or _NO."""
+
+    what: str
+    accept: Callable
+    optional: bool = False  # None allowed too
+
+
+def _number(v):
+    return float(v) if is_int(v) or isinstance(v, (float, np.floating)) else _NO
+
+
+def _ints(lo: int, hi: int | None = None) -> Kind:
+    hi = lo if hi is None else hi
+
+    def accept(v):
+        if not isinstance(v, (list, tuple, np.ndarray)) or not lo <= len(v) <= hi or not all(is_int(x) for x in v):
+            return _NO
+        return tuple(int(x) for x in v)
+    return Kind(f"{lo} ints" if lo == hi else f"{lo} to {hi} ints", accept)
+
+
+INT = Kind("an int", lambda v: int(v) if is_int(v) else _NO)
+NUMBER = Kind("a number (int or float)", _number)
+BOOL = Kind("a bool", lambda v: bool(v) if isinstance(v, (bool, np.bool_)) else _NO)
+STR = Kind("a string", lambda v: v if isinstance(v, str) else _NO)
+
+
+def optional(kind: Kind) -> Kind:
+    return Kind(f"{kind.what} or None", kind.accept, True)
+
+
+def kind_of(default) -> Kind | None:
+    """A parameter's kind read from its default (None when the default says nothing: declare it in OpSpec.kinds)."""
+    if isinstance(default, bool):
+        return BOOL
+    if is_int(default):
+        return INT
+    if isinstance(default, float):
+        return NUMBER
+    if isinstance(default, str):
+        return STR
+    if isinstance(default, tuple) and default and all(is_int(v) for v in default):
+        return _ints(len(default))
+    return None
+
+
+class Params(dict):
+    """An op's parameters as OpSpec.validate returns them: complete, each of its kind, marked `checked`. Changing
+    one clears the mark, so the next prepare() or compute() validates the node again: an edited parameter cannot
+    reach a kernel unchecked, while a checked node costs one attribute test."""
+
+    checked = False
+
+    def __init__(self, values=(), checked: bool = False):
+        super().__init__(values)
+        self.checked = checked
+
+
+def _unchecking(name: str):
+    method = getattr(dict, name)
+
+    def edit(self, *args, **kwargs):
+        self.checked = False
+        return method(self, *args, **kwargs)
+    edit.__name__ = name
+    return edit
+
+
+for _name in ("__setitem__", "__delitem__", "__ior__", "update", "pop", "popitem", "clear", "setdefault"):
+    setattr(Params, _name, _unchecking(_name))
+
+
 # ---- the record ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class OpSpec:
@@ -80,6 +159,19 @@ class OpSpec:
     # For outputs where several answers are right (index sets, orders among ties): (got, ref, source values,
     # params) -> list of problems; None compares values by NMSE.
     verify: Callable | None = None
+    kinds: dict = field(default_factory=dict)  # name -> Kind, for parameters whose default says nothing (None)
+    # Sources that hold ids: src index -> (what bounds them, "{n}" standing for the bound; srcs -> n). Every id must lie
+    # in [0, n); checked wherever the values are on the host (check_ids), never by a kernel.
+    ids: dict = field(default_factory=dict)
+    param_kinds: dict = field(init=False, repr=False, compare=False, default=None)  # every parameter's Kind
+
+    def __post_init__(self):
+        kinds = {name: self.kinds.get(name) or kind_of(default) for name, default in self.params.items()}
+        missing = sorted(name for name, kind in kinds.items() if kind is None)
+        if missing or set(self.kinds) - set(self.params):
+            raise TypeError(f"{self.name}: declare the kind of parameter(s) {missing} in kinds= (their default says "
+                            f"nothing), and only of parameters it has")
+        object.__setattr__(self, "param_kinds", kinds)
 
     def defaults(self, params: dict) -> dict:
         unknown = set(params) - set(self.params)
@@ -87,9 +179,38 @@ class OpSpec:
             raise ValueError(f"{self.name} has no parameter(s) {sorted(unknown)}; it takes {sorted(self.params)}")
         return {**self.params, **params}
 
-    def validate(self, srcs: list[Tensor], params: dict) -> dict:
-        """Full parameters after checking the sources; raises ValueError with the reason."""
-        params = self.defaults(params)
+    def complete(self, params: dict) -> dict:
+        """Every parameter, defaults filled in, each checked against its kind and put in canonical form; a wrong one
+        is a ValueError naming the op, the parameter and what it takes."""
+        full = self.defaults(params)
+        for name, kind in self.param_kinds.items():
+            value = full[name]
+            if value is None and kind.optional:
+                continue
+            canonical = kind.accept(value)
+            if canonical is _NO:
+                raise ValueError(f"{self.name} parameter {name} must be {kind.what}, got {value!r} "
+                                 f"({type(value).__name__})")
+            full[name] = canonical
+        return full
+
+    def check_ids(self, srcs: list[Tensor], values: dict, where: str = "") -> None:
+        """Refuse ids out of range. `values`: src index -> its values (any integer array) for the id sources whose
+        values are known; `where` (a node name) prefixes the message."""
+        for i, (what, bound) in self.ids.items():
+            if i not in values:
+                continue
+            v, n = np.asarray(values[i]), bound(srcs)
+            if v.size and (v.min() < 0 or v.max() >= n):
+                bad = (v < 0) | (v >= n)
+                at = tuple(int(x) for x in np.argwhere(bad)[0])
+                more = f" ({int(bad.sum())} ids out of range)" if bad.sum() > 1 else ""
+                raise ValueError(f"{where + ': ' if where else ''}{self.name}: id {int(v[at])} in src{i} at numpy "
+                                 f"index {at} is out of range [0, {n}): {what.format(n=n)}{more}")
+
+    def validate(self, srcs: list[Tensor], params: dict) -> Params:
+        """Full parameters after checking them and the sources; raises ValueError with the reason."""
+        params = self.complete(params)
         if len(srcs) != self.n_src:
             raise ValueError(f"{self.name} takes {self.n_src} source(s), got {len(srcs)}")
         for i, s in enumerate(srcs):
@@ -98,7 +219,7 @@ class OpSpec:
                 raise ValueError(f"{self.name} src{i} must be {'/'.join(d.label for d in allowed)}, got {s.dtype.label}")
         if self.check:
             self.check(srcs, params)
-        return params
+        return Params(params, checked=True)
 
     def bytes(self, srcs: list[Tensor], dst: Tensor, params: dict) -> int:
         if self.moved:
@@ -145,8 +266,6 @@ def _check_block(srcs, p):
         raise ValueError(f"a and b must share a type, got {a.dtype.label} and {b.dtype.label}")
     if not a.is_contiguous():
         raise ValueError(f"a must be contiguous (ggml asserts it), got {a.describe()}")
-    if p["nb1"] is None:
-        raise ValueError("nb1, nb2, nb3 and offset are required (bytes)")
     view = _block_view(a, b, p)  # validates alignment and signs
     if view.offset + view.extent() > a.nbytes():
         raise ValueError(f"the block {view.describe()} runs past a ({a.nbytes()} bytes)")
@@ -184,12 +303,14 @@ def _block_words(srcs, p):
 
 
 _BLOCK_PARAMS = {"nb1": None, "nb2": None, "nb3": None, "offset": 0, "inplace": False}
+_BYTES = Kind("an int (bytes; required)", INT.accept)
+_BLOCK_KINDS = {"nb1": _BYTES, "nb2": _BYTES, "nb3": _BYTES}
 register(OpSpec("ACC", 2, _block_ref("acc"), same_shape, dict(_BLOCK_PARAMS), _check_block, _block_words,
-                flops=lambda s, d, p: s[1].nelements, inplace_param="inplace",
+                flops=lambda s, d, p: s[1].nelements, inplace_param="inplace", kinds=_BLOCK_KINDS,
                 summary="dst = a; dst[offset + i0*4 + i1*nb1 + i2*nb2 + i3*nb3] += b (byte strides)"))
 register(OpSpec("SET", 2, _block_ref("set"), same_shape, dict(_BLOCK_PARAMS), _check_block, _block_words,
                 domain=uniform(-1000, 1000),  # wide enough that i32 words differ
-                src_dtypes=((F32, I32),), flops=lambda s, d, p: 0, inplace_param="inplace",
+                src_dtypes=((F32, I32),), flops=lambda s, d, p: 0, inplace_param="inplace", kinds=_BLOCK_KINDS,
                 summary="dst = a; dst[offset + i0*4 + i1*nb1 + i2*nb2 + i3*nb3] = b (byte strides)"))
 
 
@@ -356,9 +477,9 @@ def _cpy_out(srcs, p):
 
 
 def _check_cpy(srcs, p):
+    if p["dtype"].lower() not in ("f32", "f16"):
+        raise ValueError(f"CPY writes f32 or f16, not {p['dtype']!r}")
     dtype, ne = _cpy_out(srcs, p)
-    if dtype not in (F32, F16):
-        raise ValueError(f"CPY writes f32 or f16, not {p['dtype']}")
     if int(np.prod(ne)) != srcs[0].nelements:
         raise ValueError(f"CPY needs as many elements in dst {list(ne)} as in src {list(srcs[0].ne)}")
 
@@ -369,6 +490,7 @@ def _cpy_ref(xs, p):
 
 register(OpSpec("CPY", 1, _cpy_ref, _cpy_out, {"dtype": "f32", "ne": None}, _check_cpy,
                 lambda s, p: [s[0].dtype.code, DType[p["dtype"].upper()].code], src_dtypes=((F32, F16),),
+                kinds={"ne": optional(_ints(1, 4))},
                 flops=lambda s, d, p: 0, summary="copy with type conversion, element order kept (ggml_cpy)"))
 register(OpSpec("CONT", 1, lambda xs, p: xs[0], same_shape, src_dtypes=((F32, F16),),
                 kernel_params=lambda s, p: [s[0].dtype.code, s[0].dtype.code], flops=lambda s, d, p: 0,
@@ -396,14 +518,14 @@ register(OpSpec("MUL_MAT", 2, _mul_mat_ref, lambda s, p: (F32, (s[0].ne[1], s[1]
 
 
 def _check_repeat_to(srcs, p):
-    ne = tuple(p["ne"] or ())
-    if len(ne) != 4 or any(n % m for n, m in zip(ne, srcs[0].ne)):
-        raise ValueError(f"REPEAT needs a 4-entry ne that is a multiple of {list(srcs[0].ne)}, got {p['ne']}")
+    if any(n % m if m else n for n, m in zip(p["ne"], srcs[0].ne)):
+        raise ValueError(f"REPEAT needs a 4-entry ne that is a multiple of {list(srcs[0].ne)}, got {list(p['ne'])}")
 
 
 register(OpSpec("REPEAT", 1, lambda xs, p: np.tile(xs[0], [n // m for n, m in zip(reversed(p["ne"]), xs[0].shape)]),
                 lambda s, p: (s[0].dtype, tuple(p["ne"])), {"ne": None}, _check_repeat_to,
-                flops=lambda s, d, p: 0, summary="tile a up to ne (each ne a multiple of a's)"))
+                flops=lambda s, d, p: 0, kinds={"ne": _ints(4)},
+                summary="tile a up to ne (each ne a multiple of a's)"))
 
 
 def _check_pad(srcs, p):
@@ -505,7 +627,8 @@ def _get_rows_ref(xs, p):
 
 register(OpSpec("GET_ROWS", 2, _get_rows_ref, lambda s, p: (F32, (s[0].ne[0], s[1].ne[0], s[1].ne[1], s[1].ne[2])),
                 check=_check_get_rows, src_dtypes=((F32, F16), (I32,)), flops=lambda s, d, p: 0,
-                domain=_index_domain(1, lambda shapes: shapes[0][-2]),
+                domain=_index_domain(1, lambda shapes: shapes[0][-2]), ids={1: ("a has {n} rows (ne1)",
+                                                                               lambda s: s[0].ne[1])},
                 summary="r[:, k, i1, i2] = a[:, ids[k, i1, i2], i1, i2] (rows gathered by i32 ids; f32 out)"))
 
 
@@ -531,6 +654,7 @@ def _mul_mat_id_ref(xs, p):
 register(OpSpec("MUL_MAT_ID", 3, _mul_mat_id_ref, lambda s, p: (F32, (s[0].ne[1], s[2].ne[0], s[2].ne[1], 1)),
                 check=_check_mul_mat_id, src_dtypes=((F32, F16), (F32,), (I32,)), nmse=5e-4,
                 domain=_index_domain(2, lambda shapes: shapes[0][-3]),
+                ids={2: ("{n} experts (ne2 of src0)", lambda s: s[0].ne[2])},
                 flops=lambda s, d, p: 2 * s[0].ne[0] * d.nelements,
                 summary="r[:, e, t] = experts[:, :, ids[e, t]]^T b[:, e % n_b1, t] (ggml_mul_mat_id)"))
 

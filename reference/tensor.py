@@ -39,7 +39,16 @@ class Buffer:
     hint: object = field(default=None, repr=False)  # who allocated it (Backend.alloc), for buffer reuse
 
 
+def is_int(v) -> bool:
+    """An integer (Python or NumPy), not a bool: what sizes, strides, offsets and ids must be."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
 def _as4(values, fill: int, what: str) -> tuple[int, int, int, int]:
+    values = list(values)
+    bad = [v for v in values if not is_int(v)]
+    if bad:  # int() would truncate 2.5 and accept '64' or True silently
+        raise ValueError(f"{what} entries must be ints, got {bad[0]!r} in {values}")
     values = [int(v) for v in values]
     if not 1 <= len(values) <= 4:
         raise ValueError(f"{what} needs 1 to 4 entries, got {len(values)}")
@@ -90,6 +99,11 @@ class Tensor:
     def transpose(self) -> "Tensor":
         return self.permute(1, 0, 2, 3)
 
+    def same_view(self, other: "Tensor") -> bool:
+        """The very same elements: one buffer, type, shape, strides and offset."""
+        return (self.buffer is other.buffer and self.dtype == other.dtype and self.ne == other.ne
+                and self.nb == other.nb and self.offset == other.offset)
+
     def with_buffer(self, buffer: Buffer, offset: int | None = None) -> "Tensor":
         return Tensor(self.dtype, self.ne, self.nb, self.offset if offset is None else offset, buffer, self.name)
 
@@ -125,6 +139,8 @@ class Tensor:
         return f"{self.dtype.label} ne={list(self.ne)} nb={list(self.nb)} offset={self.offset}"
 
     def validate(self) -> None:
+        if not is_int(self.offset):
+            raise ValueError(f"the byte offset must be an int, got {self.offset!r}")
         if any(n < 0 for n in self.ne):
             raise ValueError(f"negative size in ne={list(self.ne)}")
         if any(s < 0 for s in self.nb):
@@ -147,7 +163,7 @@ def _fill_nb(dtype: DType, ne, nb) -> tuple[int, int, int, int]:
         return contiguous_strides(dtype, ne)
     while len(full) < 4:
         full.append(full[-1] * ne[len(full) - 1])
-    return tuple(int(v) for v in full)
+    return tuple(full)  # Tensor checks they are ints
 
 
 # ---- host views over raw bytes --------------------------------------------------------------------------------
@@ -160,10 +176,21 @@ def host_view(raw: np.ndarray, t: Tensor) -> np.ndarray:
     return np.ndarray(t.shape, dtype=t.dtype.np, buffer=raw, offset=t.offset, strides=tuple(reversed(t.nb)))
 
 
-def footprint(t: Tensor, nbytes: int) -> np.ndarray:
-    """Boolean mask over a buffer's bytes: True where tensor `t` lives."""
+def footprint(t: Tensor, nbytes: int, start: int = 0) -> np.ndarray:
+    """Boolean mask over the buffer's bytes [start, start + nbytes): True where tensor `t` lives."""
     mask = np.zeros(nbytes, dtype=bool)
-    starts = t.element_offsets().ravel()
+    starts = t.element_offsets().ravel() - start
     for b in range(t.dtype.size):
-        mask[starts + b] = True
+        at = starts + b
+        mask[at[(at >= 0) & (at < nbytes)]] = True
     return mask
+
+
+def overlap(a: Tensor, b: Tensor) -> bool:
+    """Whether two descriptors over one buffer share a byte. The byte ranges decide first (a few comparisons); only
+    when they intersect are the exact footprints compared, inside the intersection, so interleaved views (the even
+    and the odd elements of a row) do not overlap."""
+    if a.nelements == 0 or b.nelements == 0:
+        return False
+    lo, hi = max(a.offset, b.offset), min(a.offset + a.extent(), b.offset + b.extent())
+    return lo < hi and bool((footprint(a, hi - lo, lo) & footprint(b, hi - lo, lo)).any())

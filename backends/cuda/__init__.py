@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..base import Backend, Node, param_block
-from .build import compile_program, device_arch, kernel_source
+from .build import compile_program, device_arch, kernel_source, nvrtc
 
 # op -> (kernel file, entry point). {src}/{dst} in an entry point are the operand types (f32, f16); {cols} is
 # GATED_DELTA_NET's block width (GDN_COLUMNS).
@@ -169,7 +169,7 @@ class CudaBackend(Backend):
             items = node.srcs[1].nelements
         return min(_ceil_div(items, BLOCK), self.max_blocks), BLOCK
 
-    def prepare(self, node):
+    def _prepare(self, node):
         file, entry = self._kernel(node)
         function = self._function(file, entry)
         params = self.cp.asarray(param_block(node))
@@ -185,6 +185,10 @@ class CudaBackend(Backend):
     def synchronize(self):
         self.cp.cuda.get_current_stream().synchronize()
 
+    def memory_limits(self) -> dict:
+        return {"device": (int(self.props["totalGlobalMem"]), "the GPU's memory (totalGlobalMem)"), "max_alloc": None,
+                "host_memory": False}
+
     def device_info(self):
         runtime = self.cp.cuda.runtime
         driver, rt = runtime.driverGetVersion(), runtime.runtimeGetVersion()
@@ -193,7 +197,7 @@ class CudaBackend(Backend):
             "device": (name.decode() if isinstance(name, bytes) else str(name))
             + f" (sm_{self.props['major']}{self.props['minor']}, {self.props['multiProcessorCount']} SMs)",
             "driver": f"CUDA driver {driver // 1000}.{driver % 1000 // 10}, runtime {rt // 1000}.{rt % 1000 // 10}, "
-                      f"CuPy {self.cp.__version__}",
+                      f"CuPy {self.cp.__version__}, NVRTC {'.'.join(map(str, nvrtc().getVersion()))} {self.arch}",
         }
 
     def library_matmul(self, m, n, k):

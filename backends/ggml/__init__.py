@@ -39,7 +39,7 @@ class GgmlBackend(HostMemoryBackend):
             return f"ggml has one implementation; no variant {node.variant!r}"
         return G.refusal(node)
 
-    def prepare(self, node: Node):
+    def _prepare(self, node: Node):
         reason = self.supports(node)
         if reason:
             raise NotImplementedError(f"ggml does not run {node.label()}: {reason}")

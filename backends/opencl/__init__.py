@@ -201,7 +201,7 @@ class OpenCLBackend(Backend):
                 return f"{t.describe()} reaches past element 2^31: the kernels index with 32-bit ints"
         return None
 
-    def prepare(self, node: Node):
+    def _prepare(self, node: Node):
         name = node.op.name
         file, entry, defines, grid = KERNELS[name]
         dst, srcs = node.dst, node.srcs
@@ -310,6 +310,12 @@ class OpenCLBackend(Backend):
 
     def synchronize(self) -> None:
         self.queue.finish()
+
+    def memory_limits(self) -> dict:
+        dev = self.device
+        return {"device": (int(dev.global_mem_size), f"{dev.name.strip()}'s global memory (CL_DEVICE_GLOBAL_MEM_SIZE)"),
+                "max_alloc": (int(dev.max_mem_alloc_size), "its largest allocation (CL_DEVICE_MAX_MEM_ALLOC_SIZE)"),
+                "host_memory": bool(dev.type & cl.device_type.CPU)}  # PoCL: its buffers are host memory
 
     def device_info(self) -> dict:
         return {"device": self.device.name.strip(),

@@ -370,7 +370,7 @@ class VulkanBackend(Backend):
                         f"lavapipe can bind")
         return None
 
-    def prepare(self, node: Node):
+    def _prepare(self, node: Node):
         kp = self.kp
         if node.dst.nelements == 0:
             return lambda: None
@@ -401,6 +401,11 @@ class VulkanBackend(Backend):
         pass  # every run() waits for its sequence
 
     @functools.lru_cache(maxsize=None)
+    def memory_limits(self) -> dict:
+        # kp reports no heap sizes: held to this machine's RAM (lavapipe's buffers live there) and kp's allocation limit
+        return {"device": None, "host_memory": True,
+                "max_alloc": (MAX_ALLOC_BYTES, "kp's largest allocation that does not abort (MAX_ALLOC_BYTES)")}
+
     def device_info(self) -> dict:
         props = self.mgr.get_device_properties()
         driver = "Vulkan (kp 0.9.0)"
