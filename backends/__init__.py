@@ -11,13 +11,16 @@ import os
 import subprocess
 import sys
 
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository, for the cuda probe's imports
+
 # name -> (module, probe code run in a fresh interpreter; exit 0 = usable)
 BACKENDS = {
     "numpy": ("backends.numpy_backend", None),
     "opencl": ("backends.opencl", "import pyopencl as cl; assert any(p.get_devices() for p in cl.get_platforms())"),
     "vulkan": ("backends.vulkan", "import kp; kp.Manager()"),
-    "cuda": ("backends.cuda", "import cupy; assert cupy.cuda.is_available(), 'no CUDA device (cupy.cuda.is_available() "
-                              "is False)'"),
+    # a device, and an NVRTC (CUDA 12 or 13, whichever CuPy brings) that can build for it; the reason otherwise
+    "cuda": ("backends.cuda", f"import sys; sys.path.insert(0, {_ROOT!r}); "
+                              "from backends.cuda.build import probe; probe()"),
     "ggml": ("backends.ggml", "import ggml"),
 }
 KERNEL_BACKENDS = ["opencl", "vulkan", "cuda"]  # the runtimes whose kernels this project writes

@@ -3,7 +3,8 @@ every op's kernel computes the upstream cases (and a few tiling edge cases) righ
 
 CUDA kernels only run on an NVIDIA GPU. Compilation is checked for the PTX target (compute_80) and through ptxas for
 Hopper (sm_90), which also checks the inline PTX of the f16 conversions; broken sources must be reported with their
-compiler log. The emulated runs go through the real runtime's kernel table and launch shapes.
+compiler log. The emulated runs go through the real runtime's kernel table and launch shapes. Any CuPy for CUDA 12 or
+13 must do: the target and the NVRTC library are chosen by pure functions, checked here for both.
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pytest
 
 from backends.cuda import BROKEN, GDN_COLUMNS, KERNELS
 from backends.cuda.compile_check import compile_all, compile_source
-from backends.cuda.build import kernel_files, kernel_source, nvrtc
+from backends.cuda.build import (CHECK_ARCH, kernel_files, kernel_source, nvrtc, nvrtc_library_candidates,
+                                 nvrtc_options, select_arch)
 from reference.ops import REGISTRY
 from reference.tensor import DType
 
@@ -25,7 +27,7 @@ F16 = DType.F16
 
 def _nvrtc_or_skip():
     try:
-        nvrtc()
+        return nvrtc()
     except Exception as err:  # CuPy or NVRTC missing (the cuda extra) is a missing runtime: a skip with the reason
         pytest.skip(f"NVRTC through CuPy not usable here: {err!r}")
 
@@ -79,6 +81,101 @@ def test_cuda_compile_check_accepts_good_source():
                                           'extern "C" __global__ void k(float* x, const int* p) '
                                           '{ x[0] = op_float(p, 0); }'), "good.cu")
     assert result.ok, result.log
+
+
+# ---- CUDA 12 and 13 alike: which target and which libnvrtc, as pure functions (no GPU, no NVRTC needed) ----------
+# The targets NVRTC reports (nvrtcGetSupportedArchs): 12.9 and 13.0 as read from their pip wheels' libraries; and an
+# NVRTC from before Blackwell (CUDA 12.0-12.6 end at sm_90).
+NVRTC_12_4 = (50, 52, 53, 60, 61, 62, 70, 72, 75, 80, 86, 87, 89, 90)
+NVRTC_12_9 = (50, 52, 53, 60, 61, 62, 70, 72, 75, 80, 86, 87, 89, 90, 100, 101, 103, 120, 121)
+NVRTC_13_0 = (75, 80, 86, 87, 88, 89, 90, 100, 103, 110, 120, 121)
+
+
+@pytest.mark.parametrize("supported, version", [(NVRTC_12_9, (12, 9)), (NVRTC_13_0, (13, 0)), (NVRTC_13_0, (13, 5))],
+                         ids=["cuda-arch-h200-nvrtc-12.9", "cuda-arch-h200-nvrtc-13.0", "cuda-arch-h200-nvrtc-13.5"])
+def test_cuda_arch_h200_gets_its_own_cubin(supported, version):
+    # The H200 (and H100) is compute capability 9.0: its own cubin, whatever CUDA 12 or 13 NVRTC CuPy brings, also
+    # when NVRTC is newer than the driver (the 13.0 driver 580), where PTX would not load.
+    assert select_arch(90, supported, version, driver_version=13000) == "sm_90"
+    assert select_arch(90, supported, version, driver_version=None) == "sm_90"
+
+
+def test_cuda_arch_chip_newer_than_nvrtc_gets_ptx():
+    # A Blackwell chip (12.0) with NVRTC 12.4: PTX of the newest target NVRTC knows, which the driver compiles ...
+    assert select_arch(120, NVRTC_12_4, (12, 4), driver_version=12080) == "compute_90"
+    assert select_arch(89, NVRTC_12_4, (12, 4)) == "sm_89"
+    # ... unless that PTX is newer than the driver can read: refused with the reason, not a CUDA error at load time
+    with pytest.raises(ValueError, match=r"driver for CUDA 12\.4 or newer; this driver is for CUDA 12\.2"):
+        select_arch(120, NVRTC_12_4, (12, 4), driver_version=12020)
+
+
+def test_cuda_arch_chip_older_than_nvrtc_is_refused_by_name():
+    # CUDA 13 dropped sm_50..sm_72: a V100 (7.0) with cupy-cuda13x is refused, saying what would work
+    with pytest.raises(ValueError, match=r"sm_70: its oldest target is sm_75.*cupy-cuda12x"):
+        select_arch(70, NVRTC_13_0, (13, 0), driver_version=13000)
+    assert select_arch(70, NVRTC_12_9, (12, 9), driver_version=13000) == "sm_70"
+    with pytest.raises(ValueError, match="no supported targets"):
+        select_arch(90, ())
+
+
+def test_cuda_arch_nvrtc_of_a_newer_cuda_major_than_the_driver_is_refused():
+    # NVRTC 13's code is for CUDA 13 drivers (580 and later): on a CUDA 12.8 driver, say so instead of failing to load
+    with pytest.raises(ValueError, match=r"CUDA 13 drivers; this driver is for CUDA 12\.8"):
+        select_arch(90, NVRTC_13_0, (13, 0), driver_version=12080)
+    assert select_arch(90, NVRTC_12_9, (12, 9), driver_version=(13, 0)) == "sm_90"  # an older NVRTC is fine
+
+
+def test_cuda_check_arch_is_a_target_of_every_nvrtc():
+    # The compile check's default target and the Hopper check must exist in CUDA 12.x and 13.x alike
+    for supported in (NVRTC_12_4, NVRTC_12_9, NVRTC_13_0):
+        assert int(CHECK_ARCH.split("_")[1]) in supported and 90 in supported
+
+
+def test_cuda_nvrtc_options():
+    assert nvrtc_options("sm_90") == ["-arch=sm_90", "-std=c++17", "-ftz=false", "-prec-div=true", "-prec-sqrt=true"]
+    assert nvrtc_options("compute_80")[0] == "-arch=compute_80" and nvrtc_options("sm_90a")[0] == "-arch=sm_90a"
+    for bad in ("sm90", "-arch=sm_90", "compute_", "native", "sm_90 -G"):
+        with pytest.raises(ValueError, match="not an NVRTC target"):
+            nvrtc_options(bad)
+
+
+def test_cuda_nvrtc_library_candidates(tmp_path):
+    """The pip wheels' layouts of CUDA 13 (nvidia/cu13/lib) and CUDA 12 (nvidia/cuda_nvrtc/lib) and a toolkit's
+    lib64, CuPy's own major first; NVRTC's helper libraries are never candidates."""
+    def touch(rel):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+        return tmp_path / rel
+    cu13 = touch("site-packages/nvidia/cu13/lib/libnvrtc.so.13")
+    cu12 = touch("site-packages/nvidia/cuda_nvrtc/lib/libnvrtc.so.12")
+    for helper in ("nvidia/cu13/lib/libnvrtc-builtins.so.13.0", "nvidia/cu13/lib/libnvrtc.alt.so.13",
+                   "nvidia/cuda_nvrtc/lib/libnvrtc-builtins.so.12.9", "nvidia/cuda_nvrtc/lib/libnvrtc.alt.so.12"):
+        touch("site-packages/" + helper)
+    toolkit = touch("cuda-13.0/lib64/libnvrtc.so.13.0.88")
+    sites, roots = [tmp_path / "site-packages", tmp_path / "missing"], [tmp_path / "cuda-13.0"]
+    assert nvrtc_library_candidates([13, 12], sites, roots) == [cu13, toolkit, cu12]
+    assert nvrtc_library_candidates([12, 13], sites, roots) == [cu12, cu13, toolkit]
+    assert nvrtc_library_candidates([12], sites, []) == [cu12]
+    assert nvrtc_library_candidates([11], sites, roots) == []
+
+
+def test_cuda_loaded_nvrtc_builds_for_hopper():
+    # Whichever NVRTC CuPy loaded here (12.x on CI, 13.x on the GPU machine) knows the default check target and the
+    # H200, so the runtime gives the H200 its own cubin.
+    rtc = _nvrtc_or_skip()
+    supported = rtc.getSupportedArchs()
+    assert int(CHECK_ARCH.split("_")[1]) in supported
+    assert select_arch(90, supported, tuple(rtc.getVersion())) == "sm_90"
+
+
+def test_cuda_probe_gives_a_reason():
+    # Without a usable GPU the cuda backend is a skip whose reason says what is missing (CuPy, the device, NVRTC)
+    from backends import availability
+    reason = availability("cuda")
+    if reason is None:
+        pytest.skip("a CUDA device and NVRTC are usable here")
+    assert reason.startswith("cuda runtime not usable here: "), reason
+    assert any(s in reason for s in ("no CUDA device", "No module named 'cupy'", "NVRTC", "cannot build")), reason
 
 
 # ---- kernel logic on the CPU: the real runtime (kernel table, launch shapes) with kernels built by the host C++

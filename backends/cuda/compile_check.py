@@ -1,17 +1,19 @@
 """Compile every CUDA kernel file through NVRTC without a GPU: proof on CPU machines that the kernels build.
 
-    python -m backends.cuda.compile_check [ARCH ...]   # default compute_80 (PTX); sm_90 also runs ptxas
+    python -m backends.cuda.compile_check [ARCH ...]   # default compute_80 (PTX); sm_90 also runs ptxas;
+                                                       # `device`: the target the runtime picks for GPU 0
                                                        # one line per file; exit status 1 when any file fails
 
 CuPy's own compile paths query the device first and fail without one; NVRTC itself needs no device. The sources and
-options are exactly those the runtime compiles. A compiler warning counts as a failure (the log is reported).
+options are exactly those the runtime compiles, with whichever NVRTC CuPy loads (CUDA 12 or 13, see build.py).
+A compiler warning counts as a failure (the log is reported).
 """
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
 
-from .build import compile_program, kernel_files, kernel_source
+from .build import CHECK_ARCH, compile_program, describe_nvrtc, device_arch, kernel_files, kernel_source
 
 
 @dataclass
@@ -21,20 +23,30 @@ class CompileResult:
     log: str
 
 
-def compile_source(source: str, name: str, arch: str = "compute_80") -> CompileResult:
+def compile_source(source: str, name: str, arch: str = CHECK_ARCH) -> CompileResult:
     """ok only when the source compiles with an empty log (no warnings)."""
     code, log = compile_program(source, name, arch)
     return CompileResult(name, code is not None and not log, log)
 
 
-def compile_all(arch: str = "compute_80") -> list[CompileResult]:
+def compile_all(arch: str = CHECK_ARCH) -> list[CompileResult]:
     """Every .cu file of the backend, its headers inlined as the runtime does."""
     return [compile_source(kernel_source(name), name, arch) for name in kernel_files()]
 
 
+def resolve_arch(arch: str) -> str:
+    """An NVRTC target as given, or `device`: the one the runtime picks for GPU 0 (needs a GPU)."""
+    if arch != "device":
+        return arch
+    from cupy.cuda import runtime
+    props = runtime.getDeviceProperties(0)
+    return device_arch(props["major"], props["minor"])
+
+
 def main(archs: list[str]) -> int:
+    print(describe_nvrtc())
     results = []
-    for arch in archs or ["compute_80"]:
+    for arch in [resolve_arch(a) for a in archs or [CHECK_ARCH]]:
         for r in compile_all(arch):
             print(f"{'ok  ' if r.ok else 'FAIL'} {r.file} ({arch})")
             if r.log:
