@@ -1,4 +1,6 @@
 """GGUF round trips (exact in F32, the dtype's rounding in F16/BF16) and every refusal of read_gguf/write_gguf."""
+import os
+
 import gguf
 import numpy as np
 import pytest
@@ -166,3 +168,123 @@ def test_write_refuses_bad_input(tmp_path, tiny_weights):
     with pytest.raises(ValueError, match=r"missing tensor\(s\) output\.weight"):
         write_gguf(tmp_path / "x.gguf", TINY, short)
     assert not (tmp_path / "x.gguf").exists()  # refused before any file was created
+
+
+# ---- files cut short (issue 15) -------------------------------------------------------------------------------
+def _tensor_spans(path) -> list[tuple[int, int, str]]:
+    """(first byte, one past the last byte, name) of every tensor's data in the file, by gguf's own reader."""
+    return sorted((t.data_offset, t.data_offset + int(t.n_bytes), t.name) for t in gguf.GGUFReader(path).tensors)
+
+
+def _cut_down(src, dst, cuts):
+    """Yield each cut of `cuts` (largest first) with dst holding src's first `cut` bytes: one copy, then truncations."""
+    dst.write_bytes(src.read_bytes())
+    for cut in sorted(cuts, reverse=True):
+        os.truncate(dst, cut)
+        yield cut
+
+
+def test_read_refuses_a_file_cut_anywhere_in_its_header(tmp_path, good_file):
+    """Every cut from byte 0 to the start of the tensor data (magic, version, counts, every metadata key, every
+    tensor info, the alignment padding) is refused as incomplete, saying how long the file is - never an IndexError
+    or a numpy error from inside the gguf reader."""
+    data_start = _tensor_spans(good_file)[0][0]
+    assert data_start > 4000  # the tiny model's header: 28 keys, 89 tensor infos
+    cut_file = tmp_path / "cut.gguf"
+    for cut in _cut_down(good_file, cut_file, range(data_start + 1)):
+        with pytest.raises(ValueError) as err:
+            read_gguf(cut_file)
+        assert str(err.value).startswith(f"not a complete GGUF file: {cut_file} is {cut} bytes"), (cut, err.value)
+        if "ends inside its header" not in str(err.value):  # the header is whole: the cut is in the padding (to
+            assert cut > data_start - 32, (cut, err.value)     # 32 bytes) or at the first tensor's first byte
+            where = "in the padding before the tensor data" if cut < data_start else "inside the tensor data"
+            assert f"; it ends {where}: tensor token_embd.weight " in str(err.value), (cut, err.value)
+
+
+def test_read_refuses_a_file_cut_inside_its_tensor_data(tmp_path, good_file):
+    """A cut inside the data names the first tensor it leaves short: cuts at every tensor's first and last byte
+    and every 4093rd byte (89 tensors, 930 KB)."""
+    spans = _tensor_spans(good_file)
+    size = good_file.stat().st_size
+    assert spans[-1][1] == size
+    cuts = {s for s, _, _ in spans} | {e - 1 for _, e, _ in spans} | set(range(spans[0][0], size, 4093))
+    cut_file = tmp_path / "cut.gguf"
+    for cut in _cut_down(good_file, cut_file, cuts):
+        start, end, name = next(span for span in spans if span[1] > cut)
+        with pytest.raises(ValueError) as err:
+            read_gguf(cut_file)
+        assert str(err.value) == (f"not a complete GGUF file: {cut_file} is {cut} bytes, its header promises {size} "
+                                  f"(89 tensors from byte {spans[0][0]}); it ends inside the tensor data: tensor "
+                                  f"{name} (bytes {start} to {end}) is the first cut short"), cut
+
+
+def test_read_refuses_a_file_that_only_starts_like_gguf(tmp_path):
+    path = tmp_path / "x.gguf"
+    path.write_bytes(b"GGUF\x07\x00\x00\x00" + b"\x00" * 16)  # a version nobody writes
+    with pytest.raises(ValueError, match=r"x\.gguf: not a readable GGUF file \(version 7; read: 2, 3\)"):
+        read_gguf(path)
+
+
+# ---- NaN and inf weights -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, qtype, where, values, match", [
+    ("blk.1.attn_q.weight", Q.F32, [(0, 5), (3, 7)], [np.nan, np.inf],
+     r"tensor blk\.1\.attn_q\.weight has 2 non-finite value\(s\) \(1 NaN, 1 inf\); the first is nan at ne index "
+     r"\[5, 0\] \(element 5\)"),
+    ("output_norm.weight", Q.F32, [(3,)], [-np.inf],
+     r"tensor output_norm\.weight has 1 non-finite value\(s\) \(0 NaN, 1 inf\); the first is -inf at ne index \[3\]"),
+    ("blk.0.ffn_up.weight", Q.F16, [(2, 1)], [np.nan], r"tensor blk\.0\.ffn_up\.weight has 1 non-finite .* \[1, 2\]"),
+    ("token_embd.weight", Q.BF16, [(9, 0)], [np.inf], r"tensor token_embd\.weight has 1 non-finite .* \[0, 9\]"),
+], ids=["f32-nan-inf", "f32-norm-inf", "f16-nan", "bf16-inf"])
+def test_read_refuses_non_finite_weights(tmp_path, good_file, tiny_weights, name, qtype, where, values, match):
+    """A model whose weights hold NaN or inf can only give NaN logits: refused on load, naming the tensor, the
+    count and the first bad element (ne order), in every dtype read."""
+    w = tiny_weights[name].copy()
+    for index, value in zip(where, values):
+        w[index] = value
+    tensors = _f32_tensors(tiny_weights)
+    tensors[name] = (gguf.quants.quantize(w, qtype), qtype)
+    path = tmp_path / "bad.gguf"
+    _rewrite(good_file, path, tensors=tensors)
+    with pytest.raises(ValueError, match=match):
+        read_gguf(path)
+
+
+@pytest.mark.parametrize("dtype, value, match", [
+    ("f32", np.nan, r"tensor blk\.2\.ssm_beta\.weight has 1 non-finite value\(s\) \(1 NaN, 0 inf\)"),
+    ("f16", 1e5, r"tensor blk\.2\.ssm_beta\.weight would have, in f16, 1 non-finite value\(s\) \(0 NaN, 1 inf\)"),
+], ids=["f32-nan", "f16-overflow"])
+def test_write_refuses_non_finite_weights(tmp_path, tiny_weights, dtype, value, match):
+    """write_gguf never writes a file read_gguf refuses: NaN/inf given, or a finite value past the f16 range."""
+    weights = {**tiny_weights, "blk.2.ssm_beta.weight": tiny_weights["blk.2.ssm_beta.weight"].copy()}
+    weights["blk.2.ssm_beta.weight"][1, 2] = value
+    with pytest.raises(ValueError, match=match):
+        write_gguf(tmp_path / "x.gguf", TINY, weights, dtype=dtype)
+    assert not (tmp_path / "x.gguf").exists()
+
+
+# ---- the bench commands on such files -------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["parity", "pp512"])
+@pytest.mark.parametrize("damage, message", [
+    ("header", "not a complete GGUF file: {path} is 3000 bytes and ends inside its header"),
+    ("data", "not a complete GGUF file: {path} is 500000 bytes, its header promises {size}"),
+    ("nan", "{path}: tensor blk.1.attn_q.weight has 1 non-finite value(s) (1 NaN, 0 inf)"),
+], ids=["cut-header", "cut-data", "nan"])
+def test_bench_refuses_a_damaged_model(tmp_path, good_file, tiny_weights, capsys, command, damage, message):
+    """`python -m bench parity|pp512 --model x.gguf` exits 2 with one error line before any backend runs."""
+    from bench.__main__ import main
+
+    path = tmp_path / f"{damage}.gguf"
+    if damage == "nan":
+        tensors = _f32_tensors(tiny_weights)
+        w = tiny_weights["blk.1.attn_q.weight"].copy()
+        w[0, 5] = np.nan
+        tensors["blk.1.attn_q.weight"] = (w, Q.F32)
+        _rewrite(good_file, path, tensors=tensors)
+    else:
+        path.write_bytes(good_file.read_bytes()[:3000 if damage == "header" else 500000])
+    with pytest.raises(SystemExit) as done:
+        main([command, "--model", str(path), "--backend", "opencl", "--no-record"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m bench: error: " + message.format(path=path, size=good_file.stat().st_size)), err
+    assert err.count("\n") == 1, err
