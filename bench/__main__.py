@@ -1,5 +1,11 @@
 """python -m bench: the suite's command line.
 
+Everything that can be refused is refused before any work runs, with exit code 2: unknown names, bad numbers (each
+message names its flag), a backend named with --backend that cannot run here (`--backend all` skips those, one line
+each on stderr), a throughput run that cannot fit the backend's memory, a history that cannot be appended to. Results
+are printed before they are appended to the history; when that append fails anyway the error names the file, the
+records are saved elsewhere (the message says where) and the exit code is 1.
+
   python -m bench pp512 tg128 [--depth 0,8192] [--backend vulkan,opencl|all] [--model tiny|<preset>|<file.gguf>]
                   [--variant chunk16] [--form absorbed] [-b 2048 -ub 512] [-r 5] [-o md|csv|json|jsonl]
   python -m bench parity [--backend all] [--model tiny] [--variant chunk16] [--form absorbed] [--against llama.cpp]
@@ -10,10 +16,14 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+import tempfile
 
 import pandas as pd
 
+import backends as backend_registry
 from backends import BACKENDS, TESTED_BACKENDS, check_name
 from bench import reporting
 from reference.delta_net import VARIANTS, check_variant
@@ -33,6 +43,81 @@ def _list(value: str, known: list[str], what: str, check) -> list[str]:
     return names
 
 
+def _backends(value: str, known: list[str]) -> list[str]:
+    """The backends to run. A backend named explicitly must be able to run here (ValueError with the probe's reason
+    otherwise); with `all`, those that cannot are skipped with one line each on stderr. ValueError when none can."""
+    names = _list(value, known, "backends", check_name)
+    usable = []
+    for name in names:
+        reason = backend_registry.availability(name)  # looked up at call time: tests replace it
+        if reason is None:
+            usable.append(name)
+        elif value != "all":
+            raise ValueError(f"--backend {name}: it cannot run here: {reason}")
+        else:
+            print(f"{name}: skipped ({reason})", file=sys.stderr, flush=True)
+    if not usable:
+        raise ValueError(f"--backend all: none of {', '.join(names)} can run here")
+    return usable
+
+
+def _int_list(flag: str, value: str, minimum: int) -> list[int]:
+    """A comma-separated list of integers >= minimum; ValueError naming `flag` otherwise."""
+    items = [v.strip() for v in value.split(",")]
+    try:
+        numbers = [int(v) for v in items]
+    except ValueError:
+        raise ValueError(f"{flag} takes comma-separated integers, got {value!r}") from None
+    for n in numbers:
+        if n < minimum:
+            raise ValueError(f"{flag} must be >= {minimum}, got {n}")
+    return numbers
+
+
+def _seconds(value: str) -> float:
+    """argparse type of --budget: a finite number of seconds > 0."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes seconds, got {value!r}") from None
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {value!r}")
+    return seconds
+
+
+def _check_history(args) -> None:
+    """Refuses (before any work) a history that cannot be appended to, unless --no-record."""
+    if args.record:
+        why = history.writable(history.HISTORY)  # read at call time: tests point history.HISTORY elsewhere
+        if why:
+            raise ValueError(f"{why}; fix that, or pass --no-record to run without recording")
+
+
+def _record(records: list[dict], args) -> int:
+    """Appends the records (after they were printed). 0, or 1 when the append failed: the error names the history
+    file and where the records were saved instead (or prints them), so no result is lost."""
+    if not args.record or not records:
+        return 0
+    path = history.HISTORY
+    try:
+        history.append(records, path)
+        return 0
+    except OSError as err:
+        problem = f"could not append {len(records)} record(s) to the history {path}: {err}"
+    try:
+        fd, spare = tempfile.mkstemp(prefix="kbo-unrecorded-", suffix=".jsonl")
+        os.close(fd)
+        history.append(records, spare)
+        kept = f"they are saved in {spare} (append it with: cat {spare} >> {path})"
+    except OSError:
+        import json
+
+        print("\n".join(json.dumps(history.stamp(r), sort_keys=True, default=str) for r in records), file=sys.stderr)
+        kept = "they are printed above as JSON lines"
+    print(f"python -m bench: error: {problem}; {kept}", file=sys.stderr, flush=True)
+    return 1
+
+
 def _print_table(df: pd.DataFrame, fmt: str) -> None:
     if fmt == "csv":
         print(df.to_csv(index=False))
@@ -46,10 +131,9 @@ def cmd_ops(args) -> int:
     from bench import ops as ops_bench
 
     op_names = [get_op(o).name for o in _list(args.op, sorted(REGISTRY), "ops", get_op)]
-    backends = _list(args.backend, TESTED_BACKENDS, "backends", check_name)
+    backends = _backends(args.backend, TESTED_BACKENDS)
+    _check_history(args)
     records = ops_bench.run(op_names, backends, args.budget)
-    if args.record:
-        history.append(records, history.HISTORY)
     rows = [r for r in records if r["kind"] == "ops" and r.get("supported")]
     if rows:
         df = pd.DataFrame(rows)
@@ -59,7 +143,7 @@ def cmd_ops(args) -> int:
             df["frac_ceiling"] = (100 * df["frac_ceiling"]).round(1)
             cols += ["ceiling_gflops", "frac_ceiling"]
         _print_table(df[cols].rename(columns={"frac_copy": "% of copy", "frac_ceiling": "% of BLAS"}), args.output)
-    return 0
+    return _record(records, args)
 
 
 def cmd_support(args) -> int:
@@ -76,17 +160,17 @@ def cmd_support(args) -> int:
 def cmd_delta_net(args) -> int:
     from bench import delta_net
 
-    backends = _list(args.backend, list(BACKENDS), "backends", check_name)
+    _list(args.backend, list(BACKENDS), "backends", check_name)
     variants = _list(args.variant, list(VARIANTS), "variants", check_variant)
     for name, value in (("--S", args.S), ("--H", args.H), ("--T", args.T), ("--n-seqs", args.n_seqs), ("-r", args.reps)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
+    backends = _backends(args.backend, list(BACKENDS))
+    _check_history(args)
     records = delta_net.run(backends, variants, args.S, args.H, args.T, args.n_seqs, not args.gda, args.reps)
-    if args.record:
-        history.append(records, history.HISTORY)
     df = pd.DataFrame(records)
     if df.empty:
-        return 0
+        return _record(records, args)
     df["planned MiB"] = df["planned_compute_bytes"] / 2**20
     if "measured_compute_bytes" in df:
         df["measured MiB"] = df["measured_compute_bytes"] / 2**20
@@ -96,13 +180,12 @@ def cmd_delta_net(args) -> int:
     cols = [c for c in ["backend", "variant", "ms", "ms_std", "tokens_per_s", "planned MiB", "measured MiB",
                         "x chunk64", "reason"] if c in df]
     _print_table(df[cols], args.output)
-    return 0
+    return _record(records, args)
 
 
-def load_model(spec: str, n_layer: int | None, n_expert: int | None, seed: int):
-    """(config, weights) of a preset (random weights from the seed) or of a GGUF file."""
+def model_config(spec: str, n_layer: int | None, n_expert: int | None):
+    """(config, None) of a preset, without drawing its weights; (config, weights) of a GGUF file."""
     from reference.config import PRESETS, get_config
-    from reference.weights import random_weights
 
     if spec.endswith(".gguf"):
         from reference.gguf_io import read_gguf
@@ -112,8 +195,7 @@ def load_model(spec: str, n_layer: int | None, n_expert: int | None, seed: int):
         return read_gguf(spec)
     if spec not in PRESETS:
         raise ValueError(f"unknown model {spec!r}: give a preset ({', '.join(PRESETS)}) or a .gguf file")
-    c = get_config(spec, n_layer, n_expert)
-    return c, random_weights(c, seed)
+    return get_config(spec, n_layer, n_expert), None
 
 
 def _model_args(p, several_variants: bool) -> None:
@@ -125,6 +207,27 @@ def _model_args(p, several_variants: bool) -> None:
                    "chunk16, block16" + (" (comma-separated, or all)" if several_variants else ""))
     p.add_argument("--form", default="absorbed", help="MLA form: absorbed (llama.cpp's cache) or decompressed")
     p.add_argument("--no-record", dest="record", action="store_false", help="do not append to reports/history.jsonl")
+
+
+def _fitting(backends: list[str], args, need: dict) -> list[str]:
+    """The backends the run fits (bench.throughput.check_memory). One named explicitly that it does not fit is an
+    error; with `--backend all` such backends are skipped, one line each on stderr, and it is an error when none is
+    left."""
+    from bench import throughput
+
+    fitting, refusals = [], {}
+    for name in backends:
+        why = throughput.check_memory(name, need, backend_registry.get_backend(name).memory_limits())
+        if why is None:
+            fitting.append(name)
+        else:
+            refusals[name] = why
+    if refusals and (args.backend != "all" or not fitting):
+        raise ValueError(f"{' '.join(args.tests)} at --depth {args.depth} does not fit: {'; '.join(refusals.values())}"
+                         f". Lower --depth, the test sizes or -ub, or pick a smaller --model")
+    for name, why in refusals.items():
+        print(f"{name}: skipped ({why})", file=sys.stderr, flush=True)
+    return fitting
 
 
 def cmd_throughput(argv: list[str]) -> int:
@@ -143,27 +246,35 @@ def cmd_throughput(argv: list[str]) -> int:
     args = p.parse_args(argv)
     try:
         tests = [throughput.BenchTest.parse(t) for t in args.tests]
-        depths = [int(d) for d in args.depth.split(",")]
-    except ValueError as err:
-        p.exit(2, f"python -m bench: error: {err}\n")
-    try:
+        depths = _int_list("--depth", args.depth, 0)
+        for flag, value in (("-r", args.repetitions), ("-b", args.batch_size), ("-ub", args.ubatch_size)):
+            if value < 1:
+                raise ValueError(f"{flag} must be >= 1, got {value}")
         variants = _list(args.variant, list(VARIANTS), "variants", check_variant)
         check_form(args.form)
-        if any(d < 0 for d in depths) or args.repetitions < 1 or args.batch_size < 1 or args.ubatch_size < 1:
-            raise ValueError("--depth must be >= 0; -r, -b and -ub must be >= 1")
-        backends = _list(args.backend, TESTED_BACKENDS, "backends", check_name)
-        c, weights = load_model(args.model, args.n_layer, args.n_expert, args.seed)
+        _list(args.backend, TESTED_BACKENDS, "backends", check_name)
+        c, weights = model_config(args.model, args.n_layer, args.n_expert)
+        n_ubatch = min(args.batch_size, args.ubatch_size)  # llama.cpp's clamp
+        if n_ubatch < args.ubatch_size:
+            print(f"n_ubatch {args.ubatch_size} > n_batch {args.batch_size}: running ubatches of {n_ubatch} "
+                  f"(llama.cpp's clamp)", file=sys.stderr)
+        backends = _backends(args.backend, TESTED_BACKENDS)
+        _check_history(args)
+        backends = _fitting(backends, args, throughput.memory_need(c, tests, depths, variants, args.form,
+                                                                   args.batch_size, n_ubatch))
+        if weights is None:
+            from reference.weights import random_weights
+
+            weights = random_weights(c, args.seed)
         records = throughput.run(tests, depths, backends, c, weights, args.model, variants, args.form,
-                                 args.batch_size, args.ubatch_size, args.repetitions)
+                                 args.batch_size, n_ubatch, args.repetitions)
     except ValueError as err:
         p.exit(2, f"python -m bench: error: {err}\n")
-    if args.record:
-        history.append(records, history.HISTORY)
     rows = [r for r in records if r.get("supported")]
     if args.output in ("json", "jsonl"):  # whole records, per-sample t/s included (llama-bench's json adds them too)
         import json
         print(json.dumps(records, indent=1) if args.output == "json" else "\n".join(json.dumps(r) for r in records))
-        return 0
+        return _record(records, args)
     if rows:
         df = pd.DataFrame(rows)
         df["model"] = df["model_config"]  # the preset with its overrides, or the GGUF's name
@@ -178,27 +289,32 @@ def cmd_throughput(argv: list[str]) -> int:
     for r in records:
         if not r.get("supported"):
             print(f"{r['backend']}: {r['test']} unsupported: {r['reason']}")
-    return 0
+    return _record(records, args)
 
 
 def cmd_parity(args) -> int:
     from bench import parity
 
-    backends = _list(args.backend, TESTED_BACKENDS, "backends", check_name)
+    _list(args.backend, TESTED_BACKENDS, "backends", check_name)
     check_variant(args.variant)
     check_form(args.form)
     if args.prompt < 2 or args.decode < 0:
         raise ValueError("--prompt must be >= 2 and --decode >= 0")
     if args.nodes != "all" and not args.nodes.isdigit():
         raise ValueError(f"--nodes takes a count or all, got {args.nodes!r}")
-    c, weights = load_model(args.model, args.n_layer, args.n_expert, args.seed)
+    c, weights = model_config(args.model, args.n_layer, args.n_expert)
+    # --against llama.cpp runs the reference alone: --backend plays no part
+    backends = _backends(args.backend, TESTED_BACKENDS) if args.against == "reference" else []
+    _check_history(args)
+    if weights is None:
+        from reference.weights import random_weights
+
+        weights = random_weights(c, args.seed)
     scenario = parity.Scenario(prompt=args.prompt, decode=args.decode)
     show = 10**9 if args.nodes == "all" else int(args.nodes)
     records, ok = parity.run_cli(backends, c, weights, args.model, args.variant, args.form, scenario, args.against,
                                  show)
-    if args.record:
-        history.append(records, history.HISTORY)
-    return 0 if ok else 1
+    return max(0 if ok else 1, _record(records, args))
 
 
 COMMANDS = ("ops", "support", "delta-net", "parity", *reporting.COMMANDS)
@@ -214,7 +330,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("ops", help="per-op us/run, GB/s, GFLOPS vs the backend's copy bandwidth")
     p.add_argument("--op", default="all", help="comma-separated op names, or all")
     p.add_argument("--backend", default="all", help="comma-separated backends, or all")
-    p.add_argument("--budget", type=float, default=0.5, help="seconds of timed runs per op (default 0.5)")
+    p.add_argument("--budget", type=_seconds, default=0.5, help="seconds of timed runs per op (default 0.5)")
     p.add_argument("--no-record", dest="record", action="store_false", help="do not append to reports/history.jsonl")
     p.add_argument("-o", "--output", choices=["md", "csv", "json"], default="md")
     p.set_defaults(func=cmd_ops)

@@ -2,6 +2,7 @@
 graph planner and measured by the backend's allocator, at Kimi dimensions by default (H=32, S=128, T=512)."""
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -42,7 +43,7 @@ def run(backends: list[str], variants: list[str], S=128, H=32, T=512, n_seqs=1, 
                 rec["measured_compute_bytes"] = backend.peak_bytes - base - plan["input_bytes"]
             except NotImplementedError as err:
                 rec.update(supported=False, reason=str(err))
-                print(f"{name}: {variant:9s} unsupported: {err}", flush=True)
+                print(f"{name}: {variant:9s} unsupported: {err}", file=sys.stderr, flush=True)
                 records.append(rec)
                 continue
             rec.update(supported=True, ms=1e3 * float(np.mean(samples)), ms_std=1e3 * float(np.std(samples, ddof=1))
@@ -50,6 +51,6 @@ def run(backends: list[str], variants: list[str], S=128, H=32, T=512, n_seqs=1, 
                        tokens_per_s=T * n_seqs / float(np.mean(samples)))
             print(f"{name}: {variant:9s} {rec['ms']:10.1f} ms  compute buffer planned "
                   f"{plan['compute_bytes'] / 2**20:8.1f} MiB, measured {rec['measured_compute_bytes'] / 2**20:8.1f} MiB",
-                  flush=True)
+                  file=sys.stderr, flush=True)
             records.append(rec)
     return records

@@ -2,11 +2,12 @@
 same run's copy bandwidth of the backend (its own buffer copy), so each op shows its fraction of that ceiling."""
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
 
-from backends import availability, get_backend
+import backends as registry
 from backends.base import make_node
 from cases.harness import Case, Input, Layout, host_buffers
 from cases.upstream import _block_params, gdn_inputs
@@ -130,13 +131,15 @@ def bench_op(backend, case: Case, budget_s: float) -> dict:
 
 
 def usable(backends: list[str]):
-    """(name, backend, device info) for each backend that can run here; says why for the others."""
+    """(name, backend, device info) for each backend that can run here; says why for the others, one line each on
+    stderr (stdout may carry csv or json). `python -m bench` has already refused a backend named explicitly that
+    cannot run (see bench.__main__._backends)."""
     for name in backends:
-        reason = availability(name)
+        reason = registry.availability(name)  # looked up at call time: tests replace it
         if reason:
-            print(f"{name}: skipped ({reason})")
+            print(f"{name}: skipped ({reason})", file=sys.stderr, flush=True)
             continue
-        backend = get_backend(name)
+        backend = registry.get_backend(name)
         yield name, backend, backend.device_info()
 
 
@@ -147,7 +150,7 @@ def run(ops: list[str], backends: list[str], budget_s: float = 0.5) -> list[dict
         base = {"backend": name, **info}
         copy = copy_bandwidth(backend, budget_s)
         records.append({"kind": "copy", **base, **copy})
-        print(f"{name}: copy {copy['gb_s']:.2f} GB/s on {info.get('device')}", flush=True)
+        print(f"{name}: copy {copy['gb_s']:.2f} GB/s on {info.get('device')}", file=sys.stderr, flush=True)
         for op in ops:
             case = PERF_CASES[op]
             fig = bench_op(backend, case, budget_s)
@@ -160,9 +163,10 @@ def run(ops: list[str], backends: list[str], budget_s: float = 0.5) -> list[dict
                 ceiling = (f" ({100 * rec['frac_ceiling']:5.1f}% of {rec['ceiling']} {rec['ceiling_gflops']:.1f})"
                            if "frac_ceiling" in rec else "")
                 print(f"{name}: {op:10s} {fig['us_per_run']:12.1f} us/run {fig['gb_s']:8.2f} GB/s "
-                      f"({100 * rec['frac_copy']:5.1f}% of copy) {fig['gflops']:8.2f} GFLOPS{ceiling}", flush=True)
+                      f"({100 * rec['frac_copy']:5.1f}% of copy) {fig['gflops']:8.2f} GFLOPS{ceiling}",
+                      file=sys.stderr, flush=True)
             else:
-                print(f"{name}: {op:10s} unsupported: {fig['reason']}", flush=True)
+                print(f"{name}: {op:10s} unsupported: {fig['reason']}", file=sys.stderr, flush=True)
             records.append(rec)
     return records
 
@@ -176,11 +180,11 @@ def support_matrix(backends: list[str]) -> dict[str, dict[str, str]]:
     for op in sorted(REGISTRY):
         row = {}
         for name in backends:
-            reason = availability(name)
+            reason = registry.availability(name)
             if reason:
                 row[name] = "n/a: runtime missing"
                 continue
-            backend = get_backend(name)
+            backend = registry.get_backend(name)
             cases = pinned(op) + [PERF_CASES[op]]
             refusals = []
             for case in cases:

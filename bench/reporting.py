@@ -28,11 +28,22 @@ NIGHTLY_DIR = ROOT / "reports" / "nightly"
 OUTPUT_TAIL_LINES = 40  # of a failed step's output, kept in the nightly report
 
 
+SHOW_SKIPPED = 3  # malformed lines named one by one on stderr; the rest are counted
+
+
 def _records(path) -> list[dict]:
+    """The history's usable records. Lines that are not (torn writes, JSON that is no record, records without the
+    fields their kind needs) are skipped, and counted on stderr with the first few named."""
     path = Path(path or history.HISTORY)  # read at call time: tests point history.HISTORY elsewhere
     if not path.exists():
         raise ValueError(f"no history at {path}")
-    records = history.load(path)
+    skipped: list[tuple[int, str]] = []
+    records = history.load(path, skipped=skipped)
+    if skipped:
+        named = "; ".join(f"line {n}: {why}" for n, why in skipped[:SHOW_SKIPPED])
+        more = f"; and {len(skipped) - SHOW_SKIPPED} more" if len(skipped) > SHOW_SKIPPED else ""
+        print(f"python -m bench: skipped {len(skipped)} malformed line{'s' if len(skipped) > 1 else ''} of {path} "
+              f"({named}{more})", file=sys.stderr, flush=True)
     if not records:
         raise ValueError(f"the history {path} holds no records")
     return records

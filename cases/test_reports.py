@@ -257,3 +257,49 @@ def test_nightly_writes_the_report_and_fails_on_a_regression(tmp_path, monkeypat
     assert "| fine " in report and "| fine too" in report
     assert "| regression" in report and "Baseline: previous" in report
     assert (md.parent / f"{md.stem}-throughput.png").exists()
+
+
+# ---- issue 15: lines of the history that are not records -------------------------------------------------------------
+MALFORMED = ["42", "null", '{"kind": "bench"}', json.dumps({k: v for k, v in bench(1.0).items() if k != "avg_ts"}),
+             json.dumps({**ops(5.0), "us_per_run": "fast"}), '{"kind": "ops", "op": "ADD", "tr']
+
+
+@pytest.mark.parametrize("argv,code", [
+    (["compare", "--baseline", OLD], 1),  # the regression of full_history, found as without the bad lines
+    (["report", "--baseline", OLD], 0),
+    (["report"], 0),
+])
+def test_malformed_lines_are_skipped_and_counted(argv, code, tmp_path, capsys):
+    path = tmp_path / "h.jsonl"
+    good = full_history()
+    path.write_text("".join(json.dumps(r) + "\n" for r in good[:5]) + "\n".join(MALFORMED) + "\n"
+                    + "".join(json.dumps(r) + "\n" for r in good[5:]))
+    if argv[0] == "report":
+        argv = argv + ["-o", str(tmp_path / "out")]
+    assert main(argv + ["--history", str(path)]) == code
+    out, err = capsys.readouterr()
+    assert f"skipped 6 malformed lines of {path} (line 6: not a record but int 42; line 7: not a record but " \
+           f"NoneType null; line 8: bench record without time; and 3 more)" in err
+    clean = tmp_path / "clean.jsonl"
+    clean.write_text("".join(json.dumps(r) + "\n" for r in good))
+    if argv[0] == "compare":  # the same comparison as the clean history's
+        assert main(argv + ["--history", str(clean)]) == code
+        assert capsys.readouterr().out == out
+    else:
+        assert "## Throughput" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_history_of_only_malformed_lines_holds_no_records(tmp_path, capsys):
+    path = tmp_path / "h.jsonl"
+    path.write_text("42\nnull\n")
+    with pytest.raises(SystemExit) as done:
+        main(["compare", "--baseline", OLD, "--history", str(path)])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "skipped 2 malformed lines" in err and "holds no records" in err
+
+
+def test_times_in_other_iso_forms_are_read(tmp_path):
+    recs = [bench(1000.0, time="2026-11-20T03:00:00Z"), bench(1000.0, commit=NEW, time="2026-11-21T03:00:00.250+00:00")]
+    assert list(cmp.compare(recs, OLD).verdict) == ["same"]
+    assert "| pp512" in render_report(recs, tmp_path, "Mixed").read_text()

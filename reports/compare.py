@@ -55,7 +55,7 @@ def frame(records: list[dict], kind: str) -> pd.DataFrame:
     for key in CONFIG_KEYS[kind]:
         if key not in df:
             df[key] = pd.NA
-    df["time"] = pd.to_datetime(df["time"], utc=True)
+    df["time"] = pd.to_datetime(df["time"], utc=True, format="ISO8601")  # records may differ in precision or zone
     return df.sort_values("time", kind="stable").reset_index(drop=True)
 
 

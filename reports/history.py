@@ -1,6 +1,10 @@
 """The result history: one JSON line per result, appended atomically so a crash never corrupts earlier records.
 
 Each record carries where it came from (time, machine, commit, backend, device, driver) beside its figures.
+
+Reading checks every line: a torn line from a crash, a JSON value that is not a record (`42`, `null`, a list), or a
+record without the fields its kind needs (`problem` says which) is skipped and reported, never passed on to the
+report and comparison code.
 """
 from __future__ import annotations
 
@@ -12,7 +16,9 @@ import platform
 import subprocess
 from pathlib import Path
 
-HISTORY = Path(__file__).resolve().parent / "history.jsonl"
+# KBO_HISTORY points every command and `pytest --record-history` at another file (scripts/device-check.sh keeps a
+# device run's records beside its logs).
+HISTORY = Path(os.environ.get("KBO_HISTORY") or Path(__file__).resolve().parent / "history.jsonl")
 
 
 @functools.lru_cache(maxsize=None)
@@ -48,6 +54,18 @@ def stamp(record: dict) -> dict:
             "commit": commit(), **record}
 
 
+def writable(path: Path | str = HISTORY) -> str | None:
+    """None when records can be appended to `path`, else why not: opens it for appending the way `append` does
+    (creating it, and its folder, when missing), so a read-only file or folder is found before any work runs."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
+    except OSError as err:
+        return f"cannot append to the history {path}: {err.strerror or err}"
+    return None
+
+
 def append(records: list[dict], path: Path | str = HISTORY) -> None:
     """Append records as JSON lines in ONE write on an O_APPEND descriptor, then fsync: concurrent writers never
     interleave lines, and a crash can at worst leave a torn last line, which `load` skips."""
@@ -75,17 +93,94 @@ def _last_byte(path: Path) -> bytes:
         return f.read(1)
 
 
-def load(path: Path | str = HISTORY, kind: str | None = None) -> list[dict]:
-    """All intact records (optionally of one kind); torn lines from a crash are skipped."""
+# The fields each kind of record must carry for the report and the comparison to use it: (name, type) pairs, the
+# second list only for records with figures (supported is not False). Other kinds need the common fields only.
+_TEXT, _INT, _NUMBER, _BOOL, _POSITIVE = str, int, (int, float), bool, "positive"
+COMMON_FIELDS = [("kind", _TEXT), ("time", _TEXT), ("commit", _TEXT)]
+REQUIRED = {
+    "bench": ([("test", _TEXT), ("backend", _TEXT), ("model", _TEXT), ("variant", _TEXT), ("form", _TEXT),
+               ("n_batch", _INT), ("n_ubatch", _INT), ("n_depth", _INT)],
+              [("avg_ts", _POSITIVE), ("stddev_ts", _NUMBER)]),
+    "ops": ([("op", _TEXT), ("backend", _TEXT), ("case", _TEXT)], [("us_per_run", _POSITIVE), ("frac_copy", _NUMBER)]),
+    "copy": ([("backend", _TEXT)], [("gb_s", _NUMBER)]),
+    "delta_net": ([("variant", _TEXT), ("backend", _TEXT), ("S", _INT), ("H", _INT), ("T", _INT), ("n_seqs", _INT),
+                   ("gate", _TEXT), ("planned_compute_bytes", _INT)], []),
+    "conformance": ([("backend", _TEXT), ("op", _TEXT), ("passed", _INT), ("failed", _INT), ("skipped", _INT)], []),
+    "parity": ([("backend", _TEXT), ("against", _TEXT), ("model", _TEXT), ("variant", _TEXT), ("form", _TEXT),
+                ("passed", _BOOL)], []),
+}
+
+
+# Fields a record may leave out, but when present (and not null) must have this type: the report sums, plots and
+# tests them. _SAMPLES: a list of positive numbers (per-repetition speeds or times).
+_SAMPLES = "samples"
+OPTIONAL = {
+    "bench": [("reps", _INT), ("weights_bytes", _NUMBER), ("state_bytes", _NUMBER),
+              ("compute_planned_bytes", _NUMBER), ("compute_measured_bytes", _NUMBER), ("samples_ts", _SAMPLES)],
+    "ops": [("gb_s", _NUMBER), ("copy_gb_s", _NUMBER), ("gflops", _NUMBER), ("ceiling_gflops", _NUMBER),
+            ("frac_ceiling", _NUMBER), ("samples_us", _SAMPLES)],
+    "delta_net": [("measured_compute_bytes", _NUMBER)],
+}
+
+
+def _type_ok(value, kind) -> bool:
+    if kind == _SAMPLES:
+        return isinstance(value, list) and all(_type_ok(v, _POSITIVE) for v in value)
+    if isinstance(value, bool):  # JSON true/false is no count or figure
+        return kind is _BOOL
+    if kind == _POSITIVE:  # a speed: the comparison divides by it
+        return isinstance(value, (int, float)) and 0 < value < float("inf")
+    return isinstance(value, kind) and (kind is not _NUMBER or value == value)  # NaN is no figure
+
+
+def problem(record) -> str | None:
+    """None when `record` is a history record the report and comparison can use, else what is wrong with it."""
+    if not isinstance(record, dict):
+        return f"not a record but {type(record).__name__} {json.dumps(record)[:40]}"
+    kind = record.get("kind")
+    fields, figures = REQUIRED.get(kind, ([], [])) if isinstance(kind, str) else ([], [])
+    if record.get("supported", True) is not False:
+        fields = fields + figures
+    if "supported" in record and not isinstance(record["supported"], bool):
+        return f"{kind} record: supported is {record['supported']!r}, not true/false"
+    for name, want in COMMON_FIELDS + fields:
+        if name not in record or record[name] is None:
+            return f"{kind or 'a'} record without {name}"
+        if not _type_ok(record[name], want):
+            return f"{kind} record: {name} is {json.dumps(record[name])[:40]}"
+    for name, want in OPTIONAL.get(kind, []):
+        if record.get(name) is not None and not _type_ok(record[name], want):
+            return f"{kind} record: {name} is {json.dumps(record[name])[:40]}"
+    try:
+        dt.datetime.fromisoformat(record["time"])
+    except ValueError:
+        return f"{kind} record: time {record['time'][:40]!r} is not an ISO date and time"
+    if "machine" in record and not isinstance(record["machine"], (dict, type(None))):
+        return f"{kind} record: machine is {json.dumps(record['machine'])[:40]}"
+    return None
+
+
+def load(path: Path | str = HISTORY, kind: str | None = None, skipped: list | None = None) -> list[dict]:
+    """The usable records (optionally of one kind). Torn lines from a crash and lines that are not usable records
+    (see `problem`) are left out; with `skipped` given, (line number, why) of each is appended to it. Blank lines
+    are ignored."""
     path = Path(path)
     if not path.exists():
         return []
     records = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
+            why = "not JSON (a torn write?)"
+        else:
+            why = problem(rec)
+        if why:
+            if skipped is not None:
+                skipped.append((number, why))
             continue
-        if kind is None or rec.get("kind") == kind:
+        if kind is None or rec["kind"] == kind:
             records.append(rec)
     return records
