@@ -1,14 +1,21 @@
 """Hypothesis strategies: shapes (1-4 dims; 1, primes, sizes past a workgroup), views (contiguous, permuted, sliced
-at an offset, padded strides) and one case strategy per op, drawn within the op's rules."""
+at an offset, padded strides) and one case strategy per op, drawn within the op's rules.
+
+`cases_for(op, backend)` draws only cases whose layouts the backend claims: each drawn case is narrowed, input by
+input, to the closest layout that `backend.supports()` accepts (see `claimed`), so a backend that needs some inputs
+contiguous (ggml) is tested on as many views as it takes instead of having most draws rejected."""
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 from hypothesis import strategies as st
 
+from backends.base import make_node
 from reference.ops import REGISTRY, TRI_TYPES
-from reference.tensor import DType, contiguous_strides
+from reference.tensor import DType, Tensor, contiguous_strides
 
-from .harness import Case, Input, Layout
+from .harness import CONTIGUOUS, GUARD, Case, Input, Layout
 
 F32, F16, I32 = DType.F32, DType.F16, DType.I32
 
@@ -243,5 +250,87 @@ STRATEGIES = {
 assert set(STRATEGIES) == set(REGISTRY), "every registered op needs a strategy"
 
 
-def cases_for(op: str):
-    return STRATEGIES[op]()
+# ---- what a backend claims --------------------------------------------------------------------------------------------
+# The backend's supports() is the only truth about what it runs. The strategy asks it about a drawn case on buffer-less
+# descriptors laid out exactly as the harness lays the inputs out, and narrows a refused input's layout to the closest
+# one it accepts. Refusals that depend on values or buffers (ggml's SOFTPLUS/SILU formula findings, Vulkan's binding
+# size) cannot be seen here: those rare cases stay as drawn and test_ops.check rejects them.
+def descriptor(inp: Input) -> Tensor:
+    """The tensor the harness builds for `inp` (cases/harness.build_input), without a buffer or values."""
+    lay = inp.layout
+    store_ne = lay.storage_ne(inp.ne)
+    backing_ne = tuple(n + p for n, p in zip(store_ne, lay.pad))
+    t = Tensor(inp.dtype, store_ne, contiguous_strides(inp.dtype, backing_ne), lay.offset * inp.dtype.size)
+    return t.permute(*lay.permute) if lay.permute else t
+
+
+def refusal(backend, case: Case, variants=("default",)) -> str | None:
+    """Why `backend` refuses `case` (any of `variants`), judged on the case's descriptors; None when it claims it."""
+    srcs = [descriptor(inp) for inp in case.inputs]
+    try:
+        node = make_node(case.op, srcs, case.param_dict)
+        if not (node.op.inplace_param and node.params.get(node.op.inplace_param)):  # in place: dst is src0's view
+            node.dst = Tensor.new(node.dst.dtype, node.dst.ne, offset=GUARD)  # as harness.build_output places it
+    except ValueError as invalid:
+        return f"invalid: {invalid}"
+    for variant in variants:
+        node.variant = variant
+        why = backend.supports(node)
+        if why:
+            return why
+    return None
+
+
+def _rows_in_place(permute):
+    """`permute` changed so that storage dim 0 stays logical dim 0 (rows stay dense); None when that is identity."""
+    if not permute or permute[0] == 0:
+        return permute
+    axes = list(permute)
+    j = axes.index(0)
+    axes[0], axes[j] = 0, axes[0]
+    return tuple(axes) if axes != [0, 1, 2, 3] else None
+
+
+def narrowings(lay: Layout) -> list[Layout]:
+    """`lay` and the layouts made by dropping parts of it (the permutation, first only the part that moves dim 0;
+    each dim's padding; the offset), the closest first: fewest parts dropped, then the permutation kept longest."""
+    perms = list(dict.fromkeys([lay.permute, _rows_in_place(lay.permute), None]))
+    parts = [i for i in range(4) if lay.pad[i]] + (["offset"] if lay.offset else [])
+    found = []
+    for lost_perm, permute in enumerate(perms):
+        perm_cost = 0 if lost_perm == 0 else (1 if permute is None else 0.5)
+        for n_drop in range(len(parts) + 1):
+            for dropped in itertools.combinations(parts, n_drop):
+                pad = tuple(0 if i in dropped else p for i, p in enumerate(lay.pad))
+                offset = 0 if "offset" in dropped else lay.offset
+                found.append((perm_cost + n_drop, len(found), Layout(permute, pad, offset)))
+    return [layout for _, _, layout in sorted(found)]
+
+
+def claimed(case: Case, backend, variants=("default",)) -> Case:
+    """`case` with each input's layout narrowed to the closest one `backend` claims (all of `variants`).
+
+    Inputs are settled in order: input i takes the first of its narrowings the backend accepts with the inputs
+    before it as settled and those after it contiguous, so the last input's check is of the final case. A case the
+    backend refuses for other reasons than layout (a dtype, a size) is returned as drawn."""
+    if refusal(backend, case, variants) is None:
+        return case
+    inputs = list(case.inputs)
+    for i, inp in enumerate(case.inputs):
+        later = [Input(x.ne, x.dtype, CONTIGUOUS) for x in case.inputs[i + 1:]]
+        for lay in narrowings(inp.layout):
+            trial = Case(case.op, tuple(inputs[:i] + [Input(inp.ne, inp.dtype, lay)] + later), case.params,
+                         case.seed, case.variant)
+            if refusal(backend, trial, variants) is None:
+                inputs[i] = trial.inputs[i]
+                break
+        else:
+            return case
+    return Case(case.op, tuple(inputs), case.params, case.seed, case.variant)
+
+
+def cases_for(op: str, backend=None, variants=("default",)):
+    """Cases of `op`; with a backend, only cases whose layouts it claims for every one of `variants`."""
+    if backend is None:
+        return STRATEGIES[op]()
+    return STRATEGIES[op]().map(lambda case: claimed(case, backend, tuple(variants)))
