@@ -11,7 +11,7 @@ workers compile concurrently).
 
 What shapes the kernels (Mesa 22.3 lavapipe, measured): a buffer load inside any branch or loop, or at a per-lane
 index, runs lane by lane (~7 ns per 32-bit component, stores are far cheaper), and both sides of a branch run,
-masked. So fast paths are compile-time variants picked here from the layout (VEC4 = 16-byte accesses), parameters
+masked. So fast paths are compile-time specialisations picked here from the layout (VEC4 = 16-byte accesses), parameters
 are read once at the top of each kernel, and a read+write kernel tops out near 1 GB/s against ~7 GB/s for the
 driver's buffer copy. Compute kernels (MUL_MAT, GATED_DELTA_NET, SOLVE_TRI) load a value once per subgroup and hand
 it to the other lanes with subgroupBroadcast, and keep big per-thread tiles: spilled registers are far cheaper than
@@ -29,9 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from reference.node import Node
 from reference.tensor import Buffer, DType
 
-from ..base import Backend, Node, param_block
+from ..base import Backend, param_block
 
 HERE = Path(__file__).resolve().parent
 GLSLC_FLAGS = ["--target-env=vulkan1.1", "-O"]
@@ -75,8 +76,8 @@ KERNELS = {
     "SUM_ROWS": ("norm.comp", ("OP_SUM_ROWS",)),
     "CLAMP": ("unary.comp", ("OP_CLAMP",)),
 }
-VARIANTS = {"ACC": ["default", "broken_acc_nb3"]}
-VARIANT_DEFINES = {"broken_acc_nb3": ("BROKEN_NB3",)}
+IMPLS = {"ACC": ["default", "broken_acc_nb3"]}
+IMPL_DEFINES = {"broken_acc_nb3": ("BROKEN_NB3",)}
 
 # Threads per workgroup and elements per thread, as the shaders define them (common.glsl defaults WG 256, PER 4;
 # a VEC4 thread moves one uvec4, i.e. 4 elements too).
@@ -86,7 +87,12 @@ ELEMENTWISE = (256, 4)
 MM_TILE = (4, 8)
 MMID_COLS = 8  # MUL_MAT_ID BY_EXPERT: columns of one expert per batch
 ROW_KERNEL_WG = 64  # cumsum, norm, softmax, sort (a subgroup per row), solve_tri.comp (a thread per 4 columns)
-BITONIC_MAX = 32  # sort.comp: rows of up to subgroup * 32 elements sort in registers, longer ones by rank counting
+# sort.comp holds SORT_PASS elements of a row in a subgroup's registers at a time (CHUNK = SORT_PASS / subgroup per
+# lane, at least 4): rows that fit sort there (bitonic network), longer ones by rank counting in strips of SORT_PASS.
+# Its loops are unrolled, so this sets the shader's size whatever the subgroup: lavapipe (8 lanes) gets CHUNK 32; on
+# an NVIDIA H200 (32 lanes) CHUNK 32 made 1024-element networks whose pipelines took tens of seconds to build, and the
+# rank-counting ones timed out (device check, 2026-11-30).
+SORT_PASS = 256
 MAX_GROUPS_X = 65535
 LOOP_LIMIT = 65535 - 1000  # llvmpipe ends an invocation's loops after 65535 iterations in all (sort.comp: keep below)
 MAX_BINDING_BYTES = 128 << 20  # lavapipe's maxStorageBufferRange: a larger buffer cannot be bound whole
@@ -164,6 +170,11 @@ def _vec4_ok(node: Node) -> bool:
     return all(t.is_contiguous() and _elems(t, t.offset) % 4 == 0 for t in flat)
 
 
+def _sort_chunk() -> int:
+    """sort.comp's CHUNK: the elements a lane holds per pass."""
+    return max(4, SORT_PASS // subgroup_size())
+
+
 def _sort_per_lane(node: Node) -> int:
     """sort.comp: a row's elements per lane of a subgroup, rounded up to a power of two."""
     return 1 << (-(-node.srcs[0].ne[0] // subgroup_size()) - 1).bit_length()
@@ -172,11 +183,11 @@ def _sort_per_lane(node: Node) -> int:
 def _sort_loop_iterations(node: Node) -> int:
     """sort.comp's rank counting: its loop iterations per lane (strips times blocks of subgroup * 4)."""
     n, sg = node.srcs[0].ne[0], subgroup_size()
-    return -(-n // (sg * BITONIC_MAX)) * -(-n // (sg * 4))
+    return -(-n // (sg * _sort_chunk())) * -(-n // (sg * 4))
 
 
 def kernel_for(node: Node) -> tuple[str, tuple[str, ...]]:
-    """The kernel file and #defines for this node (op, types, layout fast paths, variant)."""
+    """The kernel file and #defines for this node (op, types, layout fast paths, impl)."""
     op = node.op.name
     name, defines = KERNELS[op]
     if op in ("CPY", "CONT"):
@@ -198,10 +209,10 @@ def kernel_for(node: Node) -> tuple[str, tuple[str, ...]]:
     elif op == "SOLVE_TRI":
         if node.srcs[0].ne[0] <= 128:
             defines += ("XCACHE",) + (("SHARE_A",) if subgroup_size() >= 8 else ())
-    elif op in ("ARGSORT", "TOP_K"):  # a lane's share of the row (BITONIC), else strips of 32 a lane
-        sg, per_lane = subgroup_size(), _sort_per_lane(node)
-        bitonic = per_lane <= BITONIC_MAX and sg * per_lane <= 1024  # sort.comp's network goes up to 1024
-        defines += (f"SG={sg}",) + ((f"CHUNK={per_lane}", "BITONIC") if bitonic else (f"CHUNK={BITONIC_MAX}",))
+    elif op in ("ARGSORT", "TOP_K"):  # a lane's share of the row (BITONIC), else strips of SORT_PASS
+        sg, per_lane, chunk = subgroup_size(), _sort_per_lane(node), _sort_chunk()
+        bitonic = per_lane <= chunk  # sort.comp's network goes up to 1024 >= SORT_PASS
+        defines += (f"SG={sg}",) + ((f"CHUNK={per_lane}", "BITONIC") if bitonic else (f"CHUNK={chunk}",))
         defines += ("DESC",) if node.params.get("order") == "DESC" else ()
     elif op == "MUL_MAT_ID":
         if _mmid_share(node):
@@ -228,13 +239,12 @@ def kernel_for(node: Node) -> tuple[str, tuple[str, ...]]:
                 defines += (f"ROWCACHE={max(4, 1 << (per_lane - 1).bit_length())}",)
     elif op in ("CPY", "CONT") and node.dst.is_contiguous() and _elems(node.dst, node.dst.offset) % 4 == 0:
         defines += ("DST_VEC4",)
-    return name, defines + VARIANT_DEFINES.get(node.variant, ())
+    return name, defines + IMPL_DEFINES.get(node.impl, ())
 
 
 def _in_place_block(node: Node) -> bool:
-    """ACC/SET in place (dst is a itself), default variant: acc_set.comp walks b only, as nothing else changes."""
-    return node.op.name in ("ACC", "SET") and node.variant == "default" \
-        and node.dst.buffer is node.srcs[0].buffer and node.dst.offset == node.srcs[0].offset
+    """ACC/SET in place (dst is a itself), default impl: acc_set.comp walks b only, as nothing else changes."""
+    return node.op.name in ("ACC", "SET") and node.impl == "default" and node.inplace
 
 
 def _mmid_share(node: Node) -> bool:
@@ -351,14 +361,14 @@ class VulkanBackend(Backend):
         return buf.handle.data().view(np.uint8).copy()
 
     # ---- ops ----
-    def variants(self, op_name: str) -> list[str]:
-        return VARIANTS.get(op_name.upper(), ["default"])
+    def impls(self, op_name: str) -> list[str]:
+        return IMPLS.get(op_name.upper(), ["default"])
 
     def supports(self, node: Node) -> str | None:
         if node.op.name not in KERNELS:
             return f"no Vulkan kernel for {node.op.name}"
-        if node.variant not in self.variants(node.op.name):
-            return f"no variant {node.variant!r} of {node.op.name}"
+        if node.impl not in self.impls(node.op.name):
+            return f"no impl {node.impl!r} of {node.op.name}"
         if node.op.name in ("ARGSORT", "TOP_K") and _sort_loop_iterations(node) > LOOP_LIMIT:
             return (f"rows of {node.srcs[0].ne[0]} need {_sort_loop_iterations(node)} loop iterations in sort.comp; "
                     f"llvmpipe stops an invocation's loops after {LOOP_LIMIT}")

@@ -2,10 +2,10 @@
 // ARGSORT (ASC, or DESC defined by the host from word0) and TOP_K (word0: k; always DESC) along ne0, i32 out; one of
 // OP_ARGSORT / OP_TOP_K defined. One subgroup per row, registers only (no shared memory, no barriers); TOP_K sorts
 // DESC and stores only the first k.
-// BITONIC (rows of at most SG * 32): the row, padded to PADN = SG * CHUNK (a power of two) with keys that sort last,
-// is bitonic-sorted as (value, index) keys, unique so ties need no care: lane l holds positions l*CHUNK + c; stages
-// with partners closer than CHUNK swap registers (the network is spelled out by macros, so register indices are
-// constants), farther ones with subgroupShuffleXor.
+// BITONIC (rows of at most SG * CHUNK, SORT_PASS on the host): the row, padded to PADN = SG * CHUNK (a power of
+// two) with keys that sort last, is bitonic-sorted as (value, index) keys, unique so ties need no care: lane l holds
+// positions l*CHUNK + c; stages with partners closer than CHUNK swap registers (the network is spelled out by
+// macros, so register indices are constants), farther ones with subgroupShuffleXor.
 // Otherwise rank counting, O(n^2): element i goes to position rank_i = #{j < i : a_j before-or-equal a_i} +
 // #{j > i : a_j before a_i} ("before": smaller for ASC, larger for DESC), a permutation even with ties. Each lane
 // holds CHUNK elements of a strip of SG * CHUNK; the row streams past once per strip, each lane loading 4 elements
