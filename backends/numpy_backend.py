@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from reference.node import Node
 from reference.tensor import Buffer, DType, host_view
 
-from .base import Backend, Node
+from .base import Backend
 
 
 def read_operand(raw: np.ndarray, t) -> np.ndarray:

@@ -3,12 +3,12 @@ graph planner and measured by the backend's allocator, at Kimi dimensions by def
 from __future__ import annotations
 
 import sys
-import time
 
 import numpy as np
 
-from bench.ops import usable
-from reference.delta_net import VARIANTS, build_gdn_graph
+from backends import usable
+from bench import timing
+from reference.delta_net import build_gdn_graph
 from reference.graph import run_graph
 from reference.ops import _gdn_domain
 
@@ -30,15 +30,15 @@ def run(backends: list[str], variants: list[str], S=128, H=32, T=512, n_seqs=1, 
             rec = {"kind": "delta_net", "backend": name, **info, "variant": variant, "S": S, "H": H, "T": T,
                    "n_seqs": n_seqs, "gate": "kda" if kda else "gda", "nodes": plan["nodes"],
                    "planned_compute_bytes": plan["compute_bytes"], "peak_at": plan["peak_at"]}
+            base = backend.live_bytes
+
+            def reset_peak():
+                backend.peak_bytes = base
+
             try:
-                run_graph(backend, graph, values)  # warm-up: compiles every kernel once
-                samples = []
-                for _ in range(reps):
-                    base = backend.live_bytes
-                    backend.peak_bytes = base
-                    t0 = time.perf_counter()
-                    run_graph(backend, graph, values)
-                    samples.append(time.perf_counter() - t0)
+                # a warm-up (compiles every kernel once), then reps timed runs, each watched by the allocator
+                samples = timing.measure(lambda: run_graph(backend, graph, values), backend.synchronize, reps,
+                                         before=reset_peak)
                 # The allocator saw inputs and intermediates; inputs are not compute buffer.
                 rec["measured_compute_bytes"] = backend.peak_bytes - base - plan["input_bytes"]
             except NotImplementedError as err:
@@ -46,9 +46,9 @@ def run(backends: list[str], variants: list[str], S=128, H=32, T=512, n_seqs=1, 
                 print(f"{name}: {variant:9s} unsupported: {err}", file=sys.stderr, flush=True)
                 records.append(rec)
                 continue
-            rec.update(supported=True, ms=1e3 * float(np.mean(samples)), ms_std=1e3 * float(np.std(samples, ddof=1))
-                       if len(samples) > 1 else 0.0, samples_ms=[1e3 * s for s in samples],
-                       tokens_per_s=T * n_seqs / float(np.mean(samples)))
+            mean, std = timing.mean_std(samples)
+            rec.update(supported=True, ms=1e3 * mean, ms_std=1e3 * std, samples_ms=[1e3 * s for s in samples],
+                       tokens_per_s=T * n_seqs / mean)
             print(f"{name}: {variant:9s} {rec['ms']:10.1f} ms  compute buffer planned "
                   f"{plan['compute_bytes'] / 2**20:8.1f} MiB, measured {rec['measured_compute_bytes'] / 2**20:8.1f} MiB",
                   file=sys.stderr, flush=True)

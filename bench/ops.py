@@ -3,15 +3,16 @@ same run's copy bandwidth of the backend (its own buffer copy), so each op shows
 from __future__ import annotations
 
 import sys
-import time
 
 import numpy as np
 
 import backends as registry
-from backends.base import make_node
-from cases.harness import Case, Input, Layout, host_buffers
+from bench import timing
+from cases.harness import host_buffers
 from cases.upstream import _block_params, gdn_inputs
-from reference.ops import REGISTRY, get_op
+from reference.case import Case, Input, Layout
+from reference.node import make_node
+from reference.ops import REGISTRY
 from reference.tensor import DType
 
 ROWS, COLS = 1024, 4096  # 4 Mi f32 elements = 16 MiB per operand
@@ -54,23 +55,12 @@ COPY_BYTES = 64 << 20
 
 
 def _time(run, sync, budget_s: float, batches: int = 5, max_runs: int = 1000) -> tuple[float, list[float]]:
-    """Seconds per run: one warm-up, then `batches` timed batches sharing ~budget_s, each synced once at its end.
-    Returns the best batch (the least disturbed by other work on the machine, as timeit does) and every batch."""
-    run()
-    sync()
-    t0 = time.perf_counter()
-    run()
-    sync()
-    once = max(time.perf_counter() - t0, 1e-6)
+    """Seconds per run: one warm-up and one timed run that sizes the batches, then `batches` timed batches sharing
+    ~budget_s, each synced once at its end. Returns the best batch (timing.best) and every batch."""
+    once = max(timing.measure(run, sync, 1)[0], 1e-6)
     n = int(min(max_runs, max(1, budget_s / batches / once)))
-    samples = []
-    for _ in range(batches):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            run()
-        sync()
-        samples.append((time.perf_counter() - t0) / n)
-    return min(samples), samples
+    samples = timing.measure(run, sync, batches, per_sample=n, warmup=False)
+    return timing.best(samples), samples
 
 
 def copy_bandwidth(backend, budget_s: float) -> dict:
@@ -115,7 +105,7 @@ def bench_op(backend, case: Case, budget_s: float) -> dict:
     dst_buf = backend.upload(dst.raw) if dst is not None else None
     dst_t = dst.tensor.with_buffer(dst_buf) if dst is not None else None
     try:
-        node = make_node(case.op, src_t, params, dst=dst_t, variant=case.variant)
+        node = make_node(case.op, src_t, params, dst=dst_t, impl=case.impl)
         reason = backend.supports(node)
         if reason:
             return {"supported": False, "reason": reason}
@@ -130,23 +120,10 @@ def bench_op(backend, case: Case, budget_s: float) -> dict:
             "gb_s": nbytes / secs / 1e9, "gflops": flops / secs / 1e9}
 
 
-def usable(backends: list[str]):
-    """(name, backend, device info) for each backend that can run here; says why for the others, one line each on
-    stderr (stdout may carry csv or json). `python -m bench` has already refused a backend named explicitly that
-    cannot run (see bench.__main__._backends)."""
-    for name in backends:
-        reason = registry.availability(name)  # looked up at call time: tests replace it
-        if reason:
-            print(f"{name}: skipped ({reason})", file=sys.stderr, flush=True)
-            continue
-        backend = registry.get_backend(name)
-        yield name, backend, backend.device_info()
-
-
 def run(ops: list[str], backends: list[str], budget_s: float = 0.5) -> list[dict]:
     """Benchmark `ops` on `backends`; returns history records (kind 'ops'), copy bandwidth first per backend."""
     records = []
-    for name, backend, info in usable(backends):
+    for name, backend, info in registry.usable(backends):
         base = {"backend": name, **info}
         copy = copy_bandwidth(backend, budget_s)
         records.append({"kind": "copy", **base, **copy})

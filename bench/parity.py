@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from backends import get_backend
+from backends import get_backend, usable
+from backends.session import ModelSession
 from cases.harness import compare
 from reference.config import KimiConfig
-from reference.model import ModelSession
 from reference.ops import get_op
 
 INDEX_OPS = {"TOP_K", "ARGSORT"}
@@ -161,7 +161,7 @@ def run_parity(backend_name: str, c: KimiConfig, weights: dict, variant: str, fo
 def run_llama_parity(gguf_path, c: KimiConfig, weights: dict, variant: str, form: str,
                      scenario: Scenario = Scenario()) -> ParityResult:
     """The reference against llama.cpp on the same GGUF file, call by call and node by node."""
-    from reference.llama_cpp import llama_cpp_run
+    from backends.llama_cpp import llama_cpp_run
 
     toks = scenario.tokens(c.n_vocab)
     seqs = [(list(map(int, t[:scenario.prompt])), list(map(int, t[scenario.prompt:]))) for t in toks]
@@ -185,8 +185,6 @@ def run_cli(backends: list[str], c: KimiConfig, weights: dict, model: str, varia
             scenario: Scenario, against: str, show: int = 12) -> tuple[list[dict], bool]:
     """`python -m bench parity`: prints, per run, the worst nodes (NMSE / bound), the first failing node and the
     top-1 agreement; returns history records (kind 'parity') and whether every run passed."""
-    from bench.ops import usable
-
     base = {"kind": "parity", "against": against, "model": model, "model_config": c.name, "variant": variant,
             "form": form, "prompt": scenario.prompt, "decode": scenario.decode, "n_seqs": scenario.n_seqs}
     runs = []

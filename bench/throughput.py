@@ -22,14 +22,16 @@ from __future__ import annotations
 import os
 import re
 import sys
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from backends import usable
 from backends.base import aligned_size
+from backends.session import ModelSession
+from bench import timing
 from reference.graph import node_storages
-from reference.model import F32, KV_PAD, ModelSession, build_ubatch_graph, graph_weight_shapes, state_shapes
+from reference.model import F32, KV_PAD, build_ubatch_graph, graph_weight_shapes, state_shapes
 
 TEST_RE = re.compile(r"^(pp|tg)([1-9][0-9]*)$")
 
@@ -105,28 +107,25 @@ def depth_snapshot(session: ModelSession, depth: int, n_ubatch: int, seed: int =
 
 def run_test(session: ModelSession, test: BenchTest, snapshot: tuple, n_ubatch: int, reps: int,
              seed: int = 0, n_batch: int | None = None) -> dict:
-    """One llama-bench test from a depth snapshot: a warm-up, then `reps` timed runs. Returns samples and memory."""
+    """One llama-bench test from a depth snapshot: a warm-up (compiles every kernel once), then `reps` timed runs,
+    each from the snapshot (restored untimed). Returns t/s per repetition with their mean and sample standard
+    deviation (timing.mean_std), and memory."""
     work = np.random.default_rng([seed, test.n_tokens]).integers(0, session.config.n_vocab, size=(1, test.n_tokens))
     peak = _Peak(session)
 
-    def one_run() -> float:
-        session.restore(snapshot)
-        t0 = time.perf_counter()
+    def one_run() -> None:
         if test.kind == "pp":
             for start, end in ubatch_spans(test.n_tokens, n_batch or test.n_tokens, n_ubatch):
                 peak.run(work[:, start:end])
         else:
             for i in range(test.n_tokens):
                 peak.run(work[:, i:i + 1])
-        session.backend.synchronize()
-        elapsed = time.perf_counter() - t0
-        peak.settle()
-        return elapsed
 
-    one_run()  # warm-up: compiles every kernel once
-    seconds = [one_run() for _ in range(reps)]
+    seconds = timing.measure(one_run, session.backend.synchronize, reps, before=lambda: session.restore(snapshot),
+                             after=peak.settle)
     ts = [test.n_tokens / s for s in seconds]
-    return {"samples_ts": ts, "avg_ts": float(np.mean(ts)), "stddev_ts": float(np.std(ts, ddof=1)) if reps > 1 else 0.0,
+    avg_ts, stddev_ts = timing.mean_std(ts)
+    return {"samples_ts": ts, "avg_ts": avg_ts, "stddev_ts": stddev_ts,
             "compute_planned_bytes": peak.planned, "compute_measured_bytes": peak.measured}
 
 
@@ -134,8 +133,6 @@ def run(tests: list[BenchTest], depths: list[int], backends: list[str], c, weigh
         variants: list[str], form: str, n_batch: int, n_ubatch: int, reps: int) -> list[dict]:
     """Every test at every depth for every delta-net variant on every usable backend; one history record (kind
     'bench') per result."""
-    from bench.ops import usable
-
     ub = min(n_batch, n_ubatch)  # llama.cpp's clamp: a ubatch never exceeds its batch; recorded as run
     n_ctx = context_size(tests, depths)
     records = []

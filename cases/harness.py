@@ -8,96 +8,20 @@ padding, inputs) must be unchanged.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from backends.base import Backend, Node, make_node
+from backends.base import Backend
 from backends.numpy_backend import NumpyBackend
+from reference.case import Case, Input
+from reference.node import Node, make_node
 from reference.ops import get_op
 from reference.tensor import DType, Tensor, contiguous_strides, footprint, host_view
 
 GUARD = 64  # bytes of sentinel before and after every output
 SENTINEL = 0xA5
 POISON = 0xFF  # all-ones bytes are NaN in f32 and f16
-
-
-@dataclass(frozen=True)
-class Layout:
-    """How an input sits in its buffer: stored with `pad` extra elements per (storage) dim, `offset` elements in,
-    then permuted with ggml_permute(axes) so the op sees the case's ne."""
-
-    permute: tuple[int, int, int, int] | None = None
-    pad: tuple[int, int, int, int] = (0, 0, 0, 0)
-    offset: int = 0
-
-    def describe(self) -> str:
-        parts = []
-        if self.permute:
-            parts.append("perm=" + "".join(map(str, self.permute)))
-        if any(self.pad):
-            parts.append("pad=" + ",".join(map(str, self.pad)))
-        if self.offset:
-            parts.append(f"off={self.offset}")
-        return "|".join(parts) or "cont"
-
-    def storage_ne(self, ne):
-        """The ne before the permute: ggml_permute sends storage dim i to dim axes[i]."""
-        if not self.permute:
-            return tuple(ne)
-        return tuple(ne[self.permute[i]] for i in range(4))
-
-
-CONTIGUOUS = Layout()
-
-
-@dataclass(frozen=True)
-class Input:
-    ne: tuple[int, int, int, int]
-    dtype: DType = DType.F32
-    layout: Layout = CONTIGUOUS
-
-    def __post_init__(self):
-        object.__setattr__(self, "ne", tuple(list(self.ne) + [1] * (4 - len(self.ne))))
-
-
-@dataclass(frozen=True)
-class Case:
-    """One op variant with its inputs: the unit every test, reproducer and perf run is made of."""
-
-    op: str
-    inputs: tuple[Input, ...]
-    params: tuple = ()  # (name, value) pairs, kept hashable
-    seed: int = 0
-    variant: str = "default"
-
-    @staticmethod
-    def of(op: str, *inputs: Input, seed: int = 0, variant: str = "default", **params) -> "Case":
-        return Case(op.upper(), tuple(inputs), tuple(sorted(params.items())), seed, variant)
-
-    @property
-    def param_dict(self) -> dict:
-        return dict(self.params)
-
-    def label(self) -> str:
-        """test-backend-ops style: OP(type=..,ne_a=[..],...); stable, so it can name a pytest id."""
-        names = "abcdefg"
-        parts = [f"type={self.inputs[0].dtype.label}"] if self.inputs else []
-        for i, inp in enumerate(self.inputs):
-            ne = list(inp.ne)
-            while len(ne) > 1 and ne[-1] == 1:
-                ne.pop()
-            parts.append(f"ne_{names[i]}={ne}".replace(" ", ""))
-            if inp.layout != CONTIGUOUS:
-                parts.append(f"view_{names[i]}={inp.layout.describe()}")
-            if inp.dtype != self.inputs[0].dtype:
-                parts.append(f"type_{names[i]}={inp.dtype.label}")
-        parts += [f"{k}={json.dumps(v) if isinstance(v, (list, tuple)) else v}".replace(" ", "")
-                  for k, v in self.params]
-        if self.variant != "default":
-            parts.append(f"variant={self.variant}")
-        return f"{self.op}({','.join(parts)})"
 
 
 @dataclass
@@ -160,8 +84,7 @@ def host_buffers(case: Case):
     srcs = [build_input(inp, None, rng, op, i, params, shapes) for i, inp in enumerate(case.inputs)]
     node = make_node(op.name, [s.tensor for s in srcs], params)  # validates: ValueError before any kernel runs
     op.check_ids(node.srcs, {i: host_view(srcs[i].raw, srcs[i].tensor) for i in op.ids})  # a domain bug, say
-    inplace = bool(op.inplace_param and node.params.get(op.inplace_param))
-    dst = None if inplace else build_output(node.dst)
+    dst = None if node.inplace else build_output(node.dst)
     return srcs, dst, op, node.params
 
 
@@ -176,7 +99,7 @@ def execute(backend: Backend, case: Case, srcs, dst, params) -> tuple[list[np.nd
         dst_buf = backend.upload(dst.raw)
         dst_tensor = dst.tensor.with_buffer(dst_buf)
     try:
-        node = make_node(case.op, src_tensors, params, dst=dst_tensor, variant=case.variant)
+        node = make_node(case.op, src_tensors, params, dst=dst_tensor, impl=case.impl)
         reason = backend.supports(node)
         if reason:
             return [], np.empty(0), dst_tensor, reason

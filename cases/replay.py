@@ -21,17 +21,19 @@ import shlex
 import sys
 from pathlib import Path
 
+from reference.case import Case, Input, Layout
+from reference.node import writes_in_place
 from reference.ops import get_op
 from reference.tensor import DType, Tensor, contiguous_strides
 
-from .harness import GUARD, Case, Input, Layout, run_case
+from .harness import GUARD, run_case
 
 REPRO_DIR = Path(__file__).resolve().parent.parent / "reports" / "repro"
 
 
 def case_to_json(case: Case) -> str:
     return json.dumps({
-        "op": case.op, "seed": case.seed, "variant": case.variant, "params": dict(case.params),
+        "op": case.op, "seed": case.seed, "impl": case.impl, "params": dict(case.params),
         "inputs": [{"ne": list(i.ne), "dtype": i.dtype.label,
                     "layout": {"permute": list(i.layout.permute) if i.layout.permute else None,
                                "pad": list(i.layout.pad), "offset": i.layout.offset}} for i in case.inputs],
@@ -39,7 +41,7 @@ def case_to_json(case: Case) -> str:
 
 
 _DTYPES = {d.label: d for d in DType}
-_CASE_KEYS = ("op", "inputs", "params", "seed", "variant")
+_CASE_KEYS = ("op", "inputs", "params", "seed", "impl")
 _LAYOUT_KEYS = ("permute", "pad", "offset")
 
 
@@ -113,10 +115,10 @@ def case_from_json(text: str) -> Case:
     # JSON has no tuples; the op's own rules (case_bytes) check each parameter's kind
     params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
     seed = _int(d.get("seed", 0), "seed")
-    variant = d.get("variant", "default")
-    if not isinstance(variant, str):
-        raise ValueError(f"variant must be a string, got {_show(variant)}")
-    return Case(op.name, tuple(inputs), tuple(sorted(params.items())), seed, variant)
+    impl = d.get("impl", "default")
+    if not isinstance(impl, str):
+        raise ValueError(f"impl must be a string, got {_show(impl)}")
+    return Case(op.name, tuple(inputs), tuple(sorted(params.items())), seed, impl)
 
 
 # ---- the size of a case, before anything is allocated -------------------------------------------------------------
@@ -173,7 +175,7 @@ def case_bytes(case: Case, max_bytes: int | None = None) -> int:
         dst = op.output(srcs, params)
     except (TypeError, OverflowError, KeyError) as err:  # a parameter of the right kind the op cannot use
         raise ValueError(f"{case.label()}: {type(err).__name__} {err}") from None
-    if not (op.inplace_param and params.get(op.inplace_param)):
+    if not writes_in_place(op, params):
         n = 2 * GUARD + dst.nbytes()
         total += n
         parts.append(f"output {_human(n)}")
@@ -306,15 +308,15 @@ def main(argv=None) -> int:
         case = case_from_json(args.case)
         case_bytes(case, DEFAULT_MAX_BYTES if args.max_bytes is None else parse_size(args.max_bytes))
         backend = get_backend(args.backend)
-        variants = backend.variants(case.op)
-        if case.variant not in variants:
-            raise ValueError(f"{args.backend} has no variant {case.variant!r} of {case.op} "
-                             f"(has {', '.join(variants)})")
+        impls = backend.impls(case.op)
+        if case.impl not in impls:
+            raise ValueError(f"{args.backend} has no impl {case.impl!r} of {case.op} "
+                             f"(has {', '.join(impls)})")
     except (ValueError, RuntimeError) as err:
         refuse(err)
     try:
         outcome = run_case(backend, case)
-    except NotImplementedError as err:  # the backend does not claim this (op, type, layout, variant)
+    except NotImplementedError as err:  # the backend does not claim this (op, type, layout, impl)
         print(f"unsupported: {err}")
         return 3
     print(outcome.report())

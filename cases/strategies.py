@@ -11,11 +11,12 @@ import itertools
 import numpy as np
 from hypothesis import strategies as st
 
-from backends.base import make_node
+from reference.case import CONTIGUOUS, Case, Input, Layout
+from reference.node import make_node
 from reference.ops import REGISTRY, TRI_TYPES
 from reference.tensor import DType, Tensor, contiguous_strides
 
-from .harness import CONTIGUOUS, GUARD, Case, Input, Layout
+from .harness import GUARD
 
 F32, F16, I32 = DType.F32, DType.F16, DType.I32
 
@@ -264,17 +265,17 @@ def descriptor(inp: Input) -> Tensor:
     return t.permute(*lay.permute) if lay.permute else t
 
 
-def refusal(backend, case: Case, variants=("default",)) -> str | None:
-    """Why `backend` refuses `case` (any of `variants`), judged on the case's descriptors; None when it claims it."""
+def refusal(backend, case: Case, impls=("default",)) -> str | None:
+    """Why `backend` refuses `case` (any of `impls`), judged on the case's descriptors; None when it claims it."""
     srcs = [descriptor(inp) for inp in case.inputs]
     try:
         node = make_node(case.op, srcs, case.param_dict)
-        if not (node.op.inplace_param and node.params.get(node.op.inplace_param)):  # in place: dst is src0's view
+        if not node.inplace:  # in place: dst is src0's view
             node.dst = Tensor.new(node.dst.dtype, node.dst.ne, offset=GUARD)  # as harness.build_output places it
     except ValueError as invalid:
         return f"invalid: {invalid}"
-    for variant in variants:
-        node.variant = variant
+    for impl in impls:
+        node.impl = impl
         why = backend.supports(node)
         if why:
             return why
@@ -307,30 +308,30 @@ def narrowings(lay: Layout) -> list[Layout]:
     return [layout for _, _, layout in sorted(found)]
 
 
-def claimed(case: Case, backend, variants=("default",)) -> Case:
-    """`case` with each input's layout narrowed to the closest one `backend` claims (all of `variants`).
+def claimed(case: Case, backend, impls=("default",)) -> Case:
+    """`case` with each input's layout narrowed to the closest one `backend` claims (all of `impls`).
 
     Inputs are settled in order: input i takes the first of its narrowings the backend accepts with the inputs
     before it as settled and those after it contiguous, so the last input's check is of the final case. A case the
     backend refuses for other reasons than layout (a dtype, a size) is returned as drawn."""
-    if refusal(backend, case, variants) is None:
+    if refusal(backend, case, impls) is None:
         return case
     inputs = list(case.inputs)
     for i, inp in enumerate(case.inputs):
         later = [Input(x.ne, x.dtype, CONTIGUOUS) for x in case.inputs[i + 1:]]
         for lay in narrowings(inp.layout):
             trial = Case(case.op, tuple(inputs[:i] + [Input(inp.ne, inp.dtype, lay)] + later), case.params,
-                         case.seed, case.variant)
-            if refusal(backend, trial, variants) is None:
+                         case.seed, case.impl)
+            if refusal(backend, trial, impls) is None:
                 inputs[i] = trial.inputs[i]
                 break
         else:
             return case
-    return Case(case.op, tuple(inputs), case.params, case.seed, case.variant)
+    return Case(case.op, tuple(inputs), case.params, case.seed, case.impl)
 
 
-def cases_for(op: str, backend=None, variants=("default",)):
-    """Cases of `op`; with a backend, only cases whose layouts it claims for every one of `variants`."""
+def cases_for(op: str, backend=None, impls=("default",)):
+    """Cases of `op`; with a backend, only cases whose layouts it claims for every one of `impls`."""
     if backend is None:
         return STRATEGIES[op]()
-    return STRATEGIES[op]().map(lambda case: claimed(case, backend, tuple(variants)))
+    return STRATEGIES[op]().map(lambda case: claimed(case, backend, tuple(impls)))

@@ -15,10 +15,11 @@ from backends.cuda import BROKEN, GDN_COLUMNS, KERNELS
 from backends.cuda.compile_check import compile_all, compile_source
 from backends.cuda.build import (CHECK_ARCH, kernel_files, kernel_source, nvrtc, nvrtc_library_candidates,
                                  nvrtc_options, select_arch)
+from reference.case import Case, Input, Layout
 from reference.ops import REGISTRY
 from reference.tensor import DType
 
-from .harness import Case, Input, Layout, run_case
+from .harness import run_case
 from .upstream import pinned
 
 FILES = kernel_files()
@@ -247,7 +248,7 @@ def test_kernels_on_host_emulation(emulated, op):
 
 
 def test_cuda_emulated_broken_acc_is_caught(emulated):
-    assert emulated.variants("ACC") == ["default", "broken_acc_nb3"]
+    assert emulated.impls("ACC") == ["default", "broken_acc_nb3"]
     acc = pinned("ACC")
     four_d = next(c for c in acc if c.inputs[0].ne[2:] == (3, 2))
     three_d = acc[0]

@@ -1,5 +1,5 @@
 """The harness must be able to fail: each deliberately wrong backend below is caught, with a message that says
-what went wrong. Plus the broken ACC kernel variant every device backend carries (llama.cpp #19426's bug)."""
+what went wrong. Plus the broken ACC kernel impl every device backend carries (llama.cpp #19426's bug)."""
 import shlex
 import subprocess
 import sys
@@ -11,10 +11,11 @@ import pytest
 from backends import KERNEL_BACKENDS
 from backends.numpy_backend import NumpyBackend
 from conftest import device_backend
+from reference.case import Case, Input, Layout
 from reference.tensor import DType, host_view
 
 from . import replay
-from .harness import Case, Input, Layout, run_case
+from .harness import run_case
 from .upstream import _block_params
 
 # The 4-D block case that exposed the Vulkan bug, and a 3-D contiguous one the buggy shader got right.
@@ -88,9 +89,9 @@ def test_reference_passes_itself():
 
 
 @pytest.mark.parametrize("backend_name", KERNEL_BACKENDS)
-def test_broken_acc_variant_is_caught(backend_name):
+def test_broken_acc_impl_is_caught(backend_name):
     backend = device_backend(backend_name)
-    assert "broken_acc_nb3" in backend.variants("ACC"), f"{backend_name} must carry the broken ACC variant"
+    assert "broken_acc_nb3" in backend.impls("ACC"), f"{backend_name} must carry the broken ACC impl"
     broken = lambda case: Case(case.op, case.inputs, case.params, case.seed, "broken_acc_nb3")
     caught = run_case(backend, broken(ACC_4D))
     assert not caught.passed, "the suite failed to catch the nb3-ignoring ACC kernel"

@@ -5,9 +5,9 @@ import gguf
 import numpy as np
 import pytest
 
+from backends.llama_cpp import llama_cpp_run
 from reference.config import get_config
 from reference.gguf_io import write_gguf
-from reference.llama_cpp import llama_cpp_run
 from reference.weights import random_weights
 
 TINY = get_config("tiny")

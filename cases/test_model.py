@@ -6,13 +6,13 @@ import pytest
 
 from backends import TESTED_BACKENDS
 from backends.numpy_backend import NumpyBackend
+from backends.session import ModelSession
 from bench import parity
 from bench.__main__ import main
 from conftest import device_backend
 from reference.config import get_config, weight_shapes
 from reference.delta_net import VARIANTS
-from reference.mla import FORMS
-from reference.model import ModelSession, build_ubatch_graph, model_loop
+from reference.model import build_ubatch_graph, model_loop
 from reference.weights import random_weights
 from reports import history
 

@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 from backends import TESTED_BACKENDS
 from backends.base import is_broken
 from conftest import device_backend
+from reference.case import Case
 from reference.ops import REGISTRY
 
-from .harness import Case, run_case
+from .harness import run_case
 from .replay import save_reproducer
 from .strategies import cases_for
 from .upstream import pinned
@@ -35,22 +36,22 @@ def check(backend, case: Case, drawn: bool = False):
                     pytrace=False)
 
 
-def variants_under_test(backend, op: str) -> list[str]:
-    return [v for v in backend.variants(op) if not is_broken(v)]
+def impls_under_test(backend, op: str) -> list[str]:
+    return [v for v in backend.impls(op) if not is_broken(v)]
 
 
 def drawn_cases(backend, op: str):
-    """What test_drawn draws: cases of `op` in layouts `backend` claims for every variant it is tested in."""
-    return cases_for(op, backend, variants_under_test(backend, op))
+    """What test_drawn draws: cases of `op` in layouts `backend` claims for every impl it is tested in."""
+    return cases_for(op, backend, impls_under_test(backend, op))
 
 
 @pytest.mark.parametrize("backend_name,case", [
     pytest.param(b, case, id=f"{b}-{case.label()}") for b in TESTED_BACKENDS for op in OPS for case in pinned(op)])
 def test_upstream(backend_name, case):
     backend = device_backend(backend_name)
-    for variant in backend.variants(case.op):
-        if not is_broken(variant):
-            check(backend, Case(case.op, case.inputs, case.params, case.seed, variant))
+    for impl in backend.impls(case.op):
+        if not is_broken(impl):
+            check(backend, Case(case.op, case.inputs, case.params, case.seed, impl))
 
 
 @pytest.mark.parametrize("backend_name,op", [pytest.param(b, op, id=f"{b}-{op}") for b in TESTED_BACKENDS for op in OPS])
@@ -58,5 +59,5 @@ def test_upstream(backend_name, case):
 def test_drawn(backend_name, op, data):
     backend = device_backend(backend_name)
     case = data.draw(drawn_cases(backend, op), label="case")
-    for variant in variants_under_test(backend, op):
-        check(backend, Case(case.op, case.inputs, case.params, case.seed, variant), drawn=True)
+    for impl in impls_under_test(backend, op):
+        check(backend, Case(case.op, case.inputs, case.params, case.seed, impl), drawn=True)

@@ -17,14 +17,15 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from backends import TESTED_BACKENDS
-from backends.base import make_node
 from backends.numpy_backend import NumpyBackend
 from conftest import device_backend
+from reference.case import CONTIGUOUS, Case, Input, Layout
+from reference.node import make_node
 from reference.ops import REGISTRY
 
-from .harness import CONTIGUOUS, Case, Input, Layout, host_buffers
+from .harness import host_buffers
 from .strategies import cases_for, claimed, descriptor, narrowings
-from .test_ops import drawn_cases, variants_under_test
+from .test_ops import drawn_cases, impls_under_test
 
 OPS = sorted(REGISTRY)
 N_DRAWS = 40
@@ -53,7 +54,7 @@ def harness_refusal(backend, case: Case) -> str | None:
     try:
         tensors = [s.tensor.with_buffer(b) for s, b in zip(srcs, bufs)]
         dst_t = tensors[0] if dst is None else dst.tensor.with_buffer(dst_buf)
-        node = make_node(case.op, tensors, params, dst=dst_t, variant=case.variant)
+        node = make_node(case.op, tensors, params, dst=dst_t, impl=case.impl)
         return backend.supports(node)
     finally:
         for b in bufs + ([dst_buf] if dst_buf is not None else []):
@@ -66,10 +67,10 @@ def test_drawn_cases_are_claimed(backend_name, op):
     refused = []
     cases = draw(drawn_cases(backend, op), N_DRAWS)
     for case in cases:
-        for variant in variants_under_test(backend, op):
-            why = harness_refusal(backend, Case(case.op, case.inputs, case.params, case.seed, variant))
+        for impl in impls_under_test(backend, op):
+            why = harness_refusal(backend, Case(case.op, case.inputs, case.params, case.seed, impl))
             if why:
-                refused.append(f"{case.label()} [{variant}]: {why}")
+                refused.append(f"{case.label()} [{impl}]: {why}")
                 break
     assert len(refused) <= MAX_REFUSED * len(cases), \
         f"{backend_name} refuses {len(refused)} of {len(cases)} drawn {op} cases:\n" + "\n".join(refused[:5])
@@ -133,9 +134,9 @@ def test_claimed_returns_a_case_refused_for_other_reasons_as_drawn():
     assert claimed(ADD, Claims(lambda node: "no kernel at all")) is ADD
 
 
-def test_claimed_asks_for_every_variant():
+def test_claimed_asks_for_every_impl():
     def fast_needs_contiguous(node):
-        return "fast needs contiguous a" if node.variant == "fast" and not node.srcs[0].is_contiguous() else None
+        return "fast needs contiguous a" if node.impl == "fast" and not node.srcs[0].is_contiguous() else None
 
     backend = Claims(fast_needs_contiguous)
     assert claimed(ADD, backend, ("default",)) is ADD

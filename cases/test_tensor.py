@@ -1,7 +1,7 @@
 """Tensor descriptors and op validation refuse bad input with a clear ValueError before any kernel runs."""
 import pytest
 
-from backends.base import make_node
+from reference.node import make_node
 from reference.tensor import Buffer, DType, Tensor
 
 F32 = DType.F32

@@ -17,13 +17,14 @@ import numpy as np
 import pytest
 
 from backends import TESTED_BACKENDS
-from backends.base import Node, make_node
 from conftest import device_backend
+from reference.case import Case, Input
 from reference.graph import Graph, run_graph
+from reference.node import Node, make_node
 from reference.ops import REGISTRY, get_op
 from reference.tensor import DType, Tensor
 
-from .harness import Case, Input, host_buffers, run_case
+from .harness import host_buffers, run_case
 from .upstream import pinned
 
 F32, I32 = DType.F32, DType.I32

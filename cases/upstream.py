@@ -4,10 +4,9 @@ Shapes are ggml ne (fastest dim first). Each entry is a Case; `pinned(op)` lists
 """
 from __future__ import annotations
 
+from reference.case import Case, Input, Layout
 from reference.ops import TRI_TYPES
 from reference.tensor import DType, contiguous_strides
-
-from .harness import Case, Input, Layout
 
 F32, F16, I32 = DType.F32, DType.F16, DType.I32
 

@@ -80,11 +80,6 @@ class KimiConfig:
         """Per KDA layer and sequence: (d_conv-1) taps of q, k and v (llama.cpp n_embd_r)."""
         return 3 * (self.d_conv - 1) * self.d_inner
 
-    @property
-    def ssm_state_floats(self) -> int:
-        """Per KDA layer and sequence: one head_dim x head_dim state per head (llama.cpp n_embd_s)."""
-        return self.head_dim * self.head_dim * self.n_head
-
     def with_overrides(self, n_layer: int | None = None, n_expert: int | None = None) -> KimiConfig:
         """The same widths with fewer layers or experts, so real-width layers fit a given machine."""
         changes = {}

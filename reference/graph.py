@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .node import Node, validate_node, writes_in_place
 from .ops import get_op
 from .tensor import Buffer, DType, Tensor, contiguous_strides, host_view, overlap
 
@@ -83,7 +84,7 @@ class Graph:
         for s in srcs:
             if s.storage.producer is None and not s.storage.is_input:  # a new_tensor, first touched here
                 s.storage.producer = len(self.nodes)
-        if spec.inplace_param and full.get(spec.inplace_param):
+        if writes_in_place(spec, full):
             for i, s in enumerate(srcs[1:], 1):  # src0 is written while the others are read
                 if s.storage is srcs[0].storage and overlap(s.desc, srcs[0].desc):
                     raise ValueError(f"{name}: {spec.name}: src{i} {s.desc.describe()} overlaps src0 "
@@ -180,8 +181,6 @@ class _Slots:
 def _bind_nodes(graph: Graph, known: dict[Storage, Buffer]) -> list:
     """Every node bound to placeholder buffers of its storages' sizes (the real ones where known), for support
     checks that look at descriptors and buffer sizes only."""
-    from backends.base import Node
-
     placeholders = dict(known)
     bind = lambda t: t.bound(placeholders.setdefault(t.storage, Buffer(t.storage.nbytes)))
     return [Node(get_op(n.op), [bind(s) for s in n.srcs], bind(n.dst), n.params, name=n.name) for n in graph.nodes]
@@ -229,8 +228,6 @@ def run_graph(backend, graph: Graph, values: dict[str, np.ndarray], keep: str = 
         if np.squeeze(arr).shape != np.squeeze(np.empty(t.desc.shape, dtype=np.uint8)).shape:
             raise ValueError(f"input {name!r} needs numpy shape {t.desc.shape} (size-1 dims optional), got {arr.shape}")
         host[t.storage] = np.ascontiguousarray(arr.reshape(t.desc.shape)).view(np.uint8).reshape(-1)
-    from backends.base import Node, validate_node
-
     check_input_ids(graph, host)
     bound_nodes = _bind_nodes(graph, {t.storage: resident[n] for n, t in graph.inputs.items() if n in resident})
     for node in bound_nodes:  # every node is checked before any kernel runs

@@ -4,7 +4,8 @@ A ubatch holds n sequences of T tokens each (llama.cpp's equal split for recurre
 slots. Per KDA layer and slot the model keeps llama.cpp's recurrent state: the conv state (the last d_conv-1 raw
 q/k/v projections, [Q|K|V] with the taps of a channel contiguous) and the delta-net state [S,S,H]; per MLA layer and
 slot a latent KV cache of kv_lora + qk_rope floats per position. These are graph inputs the graph updates in place,
-bound to resident backend buffers by ModelSession, so prefill and decode run the same graph code.
+bound to resident backend buffers by ModelSession (backends/session.py), so prefill and decode run the same graph
+code.
 
 Node names are llama.cpp's callback names with the layer suffix (attn_norm-0, kda_g1-0, kda_beta-0, kda_normed-0,
 kda_out-0, mla_out-3, ffn_inp-1, ffn_norm-1, ffn_moe_out-1, ffn_out-1, l_out-1, result_norm, result_output), so a
@@ -22,11 +23,11 @@ import numpy as np
 from .config import KimiConfig, weight_shapes
 from .delta_net import check_variant, delta_net
 from .ffn import moe_ffn, moe_loop, swiglu, swiglu_loop
-from .graph import Graph, GTensor, run_graph
-from .mla import causal_mask, check_form, mla_attention, mla_loop
+from .graph import Graph, GTensor
+from .mla import check_form, mla_attention, mla_loop
 from .ops import gdn_recurrence
 from .tensor import DType
-from .weights import check_weights, kv_b_from_split
+from .weights import kv_b_from_split
 
 F32 = 4
 KV_PAD = 256  # MLA reads the cache in multiples of this many positions (llama.cpp's n_kv padding)
@@ -200,111 +201,6 @@ def _moe(gr, c: KimiConfig, x, w, b, il) -> GTensor:
         mw.update({"gate_shexp": w[b + "ffn_gate_shexp.weight"], "up_shexp": w[b + "ffn_up_shexp.weight"],
                    "down_shexp": w[b + "ffn_down_shexp.weight"]})
     return moe_ffn(gr, x, mw, c.moe, il)
-
-
-class ModelSession:
-    """A model resident on one backend: weights uploaded once, and zeroed per-slot recurrent state and KV cache that
-    every ubatch updates in place. `ubatch` runs one graph and returns the requested logits."""
-
-    def __init__(self, backend, c: KimiConfig, weights: dict[str, np.ndarray], n_slots: int = 1, n_ctx: int = 4096,
-                 variant: str = "chunk16", form: str = "absorbed"):
-        check_weights(c, weights)
-        check_variant(variant)
-        check_form(form)
-        if n_slots < 1 or n_ctx < 1:
-            raise ValueError(f"n_slots and n_ctx must be >= 1, got {n_slots}, {n_ctx}")
-        self.backend, self.config, self.n_slots, self.n_ctx = backend, c, n_slots, n_ctx
-        self.variant, self.form = variant, form
-        self.positions = [0] * n_slots
-        self.resident = {}
-        self.last_graph: Graph | None = None
-        def host(name: str) -> np.ndarray:  # attn_kv_b exists only as the split pair in the weights
-            if name in weights:
-                return weights[name]
-            prefix = name.removesuffix("attn_kv_b.weight")
-            return kv_b_from_split(weights[prefix + "attn_k_b.weight"], weights[prefix + "attn_v_b.weight"])
-
-        try:
-            for name in graph_weight_shapes(c, form):
-                self.resident[name] = backend.upload(np.ascontiguousarray(host(name), dtype=np.float32).view(np.uint8))
-            self.weights_bytes = sum(buf.nbytes for buf in self.resident.values())
-            self.state_names = list(state_shapes(c, n_slots, n_ctx))
-            for name, ne in state_shapes(c, n_slots, n_ctx).items():
-                self.resident[name] = backend.upload(np.zeros(int(np.prod(ne)) * F32, dtype=np.uint8))
-            self.state_bytes = sum(self.resident[s].nbytes for s in self.state_names)
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        for buf in self.resident.values():
-            self.backend.free(buf)
-        self.resident = {}
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def graph(self, n_seq_tokens: int, first_slot: int, n_seqs: int, n_outputs: int) -> Graph:
-        return build_ubatch_graph(self.config, n_seq_tokens, first_slot, self.positions[first_slot:first_slot + n_seqs],
-                                  n_outputs, self.n_slots, self.n_ctx, self.variant, self.form)
-
-    def ubatch(self, tokens, first_slot: int = 0, outputs: str | list[int] = "last", keep: str = "outputs") -> dict:
-        """tokens: int array [n_seqs, T] for slots first_slot.. ; outputs: 'last' (each sequence's last token),
-        'all', or explicit rows of the flattened (sequence-major) token order. Returns {'logits': [n_out, n_vocab],
-        'rows': the rows, plus every node's value by name with keep='nodes'}."""
-        tokens = np.asarray(tokens)
-        if tokens.ndim != 2 or tokens.size == 0:
-            raise ValueError(f"tokens must be a non-empty [n_seqs, T] array, got shape {tokens.shape}")
-        if tokens.min() < 0 or tokens.max() >= self.config.n_vocab:
-            raise ValueError(f"token ids must be in 0..{self.config.n_vocab - 1}, got {tokens.min()}..{tokens.max()}")
-        n, T = tokens.shape
-        if first_slot < 0 or first_slot + n > self.n_slots:
-            raise ValueError(f"slots {first_slot}..{first_slot + n - 1} do not exist (n_slots={self.n_slots})")
-        if outputs == "last":
-            rows = [j * T + T - 1 for j in range(n)]
-        elif outputs == "all":
-            rows = list(range(n * T))
-        elif isinstance(outputs, str):
-            raise ValueError(f"outputs must be 'last', 'all' or a list of rows, got {outputs!r}")
-        else:
-            rows = list(outputs)
-        gr = self.last_graph = self.graph(T, first_slot, n, len(rows))
-        positions = self.positions[first_slot:first_slot + n]
-        values = {"tokens": tokens.reshape(-1).astype(np.int32), "out_ids": np.asarray(rows, dtype=np.int32)}
-        values.update({f"kq_mask_s{j}": causal_mask(pos, T, padded_kv(pos, T, self.n_ctx))
-                       for j, pos in enumerate(positions)
-                       if f"kq_mask_s{j}" in gr.inputs})
-        result = run_graph(self.backend, gr, values, keep=keep, resident=self.resident)
-        for j in range(n):
-            self.positions[first_slot + j] += T
-        result["logits"] = result["logits"].reshape(len(rows), self.config.n_vocab)
-        result["rows"] = rows
-        return result
-
-    def reset(self) -> None:
-        """Every slot empty: zero state and cache, positions 0."""
-        for name in self.state_names:
-            self.backend.write(self.resident[name], np.zeros(self.resident[name].nbytes, dtype=np.uint8))
-        self.positions = [0] * self.n_slots
-
-    def snapshot(self) -> tuple:
-        """The state, caches and positions, to `restore` later (the bytes a fresh prefill would leave)."""
-        return list(self.positions), {name: self.backend.read(self.resident[name]) for name in self.state_names}
-
-    def restore(self, snapshot: tuple) -> None:
-        positions, states = snapshot
-        for name, raw in states.items():
-            self.backend.write(self.resident[name], raw)
-        self.positions = list(positions)
-
-    def read_state(self, name: str) -> np.ndarray:
-        """A state tensor (conv_state-N, ssm_state-N, kv_cache-N) as float32, numpy shape = reversed ne."""
-        ne = state_shapes(self.config, self.n_slots, self.n_ctx)[name]
-        raw = self.backend.read(self.resident[name])[:int(np.prod(ne)) * F32]
-        return raw.view(np.float32).reshape(tuple(reversed(ne)))
 
 
 # ---- the plain float64 loop the graph is tested against (spec sections 2-6, one sequence at a time) ------------

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..base import Backend, Node, param_block
+from reference.node import Node
+
+from ..base import Backend, param_block, pow2_at_least
 from .build import compile_program, device_arch, kernel_source, nvrtc
 
 # op -> (kernel file, entry point). {src}/{dst} in an entry point are the operand types (f32, f16); {cols} is
@@ -53,7 +55,7 @@ KERNELS = {
 }
 # ACC/SET in place (dst is a itself): entry points that walk b's elements alone, as nothing else changes.
 IN_PLACE = {"ACC": "acc_f32_in_place", "SET": "set_b32_in_place"}
-# Deliberately wrong variants (base.is_broken) that prove the suite catches a known upstream bug.
+# Deliberately wrong impls (base.is_broken) that prove the suite catches a known upstream bug.
 BROKEN = {
     ("ACC", "broken_acc_nb3"): ("acc_set.cu", "acc_f32_broken_nb3"),  # llama.cpp Vulkan bug #19426
 }
@@ -70,10 +72,6 @@ BLOCK = 256
 INT_LIMIT = 2**31  # kernels index elements with int (offsets with 64-bit)
 
 _MODULES: dict = {}  # (file, arch) -> cupy.cuda.function.Module, shared by every backend instance of the process
-
-
-def _pow2_at_least(n: int) -> int:
-    return 1 << max(0, n - 1).bit_length()
 
 
 def _ceil_div(n: int, d: int) -> int:
@@ -112,12 +110,12 @@ class CudaBackend(Backend):
         return buf.handle.get()
 
     # ---- ops ----------------------------------------------------------------------------------------------------
-    def variants(self, op_name):
+    def impls(self, op_name):
         return ["default"] + [v for (op, v) in BROKEN if op == op_name.upper()]
 
     def _kernel(self, node: Node) -> tuple[str, str]:
-        if node.variant != "default":
-            return BROKEN[(node.op.name, node.variant)]
+        if node.impl != "default":
+            return BROKEN[(node.op.name, node.impl)]
         file, entry = KERNELS[node.op.name]
         if _in_place(node):
             entry = IN_PLACE[node.op.name]
@@ -126,8 +124,8 @@ class CudaBackend(Backend):
     def supports(self, node):
         if node.op.name not in KERNELS:
             return f"no CUDA kernel for {node.op.name}"
-        if node.variant != "default" and (node.op.name, node.variant) not in BROKEN:
-            return f"no CUDA variant {node.variant!r} of {node.op.name}"
+        if node.impl != "default" and (node.op.name, node.impl) not in BROKEN:
+            return f"no CUDA impl {node.impl!r} of {node.op.name}"
         for t in node.tensors:
             if t.nelements >= INT_LIMIT:
                 return f"{t.describe()} has {t.nelements} elements; kernels index elements with 32-bit ints"
@@ -153,7 +151,7 @@ class CudaBackend(Backend):
             src = node.srcs[0]
             rows = src.ne[1] * src.ne[2] * src.ne[3]
             per_thread = -(-src.ne[0] // ROW_KERNELS[entry])
-            threads = min(BLOCK, max(32, _pow2_at_least(per_thread)))  # whole warps: the block scan needs them
+            threads = min(BLOCK, max(32, pow2_at_least(per_thread)))  # whole warps: the block scan needs them
             return (min(rows, self.max_blocks) if dst.nelements else 0), threads
         if node.op.name == "MUL_MAT":
             tiles = _ceil_div(dst.ne[0], MATMUL_TILE) * _ceil_div(dst.ne[1], MATMUL_TILE) * dst.ne[2] * dst.ne[3]
@@ -219,8 +217,7 @@ class CudaBackend(Backend):
 
 
 def _in_place(node: Node) -> bool:
-    return node.op.name in IN_PLACE and node.dst.buffer is node.srcs[0].buffer \
-        and node.dst.offset == node.srcs[0].offset
+    return node.op.name in IN_PLACE and node.inplace
 
 
 def create() -> CudaBackend:

@@ -67,7 +67,7 @@ extern "C" __global__ void set_b32_in_place(unsigned int* d, const unsigned int*
     for_each_index(vb, [&](int* i) { d[block_at(vd, p, i)] = b[at(vb, i[0], i[1], i[2], i[3])]; });
 }
 
-// DELIBERATELY WRONG (variant "broken_acc_nb3"): llama.cpp Vulkan bug #19426. The offset is decomposed with nb2 and
+// DELIBERATELY WRONG (impl "broken_acc_nb3"): llama.cpp Vulkan bug #19426. The offset is decomposed with nb2 and
 // nb1 only (nb3 ignored, i3 never bounded) and b is read as if contiguous. Right for a contiguous 3-D b, wrong when
 // ne2/ne3 > 1 stack along nb3 or b is strided: the suite must catch it.
 extern "C" __global__ void acc_f32_broken_nb3(float* d, const float* a, const float* b, const int* p) {

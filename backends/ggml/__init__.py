@@ -17,7 +17,8 @@ formula is known to lose all accuracy are refused, naming the finding (see _ggml
 """
 from __future__ import annotations
 
-from ..base import Node
+from reference.node import Node
+
 from ..numpy_backend import HostMemoryBackend
 from . import _ggml as G
 
@@ -31,12 +32,12 @@ class GgmlBackend(HostMemoryBackend):
         super().__init__()
         G.init()
 
-    def variants(self, op_name: str) -> list[str]:
+    def impls(self, op_name: str) -> list[str]:
         return ["default"]
 
     def supports(self, node: Node) -> str | None:
-        if node.variant != "default":
-            return f"ggml has one implementation; no variant {node.variant!r}"
+        if node.impl != "default":
+            return f"ggml has one implementation; no impl {node.impl!r}"
         return G.refusal(node)
 
     def _prepare(self, node: Node):

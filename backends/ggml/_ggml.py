@@ -330,7 +330,7 @@ class Prepared:
         self.node = node
         dst = node.dst
         op = node.op
-        inplace = bool(op.inplace_param and node.params.get(op.inplace_param))
+        inplace = node.inplace
         self.c = Ctx()
         ctx = self.c.ctx
         srcs = [self.c.view(t) for t in node.srcs]

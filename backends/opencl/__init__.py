@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pyopencl as cl
 
+from reference.node import Node
 from reference.tensor import Buffer, DType
 
-from ..base import PARAM_WORDS, TENSOR_WORDS, Backend, Node, is_broken, param_block
+from ..base import PARAM_WORDS, TENSOR_WORDS, Backend, is_broken, param_block, pow2_at_least
 
 HERE = Path(__file__).parent
 CHUNK = 256  # elements per work item of the "rows" and "flat" grids (common.cl)
@@ -49,7 +50,7 @@ PARAMS_DTYPE = np.dtype([("w", np.int32, PARAM_WORDS)])  # common.cl's Params, p
 # "k1" = one work item per MM_RN x MM_RM block of dst (prepare() switches MUL_MAT to entry mul_mat_k1 on
 # this grid when b has few columns and a and b are both contiguous along k), "heads" = one work group per
 # (head, seq) with one work item per value column.
-# prepare() adds per-node defines: CHUNK, types (CPY/CONT, a of MUL_MAT), b broadcast (binary), in place and variant
+# prepare() adds per-node defines: CHUNK, types (CPY/CONT, a of MUL_MAT), b broadcast (binary), in place and impl
 # (ACC/SET), taps (SSM_CONV), head size and gate kind (GATED_DELTA_NET), types (GET_ROWS, MUL_MAT_ID), NP and KP
 # (ARGSORT/TOP_K), blocking and b's k stride (MUL_MAT, MUL_MAT_ID).
 KERNELS = {
@@ -91,11 +92,7 @@ KERNELS = {
 # Ops whose dims may be merged before launch (their result does not depend on which dim an element sits in).
 COLLAPSIBLE = {"SOFTPLUS", "SIGMOID", "SILU", "EXP", "NEG", "SCALE", "CLAMP", "ADD", "SUB", "MUL", "DIV", "FILL", "CPY",
                "CONT"}
-VARIANTS = {"ACC": ["default", "broken_acc_nb3"]}
-
-
-def _pow2_at_least(n: int) -> int:
-    return 1 << max(0, int(n) - 1).bit_length()
+IMPLS = {"ACC": ["default", "broken_acc_nb3"]}
 
 
 def _collapse(words: np.ndarray, ts: list[int]) -> None:
@@ -176,15 +173,15 @@ class OpenCLBackend(Backend):
             self._kernels[(key, entry)] = cl.Kernel(self._programs[key], entry)
         return self._kernels[(key, entry)]
 
-    def variants(self, op_name: str) -> list[str]:
-        return VARIANTS.get(op_name.upper(), ["default"])
+    def impls(self, op_name: str) -> list[str]:
+        return IMPLS.get(op_name.upper(), ["default"])
 
     def supports(self, node: Node) -> str | None:
         name = node.op.name
         if name not in KERNELS:
             return f"no OpenCL kernel for {name}"
-        if node.variant not in self.variants(name):
-            return f"{name} has no variant {node.variant!r} (has {', '.join(self.variants(name))})"
+        if node.impl not in self.impls(name):
+            return f"{name} has no impl {node.impl!r} (has {', '.join(self.impls(name))})"
         types = {t.dtype for t in node.tensors}
         allowed = {"SET": {DType.F32, DType.I32}, "CPY": {DType.F32, DType.F16}, "CONT": {DType.F32, DType.F16},
                    "MUL_MAT": {DType.F32, DType.F16}, "MUL_MAT_ID": {DType.F32, DType.F16, DType.I32},
@@ -194,7 +191,7 @@ class OpenCLBackend(Backend):
             return f"{name} on {'/'.join(sorted(t.label for t in types))} is not implemented"
         if name in ("ACC", "SET") and len(types) != 1:
             return f"{name} needs a, b and dst of one type"
-        if name in ("ARGSORT", "TOP_K") and 8 * _pow2_at_least(node.srcs[0].ne[0]) > self.device.local_mem_size:
+        if name in ("ARGSORT", "TOP_K") and 8 * pow2_at_least(node.srcs[0].ne[0]) > self.device.local_mem_size:
             return f"{name} sorts a row in local memory: {node.srcs[0].ne[0]} keys do not fit"
         for t in node.tensors:
             if (t.offset + t.extent()) // t.dtype.size >= 2**31:
@@ -209,8 +206,8 @@ class OpenCLBackend(Backend):
             return lambda: None
         defines = list(defines)
         words = param_block(node)
-        inplace = name in ("ACC", "SET") and dst.buffer is srcs[0].buffer and dst.offset == srcs[0].offset
-        walks_b = inplace and not is_broken(node.variant)  # in place only b's block changes: acc_set_block walks b
+        inplace = name in ("ACC", "SET") and node.inplace
+        walks_b = inplace and not is_broken(node.impl)  # in place only b's block changes: acc_set_block walks b
         if walks_b:
             if srcs[1].nelements == 0:
                 return lambda: None
@@ -229,8 +226,8 @@ class OpenCLBackend(Backend):
             defines.append("BCAST0")
         if inplace:
             defines.append("INPLACE")
-        if is_broken(node.variant):
-            defines.append(node.variant.upper())
+        if is_broken(node.impl):
+            defines.append(node.impl.upper())
         if name == "SSM_CONV":
             defines.append(f"D_CONV={srcs[1].ne[0]}")
         if name in ("MUL_MAT", "MUL_MAT_ID", "GET_ROWS"):
@@ -244,8 +241,8 @@ class OpenCLBackend(Backend):
             defines += [f"KC={PACK_KC}", f"TM={PACK_TM}", f"CM={PACK_CM}", f"NV={PACK_NV}"]
             defines += ["BK1"] * int(words[2 * TENSOR_WORDS + 5] == 1)
         if grid == "sort8":
-            np_keys = _pow2_at_least(srcs[0].ne[0])
-            defines += [f"NP={np_keys}", f"KP={_pow2_at_least(dst.ne[0]) if name == 'TOP_K' else np_keys}"]
+            np_keys = pow2_at_least(srcs[0].ne[0])
+            defines += [f"NP={np_keys}", f"KP={pow2_at_least(dst.ne[0]) if name == 'TOP_K' else np_keys}"]
             if 64 * np_keys > SORT8_LOCAL_BYTES:
                 entry, grid = "argsort", "sort"
         if name == "GATED_DELTA_NET":
@@ -264,15 +261,15 @@ class OpenCLBackend(Backend):
         ne0, ne1, ne23 = int(words[1]), int(words[2]), int(words[3]) * int(words[4])
         if grid == "rows":
             chunks = -(-ne0 // chunk)
-            l0 = 1 if strided else min(MAX_LOCAL, _pow2_at_least(chunks))
-            l1 = min((STRIDED_LOCAL if strided else MAX_LOCAL) // l0, _pow2_at_least(ne1))
+            l0 = 1 if strided else min(MAX_LOCAL, pow2_at_least(chunks))
+            l1 = min((STRIDED_LOCAL if strided else MAX_LOCAL) // l0, pow2_at_least(ne1))
             gsize, lsize = (-(-chunks // l0) * l0, -(-ne1 // l1) * l1, ne23), (l0, l1, 1)
         elif grid == "flat":
             runs = -(-(srcs[1] if walks_b else dst).nelements // chunk)
-            local = min(MAX_LOCAL, _pow2_at_least(runs))
+            local = min(MAX_LOCAL, pow2_at_least(runs))
             gsize, lsize = (-(-runs // local) * local,), (local,)
         elif grid == "segments":  # the row is src0's (SUM_ROWS' dst has ne0 = 1)
-            local = min(MAX_SEGMENTS, _pow2_at_least(-(-srcs[0].ne[0] // MIN_SEGMENT)))
+            local = min(MAX_SEGMENTS, pow2_at_least(-(-srcs[0].ne[0] // MIN_SEGMENT)))
             gsize, lsize = (local, ne1, ne23), (local, 1, 1)
             args.append(cl.LocalMemory(4 * (2 * local + 2)))
         elif grid == "sort8":
@@ -291,7 +288,7 @@ class OpenCLBackend(Backend):
             lsize = (1, 1, 1)
         elif grid == "k1":
             blocks = (-(-dst.ne[0] // rn), -(-dst.ne[1] // rm))
-            l0, l1 = (min(want, _pow2_at_least(n)) for want, n in zip(MM_LOCAL, blocks))
+            l0, l1 = (min(want, pow2_at_least(n)) for want, n in zip(MM_LOCAL, blocks))
             gsize = (-(-blocks[0] // l0) * l0, -(-blocks[1] // l1) * l1, dst.ne[2] * dst.ne[3])
             lsize = (l0, l1, 1)
         elif grid == "heads":
@@ -299,7 +296,7 @@ class OpenCLBackend(Backend):
             gsize, lsize = (S, H, n), (S, 1, 1)
         else:  # columns: groups of SOLVE_COLUMNS columns
             groups = -(-dst.ne[0] // SOLVE_COLUMNS)
-            local = min(MAX_LOCAL, _pow2_at_least(groups))
+            local = min(MAX_LOCAL, pow2_at_least(groups))
             gsize, lsize = (-(-groups // local) * local, dst.ne[2] * dst.ne[3]), (local, 1)
         queue = self.queue
 

@@ -1,6 +1,6 @@
 // ACC (f32) and SET (32-bit words, so f32 and i32 alike) on contiguous a, dst contiguous too (a fresh tensor, or a
 // itself when INPLACE, and then a is not bound). acc_set below writes every dst element; in place only the broken
-// variant takes it, the default takes acc_set_block at the end. Per dst element e: value = a[e]; if o = e - offset
+// impl takes it, the default takes acc_set_block at the end. Per dst element e: value = a[e]; if o = e - offset
 // lies in b's block (strides nb1, nb2, nb3 in elements; the host guarantees they nest) b's element is added (ACC)
 // or replaces the value (SET), b read through its own strides. Each work item walks a run of CHUNK consecutive
 // elements: it splits its first o by nb3, nb2, nb1 once and then moves through stretches of one (i1, i2, i3) with
@@ -74,7 +74,7 @@ __kernel void acc_set(__global T* d, __global const T* a, __global const T* b, c
 }
 
 #ifdef INPLACE
-// In place only b's block changes, so this entry (not the broken variant's) walks b instead of dst: one work item
+// In place only b's block changes, so this entry (not the broken impl's) walks b instead of dst: one work item
 // per run of CHUNK elements of b in flat order (ne0 fastest), index split once and then stepped with carries.
 __kernel void acc_set_block(__global T* d, __global const T* b, const Params P) {
     const int nb1 = WORD(0), nb2 = WORD(1), nb3 = WORD(2), offset = WORD(3);

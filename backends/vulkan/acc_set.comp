@@ -3,9 +3,9 @@
 // Op words: nb1, nb2, nb3, offset (elements of a) place b's block inside a. dst is contiguous like a, or is a itself.
 // One thread per PER consecutive dst elements e. o = e - offset is split by nb3, nb2, nb1 once per thread and then
 // stepped with carries, no division (lavapipe executes both sides of a branch, so a conditional split costs always).
-// IN_PLACE_BLOCK (dst is a itself, default variant): only b's block changes, so one thread per PER consecutive
+// IN_PLACE_BLOCK (dst is a itself, default impl): only b's block changes, so one thread per PER consecutive
 // elements of b writes its elements of the block and nothing else is touched.
-// BROKEN_NB3 reproduces llama.cpp Vulkan bug #19426 on purpose (variant "broken_acc_nb3"): o is split with nb2/nb1
+// BROKEN_NB3 reproduces llama.cpp Vulkan bug #19426 on purpose (impl "broken_acc_nb3"): o is split with nb2/nb1
 // only, i3 is never bounded and b is read as if contiguous.
 #include "common.glsl"
 

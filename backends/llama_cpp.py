@@ -1,7 +1,7 @@
 """Run a GGUF in llama.cpp (llama-cpp-python's low-level API) and return what it computed, for parity checks.
 
 llama.cpp aborts the whole process on a failed GGML_ASSERT, so llama_cpp_run runs it in a child process
-(`python -m reference.llama_cpp REQUEST_DIR`) and turns a crash into a RuntimeError carrying llama.cpp's stderr.
+(`python -m backends.llama_cpp REQUEST_DIR`) and turns a crash into a RuntimeError carrying llama.cpp's stderr.
 llama.cpp's own log is dropped below WARN unless KBO_LLAMA_LOG=1, which passes all of it through.
 """
 from __future__ import annotations
@@ -84,7 +84,7 @@ def llama_cpp_run(gguf_path, seqs, nodes: list[str] | None = None, ubatch: int =
         try:
             # A failed GGML_ASSERT prints its message, then a gdb backtrace unless GGML_NO_BACKTRACE is set.
             env = os.environ if verbose else {**os.environ, "GGML_NO_BACKTRACE": "1"}
-            proc = subprocess.run([sys.executable, "-m", "reference.llama_cpp", tmp], cwd=REPO_ROOT, env=env,
+            proc = subprocess.run([sys.executable, "-m", "backends.llama_cpp", tmp], cwd=REPO_ROOT, env=env,
                                   timeout=timeout_s, stdout=subprocess.PIPE,
                                   stderr=None if verbose else subprocess.PIPE, text=True)
         except subprocess.TimeoutExpired as e:

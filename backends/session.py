@@ -1,0 +1,112 @@
+"""A model resident on one backend: the Kimi-Linear graph of reference/model.py run ubatch by ubatch, its weights
+uploaded once and its per-slot recurrent state and KV cache kept in backend buffers that every ubatch updates in
+place (the runtime side of the model; the graphs, configs and the float64 loop stay in reference/)."""
+from __future__ import annotations
+
+import numpy as np
+
+from reference.config import KimiConfig
+from reference.delta_net import check_variant
+from reference.graph import Graph, run_graph
+from reference.mla import causal_mask, check_form
+from reference.model import F32, build_ubatch_graph, graph_weight_shapes, padded_kv, state_shapes
+from reference.weights import check_weights, kv_b_from_split
+
+
+class ModelSession:
+    """A model resident on one backend: weights uploaded once, and zeroed per-slot recurrent state and KV cache that
+    every ubatch updates in place. `ubatch` runs one graph and returns the requested logits."""
+
+    def __init__(self, backend, c: KimiConfig, weights: dict[str, np.ndarray], n_slots: int = 1, n_ctx: int = 4096,
+                 variant: str = "chunk16", form: str = "absorbed"):
+        check_weights(c, weights)
+        check_variant(variant)
+        check_form(form)
+        if n_slots < 1 or n_ctx < 1:
+            raise ValueError(f"n_slots and n_ctx must be >= 1, got {n_slots}, {n_ctx}")
+        self.backend, self.config, self.n_slots, self.n_ctx = backend, c, n_slots, n_ctx
+        self.variant, self.form = variant, form
+        self.positions = [0] * n_slots
+        self.resident = {}
+        self.last_graph: Graph | None = None
+        def host(name: str) -> np.ndarray:  # attn_kv_b exists only as the split pair in the weights
+            if name in weights:
+                return weights[name]
+            prefix = name.removesuffix("attn_kv_b.weight")
+            return kv_b_from_split(weights[prefix + "attn_k_b.weight"], weights[prefix + "attn_v_b.weight"])
+
+        try:
+            for name in graph_weight_shapes(c, form):
+                self.resident[name] = backend.upload(np.ascontiguousarray(host(name), dtype=np.float32).view(np.uint8))
+            self.weights_bytes = sum(buf.nbytes for buf in self.resident.values())
+            self.state_names = list(state_shapes(c, n_slots, n_ctx))
+            for name, ne in state_shapes(c, n_slots, n_ctx).items():
+                self.resident[name] = backend.upload(np.zeros(int(np.prod(ne)) * F32, dtype=np.uint8))
+            self.state_bytes = sum(self.resident[s].nbytes for s in self.state_names)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for buf in self.resident.values():
+            self.backend.free(buf)
+        self.resident = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def graph(self, n_seq_tokens: int, first_slot: int, n_seqs: int, n_outputs: int) -> Graph:
+        return build_ubatch_graph(self.config, n_seq_tokens, first_slot, self.positions[first_slot:first_slot + n_seqs],
+                                  n_outputs, self.n_slots, self.n_ctx, self.variant, self.form)
+
+    def ubatch(self, tokens, first_slot: int = 0, outputs: str | list[int] = "last", keep: str = "outputs") -> dict:
+        """tokens: int array [n_seqs, T] for slots first_slot.. ; outputs: 'last' (each sequence's last token),
+        'all', or explicit rows of the flattened (sequence-major) token order. Returns {'logits': [n_out, n_vocab],
+        'rows': the rows, plus every node's value by name with keep='nodes'}."""
+        tokens = np.asarray(tokens)
+        if tokens.ndim != 2 or tokens.size == 0:
+            raise ValueError(f"tokens must be a non-empty [n_seqs, T] array, got shape {tokens.shape}")
+        if tokens.min() < 0 or tokens.max() >= self.config.n_vocab:
+            raise ValueError(f"token ids must be in 0..{self.config.n_vocab - 1}, got {tokens.min()}..{tokens.max()}")
+        n, T = tokens.shape
+        if first_slot < 0 or first_slot + n > self.n_slots:
+            raise ValueError(f"slots {first_slot}..{first_slot + n - 1} do not exist (n_slots={self.n_slots})")
+        if outputs == "last":
+            rows = [j * T + T - 1 for j in range(n)]
+        elif outputs == "all":
+            rows = list(range(n * T))
+        elif isinstance(outputs, str):
+            raise ValueError(f"outputs must be 'last', 'all' or a list of rows, got {outputs!r}")
+        else:
+            rows = list(outputs)
+        gr = self.last_graph = self.graph(T, first_slot, n, len(rows))
+        positions = self.positions[first_slot:first_slot + n]
+        values = {"tokens": tokens.reshape(-1).astype(np.int32), "out_ids": np.asarray(rows, dtype=np.int32)}
+        values.update({f"kq_mask_s{j}": causal_mask(pos, T, padded_kv(pos, T, self.n_ctx))
+                       for j, pos in enumerate(positions)
+                       if f"kq_mask_s{j}" in gr.inputs})
+        result = run_graph(self.backend, gr, values, keep=keep, resident=self.resident)
+        for j in range(n):
+            self.positions[first_slot + j] += T
+        result["logits"] = result["logits"].reshape(len(rows), self.config.n_vocab)
+        result["rows"] = rows
+        return result
+
+    def reset(self) -> None:
+        """Every slot empty: zero state and cache, positions 0."""
+        for name in self.state_names:
+            self.backend.write(self.resident[name], np.zeros(self.resident[name].nbytes, dtype=np.uint8))
+        self.positions = [0] * self.n_slots
+
+    def snapshot(self) -> tuple:
+        """The state, caches and positions, to `restore` later (the bytes a fresh prefill would leave)."""
+        return list(self.positions), {name: self.backend.read(self.resident[name]) for name in self.state_names}
+
+    def restore(self, snapshot: tuple) -> None:
+        positions, states = snapshot
+        for name, raw in states.items():
+            self.backend.write(self.resident[name], raw)
+        self.positions = list(positions)

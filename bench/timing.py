@@ -1,0 +1,53 @@
+"""The one timing loop of every benchmark, and the statistics each reports from its samples.
+
+`measure` is the shape all of them share: a warm-up (compiles kernels, fills caches; not timed), then n samples,
+each timed from before its runs to after the sync that waits for the device to finish them. Work that belongs to a
+run but not to its time (restoring a state, reading the allocator's peak) goes in `before` and `after`, which run
+around the warm-up and every sample alike, outside the timed region.
+
+The statistic depends on the use:
+- `bench ops` (per-op us/run): the best sample, `best` - the batch least disturbed by other work on the machine, as
+  timeit reports - beside every batch's figure;
+- `bench pp/tg` (llama-bench) and `bench delta-net`: every repetition's figure with their mean and sample standard
+  deviation, `mean_std`.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+
+def measure(run: Callable[[], None], sync: Callable[[], None], n: int, per_sample: int = 1, warmup: bool = True,
+            before: Callable[[], None] | None = None, after: Callable[[], None] | None = None) -> list[float]:
+    """Seconds per run of each of `n` samples. With `warmup`, one untimed run (and its sync) first. A sample is
+    `per_sample` runs followed by one `sync`, timed together and divided by `per_sample`."""
+
+    def sample(runs: int) -> float:
+        if before is not None:
+            before()
+        t0 = time.perf_counter()
+        for _ in range(runs):
+            run()
+        sync()
+        seconds = time.perf_counter() - t0
+        if after is not None:
+            after()
+        return seconds / runs
+
+    if warmup:
+        sample(1)
+    return [sample(per_sample) for _ in range(n)]
+
+
+def best(samples: list[float]) -> float:
+    """The fastest sample: the one least disturbed by other work on the machine (timeit's choice). `bench ops`."""
+    return min(samples)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; 0.0 for a single value), llama-bench's `avg ± stddev`. `bench
+    pp/tg` (of t/s per repetition) and `bench delta-net` (of seconds per repetition)."""
+    mean = float(np.mean(values))
+    return mean, float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
