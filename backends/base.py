@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from reference.node import Node, check_bindings, validate_node
+from reference.ops import get_op
 from reference.tensor import Buffer, host_view
 
 TENSOR_WORDS = 9
@@ -56,9 +57,9 @@ def param_block(node: Node) -> np.ndarray:
     return words
 
 
-def is_broken(impl: str) -> bool:
-    """Deliberately wrong kernel impls exist to prove the suite catches bugs; conformance runs skip them."""
-    return impl.startswith("broken")
+def is_mutant(impl: str) -> bool:
+    """Mutants (OpSpec.mutants: bugs planted on purpose) prove the suite catches bugs; conformance runs skip them."""
+    return impl.startswith("broken_")
 
 
 class Backend:
@@ -140,9 +141,22 @@ class Backend:
         raise NotImplementedError
 
     # ---- ops ----------------------------------------------------------------------------------------------------
+    # Kernel backends plant an op's mutants (OpSpec.mutants) by compiling its kernel with the define each names.
+    plants_mutants = False
+
     def impls(self, op_name: str) -> list[str]:
-        """Kernel impls (implementations) this backend carries for an op; the first is the default."""
-        return ["default"]
+        """Kernel impls this backend carries for an op: "default", then the op's mutants where it plants them."""
+        return ["default", *(get_op(op_name).mutants if self.plants_mutants else ())]
+
+    def impl_refusal(self, node: Node) -> str | None:
+        """Why the backend cannot run the node's impl, or None."""
+        impls = self.impls(node.op.name)
+        return None if node.impl in impls else f"{node.op.name} has no impl {node.impl!r} here (has {', '.join(impls)})"
+
+    @staticmethod
+    def mutant_defines(node: Node) -> tuple[str, ...]:
+        """The define that plants the node's mutant in its kernel source; none for the default impl."""
+        return () if node.impl == "default" else (node.op.mutants[node.impl][0],)
 
     def supports(self, node: Node) -> str | None:
         """None when the backend runs this node, else the reason it does not (shown as 'unsupported')."""

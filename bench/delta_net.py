@@ -10,14 +10,14 @@ from backends import usable
 from bench import timing
 from reference.delta_net import build_gdn_graph
 from reference.graph import run_graph
-from reference.ops import _gdn_domain
+from reference.ops.gated_delta_net import gdn_domain
 
 INPUTS = ["q", "k", "v", "g", "beta", "state"]
 
 
 def inputs_for(graph, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
-    return {name: _gdn_domain(rng, graph.inputs[name].desc.shape, i, {}) for i, name in enumerate(INPUTS)}
+    return {name: gdn_domain(rng, graph.inputs[name].desc.shape, i, {}) for i, name in enumerate(INPUTS)}
 
 
 def run(backends: list[str], variants: list[str], S=128, H=32, T=512, n_seqs=1, kda=True, reps=3) -> list[dict]:

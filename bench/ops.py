@@ -1,5 +1,6 @@
-"""Per-op performance, test-backend-ops `perf` style: us/run, GB/s and GFLOPS on a large case per op, beside the
-same run's copy bandwidth of the backend (its own buffer copy), so each op shows its fraction of that ceiling."""
+"""Per-op performance, test-backend-ops `perf` style: us/run, GB/s and GFLOPS on each op's perf case (its record's
+`perf`, >= 16 MiB per operand for memory-bound ops), beside the same run's copy bandwidth of the backend (its own
+buffer copy), so each op shows its fraction of that ceiling."""
 from __future__ import annotations
 
 import sys
@@ -9,48 +10,10 @@ import numpy as np
 import backends as registry
 from bench import timing
 from cases.harness import host_buffers
-from cases.upstream import _block_params, gdn_inputs
-from reference.case import Case, Input, Layout
+from reference.case import Case
 from reference.node import make_node
-from reference.ops import REGISTRY
-from reference.tensor import DType
+from reference.ops import REGISTRY, get_op
 
-ROWS, COLS = 1024, 4096  # 4 Mi f32 elements = 16 MiB per operand
-BIG = (COLS, ROWS)
-
-# One large case per op. Memory-bound ops move >= 16 MiB per operand; SOLVE_TRI is KDA's shape (64x64 per chunk,
-# 32 heads x 64 chunks), SSM_CONV a 4096-channel conv over 1024 tokens.
-PERF_CASES = {
-    **{op: Case.of(op, Input(BIG)) for op in ("CUMSUM", "SOFTPLUS", "SIGMOID", "SILU", "EXP", "NEG")},
-    **{op: Case.of(op, Input(BIG), Input(BIG)) for op in ("ADD", "SUB", "MUL", "DIV")},
-    "SCALE": Case.of("SCALE", Input(BIG), s=0.5, b=1.0),
-    "FILL": Case.of("FILL", Input(BIG), c=1.5),
-    "TRI": Case.of("TRI", Input((1024, 1024, 4)), type="LOWER_DIAG"),
-    "DIAG": Case.of("DIAG", Input((2048, 1, 1))),
-    "L2_NORM": Case.of("L2_NORM", Input(BIG), eps=1e-6),
-    "RMS_NORM": Case.of("RMS_NORM", Input(BIG), eps=1e-5),
-    "ACC": Case.of("ACC", Input(BIG), Input((COLS // 2, ROWS)), **_block_params(BIG, offset=4 * COLS // 4)),
-    "SET": Case.of("SET", Input(BIG), Input((COLS // 2, ROWS)), **_block_params(BIG, offset=4 * COLS // 4)),
-    "CPY": Case.of("CPY", Input(BIG), dtype="f16"),
-    "CONT": Case.of("CONT", Input(BIG, layout=Layout(permute=(1, 0, 2, 3)))),
-    "SOLVE_TRI": Case.of("SOLVE_TRI", Input((64, 64, 32, 64)), Input((64, 64, 32, 64))),
-    "SSM_CONV": Case.of("SSM_CONV", Input((1024 + 3, 4096, 1)), Input((4, 4096))),
-    "MUL_MAT": Case.of("MUL_MAT", Input((1024, 1024)), Input((1024, 512))),
-    "REPEAT": Case.of("REPEAT", Input((COLS, ROWS // 4)), ne=(COLS, ROWS, 1, 1)),
-    "PAD": Case.of("PAD", Input((COLS, ROWS - 1)), pad=(0, 1, 0, 0)),
-    "GATED_DELTA_NET": Case.of("GATED_DELTA_NET", *gdn_inputs(128, 32, 512, 1, kda=True)),
-    # Kimi's experts (2304 -> 1024), 8 used per token over 64 tokens; 12 experts (113 MB) so the stack fits
-    # lavapipe's 128 MiB storage-buffer binding
-    "MUL_MAT_ID": Case.of("MUL_MAT_ID", Input((2304, 1024, 12)), Input((2304, 1, 64)), Input((8, 64), DType.I32)),
-    "GET_ROWS": Case.of("GET_ROWS", Input((COLS, ROWS)), Input((ROWS,), DType.I32)),
-    "ARGSORT": Case.of("ARGSORT", Input((256, 16384)), order="DESC"),
-    "TOP_K": Case.of("TOP_K", Input((256, 16384)), k=8),
-    "SOFT_MAX_EXT": Case.of("SOFT_MAX_EXT", Input(BIG), Input(BIG), scale=0.0721),
-    "CONCAT": Case.of("CONCAT", Input((COLS, ROWS // 2)), Input((COLS, ROWS // 2)), dim=1),
-    "SUM_ROWS": Case.of("SUM_ROWS", Input(BIG)),
-    "CLAMP": Case.of("CLAMP", Input(BIG), min=-0.5, max=0.5),
-}
-assert set(PERF_CASES) == set(REGISTRY), "every op needs a perf case"
 COPY_BYTES = 64 << 20
 
 
@@ -129,7 +92,7 @@ def run(ops: list[str], backends: list[str], budget_s: float = 0.5) -> list[dict
         records.append({"kind": "copy", **base, **copy})
         print(f"{name}: copy {copy['gb_s']:.2f} GB/s on {info.get('device')}", file=sys.stderr, flush=True)
         for op in ops:
-            case = PERF_CASES[op]
+            case = get_op(op).perf
             fig = bench_op(backend, case, budget_s)
             rec = {"kind": "ops", **base, "op": op, "case": case.label(), "copy_gb_s": copy["gb_s"], **fig}
             if fig["supported"] and op in MATMUL_OPS:
@@ -151,8 +114,6 @@ def run(ops: list[str], backends: list[str], budget_s: float = 0.5) -> list[dict
 def support_matrix(backends: list[str]) -> dict[str, dict[str, str]]:
     """op -> backend -> 'yes' | 'partial (k/n cases): first reason' | 'no: reason' | 'n/a: runtime missing',
     judged on each op's pinned and perf cases."""
-    from cases.upstream import pinned
-
     matrix = {}
     for op in sorted(REGISTRY):
         row = {}
@@ -162,7 +123,7 @@ def support_matrix(backends: list[str]) -> dict[str, dict[str, str]]:
                 row[name] = "n/a: runtime missing"
                 continue
             backend = registry.get_backend(name)
-            cases = pinned(op) + [PERF_CASES[op]]
+            cases = REGISTRY[op].pinned() + [REGISTRY[op].perf]
             refusals = []
             for case in cases:
                 srcs, dst, _, params = host_buffers(case)

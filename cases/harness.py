@@ -17,7 +17,7 @@ from backends.numpy_backend import NumpyBackend
 from reference.case import Case, Input
 from reference.node import Node, make_node
 from reference.ops import get_op
-from reference.tensor import DType, Tensor, contiguous_strides, footprint, host_view
+from reference.tensor import DType, Tensor, footprint, host_view
 
 GUARD = 64  # bytes of sentinel before and after every output
 SENTINEL = 0xA5
@@ -48,15 +48,8 @@ class HostTensor:
 
 def build_input(inp: Input, values: np.ndarray | None, rng, op, index: int, params: dict,
                 shapes: list | None = None) -> HostTensor:
-    lay = inp.layout
-    store_ne = lay.storage_ne(inp.ne)
-    backing_ne = tuple(n + p for n, p in zip(store_ne, lay.pad))
-    nb = contiguous_strides(inp.dtype, backing_ne)
-    nbytes = lay.offset * inp.dtype.size + int(np.prod(backing_ne)) * inp.dtype.size + GUARD
-    raw = np.full(nbytes, POISON, dtype=np.uint8)
-    t = Tensor(inp.dtype, store_ne, nb, lay.offset * inp.dtype.size)
-    if lay.permute:
-        t = t.permute(*lay.permute)
+    raw = np.full(inp.backing_bytes() + GUARD, POISON, dtype=np.uint8)
+    t = inp.descriptor()
     if values is None:
         values = op.domain(rng, t.shape, index, params, shapes)
     if inp.dtype == DType.I32:

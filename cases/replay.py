@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import shlex
 import sys
 from pathlib import Path
 
 from reference.case import Case, Input, Layout
-from reference.node import writes_in_place
 from reference.ops import get_op
-from reference.tensor import DType, Tensor, contiguous_strides
+from reference.tensor import DType
 
 from .harness import GUARD, run_case
 
@@ -155,14 +153,10 @@ def case_bytes(case: Case, max_bytes: int | None = None) -> int:
     op = get_op(case.op)
     srcs, parts, total = [], [], 0
     for i, inp in enumerate(case.inputs):
-        lay = inp.layout
-        store = lay.storage_ne(inp.ne)
-        backing = tuple(n + p for n, p in zip(store, lay.pad))
-        n = (lay.offset + math.prod(backing)) * inp.dtype.size + GUARD
+        n = inp.backing_bytes() + GUARD
         total += n
         parts.append(f"input {i} {_human(n)}")
-        t = Tensor(inp.dtype, store, contiguous_strides(inp.dtype, backing), lay.offset * inp.dtype.size)
-        srcs.append(t.permute(*lay.permute) if lay.permute else t)
+        srcs.append(inp.descriptor())
 
     def check(total: int) -> None:
         if max_bytes is not None and total > max_bytes:
@@ -175,7 +169,7 @@ def case_bytes(case: Case, max_bytes: int | None = None) -> int:
         dst = op.output(srcs, params)
     except (TypeError, OverflowError, KeyError) as err:  # a parameter of the right kind the op cannot use
         raise ValueError(f"{case.label()}: {type(err).__name__} {err}") from None
-    if not writes_in_place(op, params):
+    if not op.writes_in_place(params):
         n = 2 * GUARD + dst.nbytes()
         total += n
         parts.append(f"output {_human(n)}")
@@ -189,56 +183,16 @@ def replay_command(backend: str, case: Case) -> str:
 
 # ---- test-backend-ops --------------------------------------------------------------------------------------------
 _GGML_TYPE = {DType.F32: "GGML_TYPE_F32", DType.F16: "GGML_TYPE_F16", DType.I32: "GGML_TYPE_I32"}
-_UNARY = {"SOFTPLUS": "ggml_softplus", "SIGMOID": "ggml_sigmoid", "SILU": "ggml_silu", "EXP": "ggml_exp",
-          "NEG": "ggml_neg", "CUMSUM": "ggml_cumsum", "DIAG": "ggml_diag", "CONT": "ggml_cont",
-          "SUM_ROWS": "ggml_sum_rows"}
-_BINARY = {"ADD": "ggml_add", "SUB": "ggml_sub", "MUL": "ggml_mul", "DIV": "ggml_div", "MUL_MAT": "ggml_mul_mat",
-           "SSM_CONV": "ggml_ssm_conv", "GET_ROWS": "ggml_get_rows"}
 
 
-def _op_call(case: Case, args: list[str]) -> str:
-    p = get_op(case.op).defaults(case.param_dict)
-    op, a = case.op, args
-    inplace = "_inplace" if p.get("inplace") else ""
-    if op in _UNARY:
-        return f"{_UNARY[op]}(ctx, {a[0]})"
-    if op in _BINARY:
-        return f"{_BINARY[op]}(ctx, {a[0]}, {a[1]})"
-    if op in ("ACC", "SET"):
-        return f"ggml_{op.lower()}{inplace}(ctx, {a[0]}, {a[1]}, {p['nb1']}, {p['nb2']}, {p['nb3']}, {p['offset']})"
-    if op == "TRI":
-        return f"ggml_tri(ctx, {a[0]}, GGML_TRI_TYPE_{p['type']})"
-    if op == "FILL":
-        return f"ggml_fill{inplace}(ctx, {a[0]}, {p['c']!r}f)"
-    if op == "SOLVE_TRI":
-        return f"ggml_solve_tri(ctx, {a[0]}, {a[1]}, /*left*/ true, /*lower*/ true, /*uni*/ false)"
-    if op in ("L2_NORM", "RMS_NORM"):
-        return f"ggml_{op.lower()}(ctx, {a[0]}, {p['eps']!r}f)"
-    if op == "SCALE":
-        return f"ggml_scale_bias(ctx, {a[0]}, {p['s']!r}f, {p['b']!r}f)"
-    if op == "CPY":
-        ne = list(p["ne"] or case.inputs[0].ne) + [1] * (4 - len(p["ne"] or case.inputs[0].ne))
-        dst = f"ggml_new_tensor_4d(ctx, {_GGML_TYPE[DType[p['dtype'].upper()]]}, {', '.join(map(str, ne))})"
-        return f"ggml_cpy(ctx, {a[0]}, {dst})"
-    if op == "REPEAT":
-        return f"ggml_repeat_4d(ctx, {a[0]}, {', '.join(map(str, p['ne']))})"
-    if op == "PAD":
-        return f"ggml_pad(ctx, {a[0]}, {', '.join(map(str, p['pad']))})"
-    if op == "MUL_MAT_ID":
-        return f"ggml_mul_mat_id(ctx, {a[0]}, {a[1]}, {a[2]})"
-    if op == "ARGSORT":
-        return f"ggml_argsort(ctx, {a[0]}, GGML_SORT_ORDER_{p['order']})"
-    if op == "TOP_K":
-        return f"ggml_top_k(ctx, {a[0]}, {p['k']})"
-    if op == "SOFT_MAX_EXT":
-        return f"ggml_soft_max_ext(ctx, {a[0]}, {a[1]}, {p['scale']!r}f, /*max_bias*/ 0.0f)"
-    if op == "CONCAT":
-        return f"ggml_concat(ctx, {a[0]}, {a[1]}, {p['dim']})"
-    if op == "CLAMP":
-        return f"ggml_clamp(ctx, {a[0]}, {p['min']!r}f, {p['max']!r}f)"
-    if op == "GATED_DELTA_NET":  # K = 1: one state snapshot, the final state after the outputs (as here)
-        return f"ggml_gated_delta_net(ctx, {', '.join(a)}, /*K*/ 1)"
-    raise ValueError(f"no test-backend-ops form for {op}")
+def ggml_call_text(case: Case, names: list[str]) -> str:
+    """The op's ggml call in C, rendered from its record's GgmlCall (the ggml backend runs the same description)."""
+    op = get_op(case.op)
+    srcs = [inp.descriptor() for inp in case.inputs]
+    params = op.validate(srcs, case.param_dict)
+    dst = op.output(srcs, params)
+    new_dst = f"ggml_new_tensor_4d(ctx, {_GGML_TYPE[dst.dtype]}, {', '.join(map(str, dst.ne))})"
+    return op.ggml.c_call(op.param_kinds, params, op.writes_in_place(params), names, new_dst)
 
 
 def test_backend_ops_case(case: Case, note: str = "") -> str:
@@ -246,7 +200,7 @@ def test_backend_ops_case(case: Case, note: str = "") -> str:
     a view (offset, padded strides, permutation) into its own tensor, as in the suite."""
     name = "test_repro_" + case.op.lower()
     lines = [f"// kimi-backend-ops reproducer: {case.label()}", *(f"// {ln}" for ln in note.splitlines() if ln),
-             f"// values: seed {case.seed} from the op's domain in kimi-backend-ops (reference/ops.py); upstream",
+             f"// values: seed {case.seed} from the op's domain in kimi-backend-ops (reference/ops/); upstream",
              "// fills uniform [-1, 1], so override initialize_tensors() if the failure needs the domain.",
              f"struct {name} : public test_case {{",
              f"    std::string vars() override {{ return {json.dumps(case.label())}; }}",
@@ -266,7 +220,7 @@ def test_backend_ops_case(case: Case, note: str = "") -> str:
             lines.append(f"        {v} = ggml_permute(ctx, {v}, {', '.join(map(str, lay.permute))});")
         lines.append(f'        ggml_set_name({v}, "{v}");')
         args.append(v)
-    lines += [f"        ggml_tensor * out = {_op_call(case, args)};", '        ggml_set_name(out, "out");',
+    lines += [f"        ggml_tensor * out = {ggml_call_text(case, args)};", '        ggml_set_name(out, "out");',
               "        return out;", "    }", "};",
               f"// in make_test_cases_eval(): test_cases.emplace_back(new {name}());"]
     return "\n".join(lines)

@@ -1,4 +1,5 @@
 """python -m bench refuses bad names with the list of valid ones, and its figures land in the history."""
+import dataclasses
 import io
 import json
 import os
@@ -15,9 +16,15 @@ from bench import parity as parity_bench
 from bench import throughput
 from bench.__main__ import main
 from reference.config import get_config
+from reference.ops import REGISTRY
 from reports import history
 
-from .upstream import binary_cases
+
+
+def small_add(monkeypatch):
+    """ADD's perf case replaced by its first pinned case (small)."""
+    add = REGISTRY["ADD"]
+    monkeypatch.setitem(REGISTRY, "ADD", dataclasses.replace(add, perf=add.pinned()[0]))
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -37,7 +44,7 @@ def test_bad_names_refused(argv, message, capsys):
 def test_ops_run_records_history(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(history, "HISTORY", tmp_path / "h.jsonl")
     monkeypatch.setattr(ops_bench, "COPY_BYTES", 1 << 20)
-    monkeypatch.setitem(ops_bench.PERF_CASES, "ADD", binary_cases("ADD")[0])  # small: this checks plumbing
+    small_add(monkeypatch)  # this checks plumbing
     assert main(["ops", "--op", "ADD", "--backend", "numpy", "--budget", "0.01"]) == 0
     recs = history.load(tmp_path / "h.jsonl")
     assert {r["kind"] for r in recs} == {"copy", "ops"}
@@ -68,7 +75,7 @@ def _no_work(monkeypatch):
 
 def _small_ops(monkeypatch):
     monkeypatch.setattr(ops_bench, "COPY_BYTES", 1 << 20)
-    monkeypatch.setitem(ops_bench.PERF_CASES, "ADD", binary_cases("ADD")[0])
+    small_add(monkeypatch)
 
 
 @pytest.mark.parametrize("argv", [

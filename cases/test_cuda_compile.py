@@ -11,18 +11,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backends.cuda import BROKEN, GDN_COLUMNS, KERNELS
+from backends.cuda import GDN_COLUMNS, IN_PLACE, KERNELS
 from backends.cuda.compile_check import compile_all, compile_source
 from backends.cuda.build import (CHECK_ARCH, kernel_files, kernel_source, nvrtc, nvrtc_library_candidates,
-                                 nvrtc_options, select_arch)
+                                 nvrtc_options, program_label, program_source, programs, select_arch)
 from reference.case import Case, Input, Layout
-from reference.ops import REGISTRY
+from reference.ops import REGISTRY, get_op
 from reference.tensor import DType
 
 from .harness import run_case
-from .upstream import pinned
 
 FILES = kernel_files()
+PROGRAMS = programs()  # each file, and each file with a mutant's define
 F16 = DType.F16
 
 
@@ -33,31 +33,35 @@ def _nvrtc_or_skip():
         pytest.skip(f"NVRTC through CuPy not usable here: {err!r}")
 
 
-@pytest.mark.parametrize("file", FILES, ids=[f"cuda-compile-{f}" for f in FILES])
-def test_kernel_file_compiles(file):
+LABELS = [program_label(f, d).replace(" ", "") for f, d in PROGRAMS]
+
+
+@pytest.mark.parametrize("file,defines", PROGRAMS, ids=[f"cuda-compile-{label}" for label in LABELS])
+def test_kernel_file_compiles(file, defines):
     _nvrtc_or_skip()
-    result = compile_source(kernel_source(file), file, "compute_80")
-    assert result.ok, f"{file} (compute_80):\n{result.log}"
+    result = compile_source(program_source(file, defines), program_label(file, defines), "compute_80")
+    assert result.ok, f"{program_label(file, defines)} (compute_80):\n{result.log}"
 
 
-@pytest.mark.parametrize("file", FILES, ids=[f"cuda-sm90-{f}" for f in FILES])
-def test_kernel_file_assembles_for_hopper(file):
+@pytest.mark.parametrize("file,defines", PROGRAMS, ids=[f"cuda-sm90-{label}" for label in LABELS])
+def test_kernel_file_assembles_for_hopper(file, defines):
     _nvrtc_or_skip()
-    result = compile_source(kernel_source(file), file, "sm_90")
-    assert result.ok, f"{file} (sm_90, through ptxas):\n{result.log}"
+    result = compile_source(program_source(file, defines), program_label(file, defines), "sm_90")
+    assert result.ok, f"{program_label(file, defines)} (sm_90, through ptxas):\n{result.log}"
 
 
-def test_cuda_compile_all_covers_every_file():
+def test_cuda_compile_all_covers_every_program():
     _nvrtc_or_skip()
     results = compile_all()
-    assert [r.file for r in results] == FILES
+    assert [r.file for r in results] == [program_label(f, d) for f, d in PROGRAMS]
     assert all(r.ok for r in results), "\n".join(f"{r.file}: {r.log}" for r in results if not r.ok)
 
 
-def test_cuda_kernel_table_names_existing_files():
-    assert FILES, "no .cu files found"
-    for file, entry in list(KERNELS.values()) + list(BROKEN.values()):
-        assert file in FILES, f"{file} is in the kernel table but missing"
+def test_cuda_kernel_table_names_existing_entry_points():
+    """Every op's entry point (and in-place entry) is in its family's file; every file is some family's."""
+    assert {f"{op.family}.cu" for op in REGISTRY.values()} == set(FILES)
+    for op, entry in [*KERNELS.items(), *IN_PLACE.items()]:
+        file = f"{REGISTRY[op].family}.cu"
         names = [entry.format(src=s, dst=d, cols=c)
                  for s in ("f32", "f16") for d in ("f32", "f16") for c in GDN_COLUMNS]
         text = kernel_source(file)
@@ -188,7 +192,7 @@ def _extra_cases(op):
     MUL_MAT_ID with more (e, t) pairs than one window and more than one column tile per expert, transposed and
     strided experts and b; rows past the shared-memory sort (the rank count); GET_ROWS from a permuted f16 a; masks
     broadcast in ne2 or ne3, with spare rows and padding."""
-    from .upstream import gdn_inputs
+    from reference.ops.gated_delta_net import gdn_inputs
     if op == "GATED_DELTA_NET":
         return [Case.of(op, *gdn_inputs(S, H, T, n, kda, h_k, permuted), seed=S)
                 for S, H, T, n, kda, h_k, permuted in ((1, 3, 5, 2, True, 1, False), (48, 4, 5, 2, True, 2, True),
@@ -219,8 +223,8 @@ def _emulated_cases(op):
     # Block-wide scans, sums, sorts and tiles are slow to emulate (OS threads and barriers), so some ops run a part
     # of their pinned cases.
     if op == "MUL_MAT_ID":  # the upstream experts are 256 x 512: one of those (b columns per slot), then small ones
-        return [c for c in pinned(op) if c.inputs[1].ne[1:3] == (4, 1)] + _extra_cases(op)
-    cases = pinned(op) + _extra_cases(op)
+        return [c for c in get_op(op).pinned() if c.inputs[1].ne[1:3] == (4, 1)] + _extra_cases(op)
+    cases = get_op(op).pinned() + _extra_cases(op)
     if op in ("ARGSORT", "TOP_K"):  # rows of 2^n and not, of one block's comparators and past them, the widest
         # upstream row, Kimi's router, and the rank count past the shared-memory sort
         return [c for c in cases if c.inputs[0].ne[0] in (7, 8, 1024, 1025, 2049, 256, 5000)]
@@ -249,7 +253,7 @@ def test_kernels_on_host_emulation(emulated, op):
 
 def test_cuda_emulated_broken_acc_is_caught(emulated):
     assert emulated.impls("ACC") == ["default", "broken_acc_nb3"]
-    acc = pinned("ACC")
+    acc = get_op("ACC").pinned()
     four_d = next(c for c in acc if c.inputs[0].ne[2:] == (3, 2))
     three_d = acc[0]
     broken = lambda c: Case(c.op, c.inputs, c.params, c.seed, "broken_acc_nb3")

@@ -12,7 +12,7 @@ from conftest import device_backend
 from reference.delta_net import VARIANTS, build_gdn_graph, check_variant
 from reference.graph import run_graph
 from cases.harness import check_graph_nodes
-from reference.ops import _gdn_domain, gdn_recurrence
+from reference.ops.gated_delta_net import gdn_domain, gdn_recurrence
 from reference.tensor import host_view
 
 CHUNKED = [v for v in VARIANTS if v != "recurrent"]
@@ -44,7 +44,7 @@ class StrictReference(NumpyBackend):
 def draw_inputs(graph, rng, spike_at: int | None):
     values = {}
     for i, name in enumerate(["q", "k", "v", "g", "beta", "state"]):
-        values[name] = _gdn_domain(rng, graph.inputs[name].desc.shape, i, {})
+        values[name] = gdn_domain(rng, graph.inputs[name].desc.shape, i, {})
     if spike_at is not None:
         values["g"][:, spike_at] = GATE_SPIKE  # numpy shape (n, T, H, 1|S)
     return values

@@ -12,16 +12,17 @@ from backends import KERNEL_BACKENDS
 from backends.numpy_backend import NumpyBackend
 from conftest import device_backend
 from reference.case import Case, Input, Layout
+from reference.ops import REGISTRY, get_op
+from reference.ops.acc_set import block_params
 from reference.tensor import DType, host_view
 
 from . import replay
 from .harness import run_case
-from .upstream import _block_params
 
 # The 4-D block case that exposed the Vulkan bug, and a 3-D contiguous one the buggy shader got right.
 ACC_4D = Case.of("ACC", Input((64, 64, 3, 2)), Input((16, 16, 3, 2), layout=Layout(pad=(0, 1, 0, 0), offset=16)),
-                 **_block_params((64, 64, 3, 2), offset=1 * 16 * 4 + 3 * 16 * 256))
-ACC_3D = Case.of("ACC", Input((64, 64, 1, 1)), Input((16, 16, 1, 1)), **_block_params((64, 64, 1, 1), offset=64))
+                 **block_params((64, 64, 3, 2), offset=1 * 16 * 4 + 3 * 16 * 256))
+ACC_3D = Case.of("ACC", Input((64, 64, 1, 1)), Input((16, 16, 1, 1)), **block_params((64, 64, 1, 1), offset=64))
 
 
 class GuardWriter(NumpyBackend):
@@ -122,12 +123,8 @@ def test_reproducer_replays_the_failure(backend_name, tmp_path, monkeypatch):
 
 
 def test_every_op_has_a_test_backend_ops_form():
-    from reference.ops import REGISTRY
-
-    from .upstream import pinned
-
     for op in REGISTRY:
-        case = pinned(op)[0]
+        case = get_op(op).pinned()[0]
         assert "ggml_" in replay.test_backend_ops_case(case).split("ggml_tensor * out = ")[1], op
 
 

@@ -1,24 +1,23 @@
 """Every op of the registry on every device backend, against the NumPy reference, the test-backend-ops way.
 
-test_upstream: the pinned upstream cases (cases/upstream.py). test_drawn: Hypothesis-drawn shapes, views and values
-(cases/strategies.py), within the layouts the backend claims (its supports()), so nearly every draw runs; what it
-refuses anyway (value-dependent refusals) is rejected as an event, never passed. Ids carry backend and op:
-`pytest -k vulkan`, `pytest -k "cumsum and opencl"`.
+test_upstream: the pinned upstream cases (each record's `pinned`, reference/ops/<family>.py). test_drawn:
+Hypothesis-drawn shapes, views and values (cases/strategies.py), within the layouts the backend claims (its
+supports()), so nearly every draw runs; what it refuses anyway (value-dependent refusals) is rejected as an event,
+never passed. Ids carry backend and op: `pytest -k vulkan`, `pytest -k "cumsum and opencl"`.
 """
 import pytest
 from hypothesis import event, given, reject
 from hypothesis import strategies as st
 
 from backends import TESTED_BACKENDS
-from backends.base import is_broken
+from backends.base import is_mutant
 from conftest import device_backend
 from reference.case import Case
-from reference.ops import REGISTRY
+from reference.ops import REGISTRY, get_op
 
 from .harness import run_case
 from .replay import save_reproducer
 from .strategies import cases_for
-from .upstream import pinned
 
 OPS = sorted(REGISTRY)
 
@@ -37,7 +36,7 @@ def check(backend, case: Case, drawn: bool = False):
 
 
 def impls_under_test(backend, op: str) -> list[str]:
-    return [v for v in backend.impls(op) if not is_broken(v)]
+    return [v for v in backend.impls(op) if not is_mutant(v)]
 
 
 def drawn_cases(backend, op: str):
@@ -46,11 +45,11 @@ def drawn_cases(backend, op: str):
 
 
 @pytest.mark.parametrize("backend_name,case", [
-    pytest.param(b, case, id=f"{b}-{case.label()}") for b in TESTED_BACKENDS for op in OPS for case in pinned(op)])
+    pytest.param(b, case, id=f"{b}-{case.label()}") for b in TESTED_BACKENDS for op in OPS for case in get_op(op).pinned()])
 def test_upstream(backend_name, case):
     backend = device_backend(backend_name)
     for impl in backend.impls(case.op):
-        if not is_broken(impl):
+        if not is_mutant(impl):
             check(backend, Case(case.op, case.inputs, case.params, case.seed, impl))
 
 

@@ -14,11 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reference.case import Case, Input, Layout
-from reference.ops import REGISTRY
+from reference.ops import REGISTRY, get_op
 
 from . import harness, replay
-from .strategies import STRATEGIES
-from .upstream import pinned
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +32,7 @@ def _case(op="ADD", inputs=None, **extra):
 
 
 # Each row: the case, and the start of the one-line message after "python -m cases.replay: error: " (a regex for
-# the rows whose wording is the op's own, in reference/ops.py: only what names the problem is pinned there).
+# the rows whose wording is the op's own, in reference/ops/: only what names the problem is pinned there).
 OP_SAYS = "(?s:.*)"
 REFUSED = {
     "malformed-json": ('{"op":"ADD",', "not a case: malformed JSON (Expecting property name"),
@@ -152,7 +150,7 @@ def test_case_bytes_is_what_the_harness_allocates():
     bytes host_buffers allocates."""
     n_inplace = 0
     for op in sorted(REGISTRY):
-        for case in pinned(op):
+        for case in get_op(op).pinned():
             assert replay.case_bytes(case) == _allocated(case), case.label()
             n_inplace += bool(case.param_dict.get("inplace"))
     assert n_inplace > 0
@@ -185,15 +183,15 @@ def _normalized(case: Case) -> Case:  # JSON has no tuples: list parameters come
 
 def test_every_pinned_case_round_trips():
     for op in sorted(REGISTRY):
-        for case in pinned(op):
+        for case in get_op(op).pinned():
             assert replay.case_from_json(replay.case_to_json(case)) == _normalized(case), case.label()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_drawn_cases_round_trip(data):
-    op = data.draw(st.sampled_from(sorted(STRATEGIES)))
-    case = data.draw(STRATEGIES[op]())
+    op = data.draw(st.sampled_from(sorted(REGISTRY)))
+    case = data.draw(get_op(op).strategy())
     back = replay.case_from_json(replay.case_to_json(case))
     assert back == _normalized(case)
     replay.case_bytes(back, replay.DEFAULT_MAX_BYTES)

@@ -24,7 +24,7 @@ from reference.node import make_node
 from reference.ops import REGISTRY
 
 from .harness import host_buffers
-from .strategies import cases_for, claimed, descriptor, narrowings
+from .strategies import cases_for, claimed, narrowings
 from .test_ops import drawn_cases, impls_under_test
 
 OPS = sorted(REGISTRY)
@@ -81,7 +81,7 @@ def test_descriptor_is_the_harness_layout(op):
     for case in draw(cases_for(op), 15):
         srcs, _, _, _ = host_buffers(case)
         for inp, built in zip(case.inputs, srcs):
-            mine = descriptor(inp)
+            mine = inp.descriptor()
             assert (mine.dtype, mine.ne, mine.nb, mine.offset) == \
                    (built.tensor.dtype, built.tensor.ne, built.tensor.nb, built.tensor.offset), case.label()
 
@@ -121,7 +121,7 @@ def test_claimed_keeps_as_much_of_the_drawn_layout_as_the_backend_takes():
     assert got.inputs[1].layout == Layout(pad=(0, 0, 0, 16), offset=64)
     assert (got.op, got.params, got.seed, [i.ne for i in got.inputs]) == \
            (ADD.op, ADD.params, ADD.seed, [i.ne for i in ADD.inputs])
-    assert dense_rows_and_contiguous_b(make_node("ADD", [descriptor(i) for i in got.inputs])) is None
+    assert dense_rows_and_contiguous_b(make_node("ADD", [i.descriptor() for i in got.inputs])) is None
 
 
 def test_claimed_leaves_a_claimed_case_alone():

@@ -25,7 +25,6 @@ from reference.ops import REGISTRY, get_op
 from reference.tensor import DType, Tensor
 
 from .harness import host_buffers, run_case
-from .upstream import pinned
 
 F32, I32 = DType.F32, DType.I32
 BACKENDS = ["numpy"] + TESTED_BACKENDS
@@ -379,7 +378,7 @@ def test_every_parameter_is_checked(op):
     refused naming the op and the parameter."""
     spec = get_op(op)
     assert set(spec.param_kinds) == set(spec.params)
-    srcs, _, _, params = host_buffers(pinned(op)[0])
+    srcs, _, _, params = host_buffers(get_op(op).pinned()[0])
     tensors = [s.tensor for s in srcs]
     make_node(op, tensors, params)
     for name, default in spec.params.items():

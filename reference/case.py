@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .tensor import DType
+import math
+
+from .tensor import DType, Tensor, contiguous_strides
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,19 @@ class Input:
 
     def __post_init__(self):
         object.__setattr__(self, "ne", tuple(list(self.ne) + [1] * (4 - len(self.ne))))
+
+    def descriptor(self) -> Tensor:
+        """The tensor the harness builds: offset and padded strides in its own buffer, then permuted (no buffer)."""
+        lay = self.layout
+        store_ne = lay.storage_ne(self.ne)
+        backing_ne = tuple(n + p for n, p in zip(store_ne, lay.pad))
+        t = Tensor(self.dtype, store_ne, contiguous_strides(self.dtype, backing_ne), lay.offset * self.dtype.size)
+        return t.permute(*lay.permute) if lay.permute else t
+
+    def backing_bytes(self) -> int:
+        """Bytes of the buffer the input sits in: its offset, then its padded storage."""
+        lay = self.layout
+        return (lay.offset + math.prod(n + p for n, p in zip(lay.storage_ne(self.ne), lay.pad))) * self.dtype.size
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .node import Node, validate_node, writes_in_place
+from .node import Node, validate_node
 from .ops import get_op
 from .tensor import Buffer, DType, Tensor, contiguous_strides, host_view, overlap
 
@@ -84,7 +84,7 @@ class Graph:
         for s in srcs:
             if s.storage.producer is None and not s.storage.is_input:  # a new_tensor, first touched here
                 s.storage.producer = len(self.nodes)
-        if writes_in_place(spec, full):
+        if spec.writes_in_place(full):
             for i, s in enumerate(srcs[1:], 1):  # src0 is written while the others are read
                 if s.storage is srcs[0].storage and overlap(s.desc, srcs[0].desc):
                     raise ValueError(f"{name}: {spec.name}: src{i} {s.desc.describe()} overlaps src0 "

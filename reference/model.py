@@ -25,7 +25,7 @@ from .delta_net import check_variant, delta_net
 from .ffn import moe_ffn, moe_loop, swiglu, swiglu_loop
 from .graph import Graph, GTensor
 from .mla import check_form, mla_attention, mla_loop
-from .ops import gdn_recurrence
+from .ops.gated_delta_net import gdn_recurrence
 from .tensor import DType
 from .weights import kv_b_from_split
 

@@ -12,11 +12,6 @@ from .ops import OpSpec, get_op
 from .tensor import Tensor, overlap
 
 
-def writes_in_place(op: OpSpec, params: dict) -> bool:
-    """Whether `op` with `params` writes src0 itself (its inplace parameter, e.g. ACC's inplace=True, is set)."""
-    return bool(op.inplace_param and params.get(op.inplace_param))
-
-
 @dataclass
 class Node:
     """One op application: sources and destination are tensors bound to buffers of the executing backend."""
@@ -35,7 +30,7 @@ class Node:
     @property
     def inplace(self) -> bool:
         """Whether the node writes src0 itself (its op's inplace parameter is set): dst is then src0's view."""
-        return writes_in_place(self.op, self.params)
+        return self.op.writes_in_place(self.params)
 
     def label(self) -> str:
         shown = {k: v for k, v in self.params.items() if v is not None}

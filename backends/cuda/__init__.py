@@ -11,54 +11,53 @@ from __future__ import annotations
 import numpy as np
 
 from reference.node import Node
+from reference.ops import REGISTRY
 
 from ..base import Backend, param_block, pow2_at_least
-from .build import compile_program, device_arch, kernel_source, nvrtc
+from .build import compile_program, device_arch, nvrtc, program_label, program_source
 
-# op -> (kernel file, entry point). {src}/{dst} in an entry point are the operand types (f32, f16); {cols} is
-# GATED_DELTA_NET's block width (GDN_COLUMNS).
+# op -> entry point in its family's file (backends/cuda/<family>.cu). {src}/{dst} in an entry point are the operand
+# types (f32, f16); {cols} is GATED_DELTA_NET's block width (GDN_COLUMNS). A mutant (OpSpec.mutants) is the same entry
+# point compiled with the define that plants it.
 KERNELS = {
-    "ACC": ("acc_set.cu", "acc_f32"),
-    "SET": ("acc_set.cu", "set_b32"),  # f32 and i32 alike: raw 32-bit words
-    "CUMSUM": ("cumsum.cu", "cumsum_f32"),
-    "TRI": ("tri.cu", "tri_f32"),
-    "FILL": ("tri.cu", "fill_f32"),
-    "DIAG": ("tri.cu", "diag_f32"),
-    "SOLVE_TRI": ("solve_tri.cu", "solve_tri_f32"),
-    "SSM_CONV": ("ssm_conv.cu", "ssm_conv_f32"),
-    "L2_NORM": ("norm.cu", "l2_norm_f32"),
-    "RMS_NORM": ("norm.cu", "rms_norm_f32"),
-    "SOFTPLUS": ("unary.cu", "softplus_f32"),
-    "SIGMOID": ("unary.cu", "sigmoid_f32"),
-    "SILU": ("unary.cu", "silu_f32"),
-    "EXP": ("unary.cu", "exp_f32"),
-    "NEG": ("unary.cu", "neg_f32"),
-    "SCALE": ("unary.cu", "scale_f32"),
-    "ADD": ("binary.cu", "add_f32"),
-    "SUB": ("binary.cu", "sub_f32"),
-    "MUL": ("binary.cu", "mul_f32"),
-    "DIV": ("binary.cu", "div_f32"),
-    "CPY": ("cpy.cu", "cpy_{src}_{dst}"),
-    "CONT": ("cpy.cu", "cpy_{src}_{dst}"),
-    "MUL_MAT": ("matmul.cu", "mul_mat_{src}"),  # a f32 or f16; b, dst f32
-    "REPEAT": ("layout.cu", "repeat_b32"),
-    "PAD": ("layout.cu", "pad_b32"),
-    "GATED_DELTA_NET": ("gated_delta_net.cu", "gated_delta_net_c{cols}"),
-    "MUL_MAT_ID": ("matmul.cu", "mul_mat_id_{src}"),  # experts f32 or f16; b, dst f32; ids i32
-    "GET_ROWS": ("get_rows.cu", "get_rows_{src}"),  # a f32 or f16; ids i32; dst f32
-    "ARGSORT": ("sort.cu", "argsort_f32"),
-    "TOP_K": ("sort.cu", "top_k_f32"),
-    "SOFT_MAX_EXT": ("softmax.cu", "soft_max_f32"),
-    "CONCAT": ("layout.cu", "concat_b32"),
-    "SUM_ROWS": ("norm.cu", "sum_rows_f32"),
-    "CLAMP": ("unary.cu", "clamp_f32"),
+    "ACC": "acc_f32",
+    "SET": "set_b32",  # f32 and i32 alike: raw 32-bit words
+    "CUMSUM": "cumsum_f32",
+    "TRI": "tri_f32",
+    "FILL": "fill_f32",
+    "DIAG": "diag_f32",
+    "SOLVE_TRI": "solve_tri_f32",
+    "SSM_CONV": "ssm_conv_f32",
+    "L2_NORM": "l2_norm_f32",
+    "RMS_NORM": "rms_norm_f32",
+    "SOFTPLUS": "softplus_f32",
+    "SIGMOID": "sigmoid_f32",
+    "SILU": "silu_f32",
+    "EXP": "exp_f32",
+    "NEG": "neg_f32",
+    "SCALE": "scale_f32",
+    "ADD": "add_f32",
+    "SUB": "sub_f32",
+    "MUL": "mul_f32",
+    "DIV": "div_f32",
+    "CPY": "cpy_{src}_{dst}",
+    "CONT": "cpy_{src}_{dst}",
+    "MUL_MAT": "mul_mat_{src}",  # a f32 or f16; b, dst f32
+    "REPEAT": "repeat_b32",
+    "PAD": "pad_b32",
+    "GATED_DELTA_NET": "gated_delta_net_c{cols}",
+    "MUL_MAT_ID": "mul_mat_id_{src}",  # experts f32 or f16; b, dst f32; ids i32
+    "GET_ROWS": "get_rows_{src}",  # a f32 or f16; ids i32; dst f32
+    "ARGSORT": "argsort_f32",
+    "TOP_K": "top_k_f32",
+    "SOFT_MAX_EXT": "soft_max_f32",
+    "CONCAT": "concat_b32",
+    "SUM_ROWS": "sum_rows_f32",
+    "CLAMP": "clamp_f32",
 }
 # ACC/SET in place (dst is a itself): entry points that walk b's elements alone, as nothing else changes.
 IN_PLACE = {"ACC": "acc_f32_in_place", "SET": "set_b32_in_place"}
-# Deliberately wrong impls (base.is_broken) that prove the suite catches a known upstream bug.
-BROKEN = {
-    ("ACC", "broken_acc_nb3"): ("acc_set.cu", "acc_f32_broken_nb3"),  # llama.cpp Vulkan bug #19426
-}
+assert set(KERNELS) == set(REGISTRY), f"CUDA kernels missing for {sorted(set(REGISTRY) - set(KERNELS))}"
 # Entry points that run one block per row of src0's ne0 (a block-wide scan, sum or sort) -> elements a thread takes
 # per pass (cumsum.cu ITEMS; a sort comparator takes 2). MUL_MAT runs one block per dst tile, MUL_MAT_ID one per
 # (dst tile of n, expert), GATED_DELTA_NET one per (head, seq); all other entry points run one thread per item.
@@ -71,7 +70,8 @@ GDN_COLUMNS = (32, 64, 128)  # gated_delta_net.cu entry points: threads per bloc
 BLOCK = 256
 INT_LIMIT = 2**31  # kernels index elements with int (offsets with 64-bit)
 
-_MODULES: dict = {}  # (file, arch) -> cupy.cuda.function.Module, shared by every backend instance of the process
+# (file, defines, arch) -> cupy.cuda.function.Module, shared by every backend instance of the process
+_MODULES: dict = {}
 
 
 def _ceil_div(n: int, d: int) -> int:
@@ -87,6 +87,7 @@ def _gdn_columns(node: Node) -> int | None:
 
 class CudaBackend(Backend):
     name = "cuda"
+    plants_mutants = True
 
     def __init__(self):
         super().__init__()
@@ -110,22 +111,16 @@ class CudaBackend(Backend):
         return buf.handle.get()
 
     # ---- ops ----------------------------------------------------------------------------------------------------
-    def impls(self, op_name):
-        return ["default"] + [v for (op, v) in BROKEN if op == op_name.upper()]
-
-    def _kernel(self, node: Node) -> tuple[str, str]:
-        if node.impl != "default":
-            return BROKEN[(node.op.name, node.impl)]
-        file, entry = KERNELS[node.op.name]
-        if _in_place(node):
-            entry = IN_PLACE[node.op.name]
-        return file, entry.format(src=node.srcs[0].dtype.label, dst=node.dst.dtype.label, cols=_gdn_columns(node))
+    def _kernel(self, node: Node) -> tuple[str, str, tuple[str, ...]]:
+        """(kernel file, entry point, defines) of the node."""
+        entry = IN_PLACE[node.op.name] if _in_place(node) else KERNELS[node.op.name]
+        return (f"{node.op.family}.cu", entry.format(src=node.srcs[0].dtype.label, dst=node.dst.dtype.label,
+                                                     cols=_gdn_columns(node)), self.mutant_defines(node))
 
     def supports(self, node):
-        if node.op.name not in KERNELS:
-            return f"no CUDA kernel for {node.op.name}"
-        if node.impl != "default" and (node.op.name, node.impl) not in BROKEN:
-            return f"no CUDA impl {node.impl!r} of {node.op.name}"
+        why = self.impl_refusal(node)
+        if why:
+            return why
         for t in node.tensors:
             if t.nelements >= INT_LIMIT:
                 return f"{t.describe()} has {t.nelements} elements; kernels index elements with 32-bit ints"
@@ -133,12 +128,12 @@ class CudaBackend(Backend):
             return f"head size S={node.srcs[2].ne[0]}: a thread holds one state column of at most {GDN_COLUMNS[-1]}"
         return None
 
-    def _function(self, file: str, entry: str):
-        key = (file, self.arch)
+    def _function(self, file: str, entry: str, defines: tuple[str, ...] = ()):
+        key = (file, defines, self.arch)
         if key not in _MODULES:
-            code, log = compile_program(kernel_source(file), file, self.arch)
+            code, log = compile_program(program_source(file, defines), program_label(file, defines), self.arch)
             if code is None:
-                raise RuntimeError(f"NVRTC failed on {file} for {self.arch}:\n{log}")
+                raise RuntimeError(f"NVRTC failed on {program_label(file, defines)} for {self.arch}:\n{log}")
             module = self.cp.cuda.function.Module()
             module.load(code)  # a cubin, or PTX the driver compiles
             _MODULES[key] = module
@@ -168,8 +163,8 @@ class CudaBackend(Backend):
         return min(_ceil_div(items, BLOCK), self.max_blocks), BLOCK
 
     def _prepare(self, node):
-        file, entry = self._kernel(node)
-        function = self._function(file, entry)
+        file, entry, defines = self._kernel(node)
+        function = self._function(file, entry, defines)
         params = self.cp.asarray(param_block(node))
         args = tuple(t.buffer.handle for t in node.tensors) + (params,)
         blocks, threads = self._launch_shape(node, entry)
@@ -217,7 +212,7 @@ class CudaBackend(Backend):
 
 
 def _in_place(node: Node) -> bool:
-    return node.op.name in IN_PLACE and node.inplace
+    return node.op.name in IN_PLACE and node.inplace and node.impl == "default"
 
 
 def create() -> CudaBackend:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from .build import CHECK_ARCH, compile_program, describe_nvrtc, device_arch, kernel_files, kernel_source
+from .build import CHECK_ARCH, compile_program, describe_nvrtc, device_arch, program_label, program_source, programs
 
 
 @dataclass
@@ -30,8 +30,9 @@ def compile_source(source: str, name: str, arch: str = CHECK_ARCH) -> CompileRes
 
 
 def compile_all(arch: str = CHECK_ARCH) -> list[CompileResult]:
-    """Every .cu file of the backend, its headers inlined as the runtime does."""
-    return [compile_source(kernel_source(name), name, arch) for name in kernel_files()]
+    """Every program of the backend (each .cu file, and each with a mutant's define), as the runtime compiles it."""
+    return [compile_source(program_source(file, defines), program_label(file, defines), arch)
+            for file, defines in programs()]
 
 
 def resolve_arch(arch: str) -> str:

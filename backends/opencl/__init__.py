@@ -16,9 +16,10 @@ import numpy as np
 import pyopencl as cl
 
 from reference.node import Node
+from reference.ops import REGISTRY
 from reference.tensor import Buffer, DType
 
-from ..base import PARAM_WORDS, TENSOR_WORDS, Backend, is_broken, param_block, pow2_at_least
+from ..base import PARAM_WORDS, TENSOR_WORDS, Backend, param_block, pow2_at_least
 
 HERE = Path(__file__).parent
 CHUNK = 256  # elements per work item of the "rows" and "flat" grids (common.cl)
@@ -40,59 +41,55 @@ SORT_LOCAL = 64  # "sort" grid (rows too long for argsort8): most work items per
 SORT8_LOCAL_BYTES = 256 << 10  # argsort8 (8 rows per work item) while its 64 * NP bytes of keys fit this
 PARAMS_DTYPE = np.dtype([("w", np.int32, PARAM_WORDS)])  # common.cl's Params, passed by value
 
-# op -> (kernel file, entry point, defines, grid). Grids: "rows" = runs of CHUNK elements along dst rows (ne1 and
-# ne2*ne3 in dims 1 and 2), "flat" = runs of CHUNK dst elements, "segments" = one work group per row,
-# "tiles" = SSM_TILE channels x SSM_TILE tokens per work group, "columns" = one work item per (SOLVE_COLUMNS
-# columns, batch), "sort8" = one work item per 8 rows sorting 8 x NP keys (NP = a power of two >= ne0) in local
-# memory (prepare() switches to entry argsort on the "sort" grid, one work group per row, when they do not fit
-# SORT8_LOCAL_BYTES), "experts" = one single-work-item group per (8 * PACK_NV rows of N, expert),
-# "pack" = one single-work-item group per 8 * PACK_NV rows x PACK_TM columns of dst (any strides),
-# "k1" = one work item per MM_RN x MM_RM block of dst (prepare() switches MUL_MAT to entry mul_mat_k1 on
-# this grid when b has few columns and a and b are both contiguous along k), "heads" = one work group per
-# (head, seq) with one work item per value column.
-# prepare() adds per-node defines: CHUNK, types (CPY/CONT, a of MUL_MAT), b broadcast (binary), in place and impl
-# (ACC/SET), taps (SSM_CONV), head size and gate kind (GATED_DELTA_NET), types (GET_ROWS, MUL_MAT_ID), NP and KP
-# (ARGSORT/TOP_K), blocking and b's k stride (MUL_MAT, MUL_MAT_ID).
+# op -> (entry point, defines, grid); the kernel file is the op's family (backends/opencl/<family>.cl). Grids: "rows" =
+# runs of CHUNK elements along dst rows (ne1 and ne2*ne3 in dims 1 and 2), "flat" = runs of CHUNK dst elements,
+# "segments" = one work group per row, "tiles" = SSM_TILE channels x SSM_TILE tokens per work group, "columns" = one
+# work item per (SOLVE_COLUMNS columns, batch), "sort8" = one work item per 8 rows sorting 8 x NP keys (NP = a power of
+# two >= ne0) in local memory (prepare() switches to entry argsort on the "sort" grid, one work group per row, when they
+# do not fit SORT8_LOCAL_BYTES), "experts" = one single-work-item group per (8 * PACK_NV rows of N, expert), "pack" =
+# one single-work-item group per 8 * PACK_NV rows x PACK_TM columns of dst (any strides), "k1" = one work item per MM_RN
+# x MM_RM block of dst (prepare() switches MUL_MAT to entry mul_mat_k1 on this grid when b has few columns and a and b
+# are both contiguous along k), "heads" = one work group per (head, seq) with one work item per value column. prepare()
+# adds per-node defines: CHUNK, types (CPY/CONT, a of MUL_MAT), b broadcast (binary), in place and impl (ACC/SET), taps
+# (SSM_CONV), head size and gate kind (GATED_DELTA_NET), types (GET_ROWS, MUL_MAT_ID), NP and KP (ARGSORT/TOP_K),
+# blocking and b's k stride (MUL_MAT, MUL_MAT_ID).
 KERNELS = {
-    "SOFTPLUS": ("unary.cl", "unary", ["OP_SOFTPLUS"], "rows"),
-    "SIGMOID": ("unary.cl", "unary", ["OP_SIGMOID"], "rows"),
-    "SILU": ("unary.cl", "unary", ["OP_SILU"], "rows"),
-    "EXP": ("unary.cl", "unary", ["OP_EXP"], "rows"),
-    "NEG": ("unary.cl", "unary", ["OP_NEG"], "rows"),
-    "SCALE": ("unary.cl", "unary", ["OP_SCALE"], "rows"),
-    "CLAMP": ("unary.cl", "unary", ["OP_CLAMP"], "rows"),
-    "ADD": ("binary.cl", "binary", ["OP_ADD"], "rows"),
-    "SUB": ("binary.cl", "binary", ["OP_SUB"], "rows"),
-    "MUL": ("binary.cl", "binary", ["OP_MUL"], "rows"),
-    "DIV": ("binary.cl", "binary", ["OP_DIV"], "rows"),
-    "ACC": ("acc_set.cl", "acc_set", ["ACC"], "flat"),
-    "SET": ("acc_set.cl", "acc_set", ["SET"], "flat"),
-    "CUMSUM": ("cumsum.cl", "cumsum", [], "segments"),
-    "TRI": ("tri.cl", "tri", [], "rows"),
-    "FILL": ("tri.cl", "fill", [], "rows"),
-    "DIAG": ("tri.cl", "diag", [], "rows"),
-    "SOLVE_TRI": ("solve_tri.cl", "solve_tri", [], "columns"),
-    "SSM_CONV": ("ssm_conv.cl", "ssm_conv", [], "tiles"),
-    "L2_NORM": ("norm.cl", "norm", ["L2"], "segments"),
-    "RMS_NORM": ("norm.cl", "norm", ["RMS"], "segments"),
-    "SUM_ROWS": ("norm.cl", "sum_rows", [], "segments"),
-    "SOFT_MAX_EXT": ("softmax.cl", "soft_max", [], "segments"),
-    "ARGSORT": ("sort.cl", "argsort8", [], "sort8"),
-    "TOP_K": ("sort.cl", "argsort8", ["TOP_K"], "sort8"),
-    "CPY": ("cpy.cl", "cpy", [], "rows"),
-    "CONT": ("cpy.cl", "cpy", [], "rows"),
-    "REPEAT": ("layout.cl", "repeat", [], "rows"),
-    "PAD": ("layout.cl", "pad", [], "rows"),
-    "CONCAT": ("layout.cl", "concat", [], "rows"),
-    "GET_ROWS": ("get_rows.cl", "get_rows", [], "rows"),
-    "MUL_MAT": ("matmul.cl", "mul_mat_pack", [], "pack"),
-    "MUL_MAT_ID": ("matmul.cl", "mul_mat_id", [], "experts"),
-    "GATED_DELTA_NET": ("gated_delta_net.cl", "gated_delta_net", [], "heads"),
+    "SOFTPLUS": ("unary", ["OP_SOFTPLUS"], "rows"),
+    "SIGMOID": ("unary", ["OP_SIGMOID"], "rows"),
+    "SILU": ("unary", ["OP_SILU"], "rows"),
+    "EXP": ("unary", ["OP_EXP"], "rows"),
+    "NEG": ("unary", ["OP_NEG"], "rows"),
+    "SCALE": ("unary", ["OP_SCALE"], "rows"),
+    "CLAMP": ("unary", ["OP_CLAMP"], "rows"),
+    "ADD": ("binary", ["OP_ADD"], "rows"),
+    "SUB": ("binary", ["OP_SUB"], "rows"),
+    "MUL": ("binary", ["OP_MUL"], "rows"),
+    "DIV": ("binary", ["OP_DIV"], "rows"),
+    "ACC": ("acc_set", ["ACC"], "flat"),
+    "SET": ("acc_set", ["SET"], "flat"),
+    "CUMSUM": ("cumsum", [], "segments"),
+    "TRI": ("tri", [], "rows"),
+    "FILL": ("fill", [], "rows"),
+    "DIAG": ("diag", [], "rows"),
+    "SOLVE_TRI": ("solve_tri", [], "columns"),
+    "SSM_CONV": ("ssm_conv", [], "tiles"),
+    "L2_NORM": ("norm", ["L2"], "segments"),
+    "RMS_NORM": ("norm", ["RMS"], "segments"),
+    "SUM_ROWS": ("sum_rows", [], "segments"),
+    "SOFT_MAX_EXT": ("soft_max", [], "segments"),
+    "ARGSORT": ("argsort8", [], "sort8"),
+    "TOP_K": ("argsort8", ["TOP_K"], "sort8"),
+    "CPY": ("cpy", [], "rows"),
+    "CONT": ("cpy", [], "rows"),
+    "REPEAT": ("repeat", [], "rows"),
+    "PAD": ("pad", [], "rows"),
+    "CONCAT": ("concat", [], "rows"),
+    "GET_ROWS": ("get_rows", [], "rows"),
+    "MUL_MAT": ("mul_mat_pack", [], "pack"),
+    "MUL_MAT_ID": ("mul_mat_id", [], "experts"),
+    "GATED_DELTA_NET": ("gated_delta_net", [], "heads"),
 }
-# Ops whose dims may be merged before launch (their result does not depend on which dim an element sits in).
-COLLAPSIBLE = {"SOFTPLUS", "SIGMOID", "SILU", "EXP", "NEG", "SCALE", "CLAMP", "ADD", "SUB", "MUL", "DIV", "FILL", "CPY",
-               "CONT"}
-IMPLS = {"ACC": ["default", "broken_acc_nb3"]}
+assert set(KERNELS) == set(REGISTRY), f"OpenCL kernels missing for {sorted(set(REGISTRY) - set(KERNELS))}"
 
 
 def _collapse(words: np.ndarray, ts: list[int]) -> None:
@@ -135,6 +132,7 @@ def _collapse(words: np.ndarray, ts: list[int]) -> None:
 
 class OpenCLBackend(Backend):
     name = "opencl"
+    plants_mutants = True
 
     def __init__(self):
         super().__init__()
@@ -173,24 +171,11 @@ class OpenCLBackend(Backend):
             self._kernels[(key, entry)] = cl.Kernel(self._programs[key], entry)
         return self._kernels[(key, entry)]
 
-    def impls(self, op_name: str) -> list[str]:
-        return IMPLS.get(op_name.upper(), ["default"])
-
     def supports(self, node: Node) -> str | None:
         name = node.op.name
-        if name not in KERNELS:
-            return f"no OpenCL kernel for {name}"
-        if node.impl not in self.impls(name):
-            return f"{name} has no impl {node.impl!r} (has {', '.join(self.impls(name))})"
-        types = {t.dtype for t in node.tensors}
-        allowed = {"SET": {DType.F32, DType.I32}, "CPY": {DType.F32, DType.F16}, "CONT": {DType.F32, DType.F16},
-                   "MUL_MAT": {DType.F32, DType.F16}, "MUL_MAT_ID": {DType.F32, DType.F16, DType.I32},
-                   "GET_ROWS": {DType.F32, DType.F16, DType.I32}, "ARGSORT": {DType.F32, DType.I32},
-                   "TOP_K": {DType.F32, DType.I32}}
-        if not types <= allowed.get(name, {DType.F32}):
-            return f"{name} on {'/'.join(sorted(t.label for t in types))} is not implemented"
-        if name in ("ACC", "SET") and len(types) != 1:
-            return f"{name} needs a, b and dst of one type"
+        why = self.impl_refusal(node)
+        if why:
+            return why
         if name in ("ARGSORT", "TOP_K") and 8 * pow2_at_least(node.srcs[0].ne[0]) > self.device.local_mem_size:
             return f"{name} sorts a row in local memory: {node.srcs[0].ne[0]} keys do not fit"
         for t in node.tensors:
@@ -200,19 +185,20 @@ class OpenCLBackend(Backend):
 
     def _prepare(self, node: Node):
         name = node.op.name
-        file, entry, defines, grid = KERNELS[name]
+        entry, defines, grid = KERNELS[name]
+        file = f"{node.op.family}.cl"
         dst, srcs = node.dst, node.srcs
         if dst.nelements == 0:
             return lambda: None
         defines = list(defines)
         words = param_block(node)
         inplace = name in ("ACC", "SET") and node.inplace
-        walks_b = inplace and not is_broken(node.impl)  # in place only b's block changes: acc_set_block walks b
+        walks_b = inplace and node.impl == "default"  # in place only b's block changes: acc_set_block walks b
         if walks_b:
             if srcs[1].nelements == 0:
                 return lambda: None
             entry = "acc_set_block"
-        if name in COLLAPSIBLE:
+        if node.op.elementwise:  # no result depends on which dim an element sits in: merge dims before launch
             if name in ("CPY", "CONT") and dst.ne != srcs[0].ne:  # same flat order, different shapes
                 _collapse(words, [0])
                 _collapse(words, [1])
@@ -226,8 +212,7 @@ class OpenCLBackend(Backend):
             defines.append("BCAST0")
         if inplace:
             defines.append("INPLACE")
-        if is_broken(node.impl):
-            defines.append(node.impl.upper())
+        defines += self.mutant_defines(node)
         if name == "SSM_CONV":
             defines.append(f"D_CONV={srcs[1].ne[0]}")
         if name in ("MUL_MAT", "MUL_MAT_ID", "GET_ROWS"):

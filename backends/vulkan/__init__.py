@@ -1,8 +1,8 @@
 """Vulkan backend through kp (vulkan-kompute 0.9.0); on CI it runs on Mesa's lavapipe (CPU driver).
 
 Kernels are GLSL compute shaders beside this file, one per op family, sharing common.glsl (parameter block, bindings,
-indexing, exact f16 conversion). KERNELS below says which file and which #defines run each op. Every kernel binds
-(params, dst, src0, src1, ...): the parameter block of backends/base.py sits in a small uint32 kp tensor; a
+indexing, exact f16 conversion). An op runs its family's file with the #defines KERNELS below gives it. Every kernel
+binds (params, dst, src0, src1, ...): the parameter block of backends/base.py sits in a small uint32 kp tensor; a
 one-source op gets src0 again as src1, GATED_DELTA_NET binds its six sources at 2..7.
 
 SPIR-V comes from `glslc --target-env=vulkan1.1 -O`, compiled lazily once per (file, defines) and cached in memory
@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from reference.node import Node
+from reference.ops import REGISTRY
 from reference.tensor import Buffer, DType
 
 from ..base import Backend, param_block
@@ -37,47 +38,47 @@ from ..base import Backend, param_block
 HERE = Path(__file__).resolve().parent
 GLSLC_FLAGS = ["--target-env=vulkan1.1", "-O"]
 
-# op -> (kernel file, #defines). kernel_for() adds the type and layout defines: SRC_F16/DST_F16, VEC4 / DST_VEC4
-# (contiguous 4-aligned operands), XCACHE/SHARE_A (SOLVE_TRI), DCONV (SSM_CONV), ROWCACHE (norms, softmax), BROKEN_NB3,
-# IN_PLACE_BLOCK (ACC/SET in place), A_F16/SHARE (MUL_MAT), SDIM/KDA (GATED_DELTA_NET).
+# op -> #defines; the kernel file is the op's family (backends/vulkan/<family>.comp). kernel_for() adds the type and
+# layout defines: SRC_F16/DST_F16, VEC4 / DST_VEC4 (contiguous 4-aligned operands), XCACHE/SHARE_A (SOLVE_TRI), DCONV
+# (SSM_CONV), ROWCACHE (norms, softmax), IN_PLACE_BLOCK (ACC/SET in place), A_F16/SHARE (MUL_MAT), SDIM/KDA
+# (GATED_DELTA_NET), and a mutant's define (OpSpec.mutants).
 KERNELS = {
-    "ACC": ("acc_set.comp", ("OP_ACC",)),
-    "SET": ("acc_set.comp", ("OP_SET",)),
-    "CUMSUM": ("cumsum.comp", ()),
-    "TRI": ("tri.comp", ("OP_TRI",)),
-    "FILL": ("tri.comp", ("OP_FILL",)),
-    "DIAG": ("tri.comp", ("OP_DIAG",)),
-    "SOLVE_TRI": ("solve_tri.comp", ()),
-    "SSM_CONV": ("ssm_conv.comp", ()),
-    "L2_NORM": ("norm.comp", ("OP_L2_NORM",)),
-    "RMS_NORM": ("norm.comp", ("OP_RMS_NORM",)),
-    "SOFTPLUS": ("unary.comp", ("OP_SOFTPLUS",)),
-    "SIGMOID": ("unary.comp", ("OP_SIGMOID",)),
-    "SILU": ("unary.comp", ("OP_SILU",)),
-    "EXP": ("unary.comp", ("OP_EXP",)),
-    "NEG": ("unary.comp", ("OP_NEG",)),
-    "SCALE": ("unary.comp", ("OP_SCALE",)),
-    "ADD": ("binary.comp", ("OP_ADD",)),
-    "SUB": ("binary.comp", ("OP_SUB",)),
-    "MUL": ("binary.comp", ("OP_MUL",)),
-    "DIV": ("binary.comp", ("OP_DIV",)),
-    "CPY": ("cpy.comp", ()),  # + SRC_F16 / DST_F16 from the types
-    "CONT": ("cpy.comp", ()),
-    "MUL_MAT": ("matmul.comp", ()),  # + A_F16 for an f16 a
-    "REPEAT": ("layout.comp", ("OP_REPEAT",)),
-    "PAD": ("layout.comp", ("OP_PAD",)),
-    "GATED_DELTA_NET": ("gated_delta_net.comp", ()),  # + SDIM=S, WG (S/4 threads, whole 8s), KDA (per-key gates)
-    "MUL_MAT_ID": ("matmul.comp", ("OP_MUL_MAT_ID",)),  # + A_F16 for f16 experts
-    "GET_ROWS": ("get_rows.comp", ()),  # + SRC_F16 for an f16 a
-    "ARGSORT": ("sort.comp", ("OP_ARGSORT",)),
-    "TOP_K": ("sort.comp", ("OP_TOP_K",)),
-    "SOFT_MAX_EXT": ("softmax.comp", ()),
-    "CONCAT": ("concat.comp", ()),
-    "SUM_ROWS": ("norm.comp", ("OP_SUM_ROWS",)),
-    "CLAMP": ("unary.comp", ("OP_CLAMP",)),
+    "ACC": ("OP_ACC",),
+    "SET": ("OP_SET",),
+    "CUMSUM": (),
+    "TRI": ("OP_TRI",),
+    "FILL": ("OP_FILL",),
+    "DIAG": ("OP_DIAG",),
+    "SOLVE_TRI": (),
+    "SSM_CONV": (),
+    "L2_NORM": ("OP_L2_NORM",),
+    "RMS_NORM": ("OP_RMS_NORM",),
+    "SOFTPLUS": ("OP_SOFTPLUS",),
+    "SIGMOID": ("OP_SIGMOID",),
+    "SILU": ("OP_SILU",),
+    "EXP": ("OP_EXP",),
+    "NEG": ("OP_NEG",),
+    "SCALE": ("OP_SCALE",),
+    "ADD": ("OP_ADD",),
+    "SUB": ("OP_SUB",),
+    "MUL": ("OP_MUL",),
+    "DIV": ("OP_DIV",),
+    "CPY": (),  # + SRC_F16 / DST_F16 from the types
+    "CONT": (),
+    "MUL_MAT": (),  # + A_F16 for an f16 a
+    "REPEAT": ("OP_REPEAT",),
+    "PAD": ("OP_PAD",),
+    "GATED_DELTA_NET": (),  # + SDIM=S, WG (S/4 threads, whole 8s), KDA (per-key gates)
+    "MUL_MAT_ID": ("OP_MUL_MAT_ID",),  # + A_F16 for f16 experts
+    "GET_ROWS": (),  # + SRC_F16 for an f16 a
+    "ARGSORT": ("OP_ARGSORT",),
+    "TOP_K": ("OP_TOP_K",),
+    "SOFT_MAX_EXT": (),
+    "CONCAT": ("OP_CONCAT",),
+    "SUM_ROWS": ("OP_SUM_ROWS",),
+    "CLAMP": ("OP_CLAMP",),
 }
-IMPLS = {"ACC": ["default", "broken_acc_nb3"]}
-IMPL_DEFINES = {"broken_acc_nb3": ("BROKEN_NB3",)}
+assert set(KERNELS) == set(REGISTRY), f"Vulkan kernels missing for {sorted(set(REGISTRY) - set(KERNELS))}"
 
 # Threads per workgroup and elements per thread, as the shaders define them (common.glsl defaults WG 256, PER 4;
 # a VEC4 thread moves one uvec4, i.e. 4 elements too).
@@ -189,7 +190,7 @@ def _sort_loop_iterations(node: Node) -> int:
 def kernel_for(node: Node) -> tuple[str, tuple[str, ...]]:
     """The kernel file and #defines for this node (op, types, layout fast paths, impl)."""
     op = node.op.name
-    name, defines = KERNELS[op]
+    name, defines = f"{node.op.family}.comp", KERNELS[op]
     if op in ("CPY", "CONT"):
         defines += (("SRC_F16",) if node.srcs[0].dtype == DType.F16 else ()) \
                    + (("DST_F16",) if node.dst.dtype == DType.F16 else ())
@@ -239,7 +240,7 @@ def kernel_for(node: Node) -> tuple[str, tuple[str, ...]]:
                 defines += (f"ROWCACHE={max(4, 1 << (per_lane - 1).bit_length())}",)
     elif op in ("CPY", "CONT") and node.dst.is_contiguous() and _elems(node.dst, node.dst.offset) % 4 == 0:
         defines += ("DST_VEC4",)
-    return name, defines + IMPL_DEFINES.get(node.impl, ())
+    return name, defines + Backend.mutant_defines(node)
 
 
 def _in_place_block(node: Node) -> bool:
@@ -323,6 +324,7 @@ def _manager():
 
 class VulkanBackend(Backend):
     name = "vulkan"
+    plants_mutants = True
     # Creating a kp algorithm builds a pipeline (~9 ms on lavapipe, most of a model step): pooled buffers make a
     # graph run again bind the same buffers, so its algorithms are reused from the cache below.
     pool_buffers = True
@@ -361,14 +363,10 @@ class VulkanBackend(Backend):
         return buf.handle.data().view(np.uint8).copy()
 
     # ---- ops ----
-    def impls(self, op_name: str) -> list[str]:
-        return IMPLS.get(op_name.upper(), ["default"])
-
     def supports(self, node: Node) -> str | None:
-        if node.op.name not in KERNELS:
-            return f"no Vulkan kernel for {node.op.name}"
-        if node.impl not in self.impls(node.op.name):
-            return f"no impl {node.impl!r} of {node.op.name}"
+        why = self.impl_refusal(node)
+        if why:
+            return why
         if node.op.name in ("ARGSORT", "TOP_K") and _sort_loop_iterations(node) > LOOP_LIMIT:
             return (f"rows of {node.srcs[0].ne[0]} need {_sort_loop_iterations(node)} loop iterations in sort.comp; "
                     f"llvmpipe stops an invocation's loops after {LOOP_LIMIT}")

@@ -1,12 +1,44 @@
 #version 450
-// REPEAT (dst[i] = a[i_k % ne_a_k]) and PAD (dst[i] = a[i] where every i_k < ne_a_k, else 0), f32, one of OP_REPEAT /
-// OP_PAD defined. A thread takes PER consecutive dst elements; the source index follows the dst index per dim, so
-// there is no modulo per element. PAD loads from a clamped (always valid) index and selects 0: no branch around the
+// REPEAT (dst[i] = a[i_k % ne_a_k]), PAD (dst[i] = a[i] where every i_k < ne_a_k, else 0) and CONCAT (a then b
+// along a dim), one of OP_REPEAT / OP_PAD / OP_CONCAT defined.
+//
+// REPEAT and PAD, f32: a thread takes PER consecutive dst elements; the source index follows the dst index per dim,
+// so there is no modulo per element. PAD loads from a clamped (always valid) index and selects 0: no branch around the
 // load. DST_VEC4: dst contiguous and 4-aligned, the 4 results go out in one uvec4 store. VEC4 besides: a's rows
 // contiguous and its row starts, a.ne0 and dst.ne0 multiples of 4: a run of 4 dst elements maps to 4
 // consecutive elements of a (or, PAD, lies wholly in the padding): one 16-byte load.
+//
+// CONCAT: dst = a then b along dim (word0), 32-bit words moved as they are. A thread takes PER consecutive dst
+// elements; dst index i comes from a at i where i[dim] < a.ne[dim], else from b at i with i[dim] - a.ne[dim].
+// VEC4: dst, a and b contiguous and 4-aligned, ne0 a multiple of 4 and dim > 0: a thread's 4 elements come from
+// one source as one 16-byte load.
 #include "common.glsl"
 
+#if defined(OP_CONCAT)
+void main() {
+    load_params();
+    int dim = op_int(0);
+    int n = nelem(ne_d);
+    int f = first_elem();
+    if (f >= n) return;
+    ivec4 i = unflatten(f, ne_d);
+    int cut = ne_0[dim];
+    ivec4 shift = ivec4(equal(ivec4(0, 1, 2, 3), ivec4(dim))) * cut;
+#if defined(VEC4)
+    if (i[dim] < cut) D4[(off_d + f) >> 2] = S04[at(i, nb_0, off_0) >> 2];
+    else D4[(off_d + f) >> 2] = S14[at(i - shift, nb_1, off_1) >> 2];
+#else
+    int end = min(f + PER, n);
+    for (int k = f; k < end; ++k) {
+        uint x;
+        if (i[dim] < cut) x = S0[at(i, nb_0, off_0)];
+        else x = S1[at(i - shift, nb_1, off_1)];
+        D[at(i, nb_d, off_d)] = x;
+        step4(i, ne_d);
+    }
+#endif
+}
+#else
 ivec4 ne, nea, nbs;
 int os;
 
@@ -73,3 +105,4 @@ void main() {
         next(i, j);
     }
 }
+#endif

@@ -1,0 +1,175 @@
+"""ACC and SET: b written (SET) or added (ACC) into a block of a, at byte strides nb1, nb2, nb3 from a byte offset;
+dst is a copy of a, or a itself in place. The chunked delta net assembles its matrices this way (kda_o_set).
+
+Kernels: backends/opencl/acc_set.cl, backends/vulkan/acc_set.comp, backends/cuda/acc_set.cu.
+"""
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import strategies as st
+
+from ..case import Case, Input, Layout
+from ..tensor import DType, Tensor, contiguous_strides
+from . import draw as d
+from .ggml_call import GgmlCall, Param, Src, contiguous, dense_nb0, need
+from .spec import INT, PERF_NE, Kind, OpSpec, register, same_shape, uniform
+
+F32, I32 = DType.F32, DType.I32
+FAMILY = "acc_set"
+
+
+def _block_view(a: Tensor, b: Tensor, p: dict) -> Tensor:
+    """The region of a that acc/set write: b's shape at byte strides (elsize, nb1, nb2, nb3) from byte `offset`."""
+    return Tensor(a.dtype, b.ne, (a.dtype.size, p["nb1"], p["nb2"], p["nb3"]), p["offset"])
+
+
+def _check_block(srcs, p):
+    a, b = srcs
+    if a.dtype != b.dtype:
+        raise ValueError(f"a and b must share a type, got {a.dtype.label} and {b.dtype.label}")
+    if not a.is_contiguous():
+        raise ValueError(f"a must be contiguous (ggml asserts it), got {a.describe()}")
+    view = _block_view(a, b, p)  # validates alignment and signs
+    if view.offset + view.extent() > a.nbytes():
+        raise ValueError(f"the block {view.describe()} runs past a ({a.nbytes()} bytes)")
+    # Strides must nest (nb1 >= ne0*size, nb2 >= nb1*ne1, nb3 >= nb2*ne2) so a byte of a maps to at most one
+    # element of b; kernels decompose an offset by nb3, nb2, nb1 in that order.
+    need_nb = a.dtype.size
+    for dim in range(1, 4):
+        need_nb *= b.ne[dim - 1]
+        if view.nb[dim] < need_nb:
+            raise ValueError(f"block stride nb{dim}={view.nb[dim]} is below nb{dim - 1}*ne{dim - 1}={need_nb}: "
+                             f"elements of b would overlap in a")
+        need_nb = view.nb[dim]
+
+
+def _block_ref(mode: str):
+    def ref(xs, p):
+        a, b = xs
+        out = np.array(a, dtype=a.dtype if mode == "set" else np.float64, order="C")
+        esize = 4  # strides are bytes of the tensor type; ACC/SET take only 4-byte types (f32, i32)
+        flat = out.reshape(-1)
+        strides = (p["nb3"] // esize, p["nb2"] // esize, p["nb1"] // esize, 1)
+        block = np.lib.stride_tricks.as_strided(flat[p["offset"] // esize:], shape=b.shape,
+                                                strides=tuple(s * flat.itemsize for s in strides))
+        if mode == "acc":
+            block += b
+        else:
+            block[...] = b
+        return out
+    return ref
+
+
+def _block_words(srcs, p):
+    e = srcs[0].dtype.size
+    return [p["nb1"] // e, p["nb2"] // e, p["nb3"] // e, p["offset"] // e]
+
+
+def block_params(a_ne, dtype=F32, offset=0) -> dict:
+    """nb1, nb2, nb3 of a contiguous a of ne `a_ne`, and `offset`: a block laid out with a's own strides."""
+    nb = contiguous_strides(dtype, a_ne)
+    return dict(nb1=nb[1], nb2=nb[2], nb3=nb[3], offset=offset)
+
+
+# ---- pinned upstream cases ------------------------------------------------------------------------------------------
+def _padded_b(ne, dim):
+    """b as a view into a tensor padded by 1 in `dim`, starting one row (nb[1] bytes) in."""
+    pad = [0, 0, 0, 0]
+    pad[dim] = 1
+    return Layout(pad=tuple(pad), offset=ne[0])
+
+
+def acc_cases():
+    cases = [Case.of("ACC", Input((256, 17, 1, 1)), Input((256, 16, 1, 1)),
+                     **block_params((256, 17, 1, 1), offset=1024))]
+    for b0 in (256, 128):
+        a_ne = (256, 17, 2, 3)
+        cases.append(Case.of("ACC", Input(a_ne), Input((b0, 16, 2, 3)), **block_params(a_ne, offset=1024)))
+        for dim in (1, 2, 3):
+            cases.append(Case.of("ACC", Input(a_ne), Input((b0, 16, 2, 3), layout=_padded_b((b0, 16, 2, 3), dim)),
+                                 **block_params(a_ne, offset=1024)))
+    # The block pattern that exposed llama.cpp #19426: blocks of a [S*n,S*n,ne2,ne3] matrix at
+    # offset i*S*4 + j*S*nb1 (block column i, block row j >= i), for ne2,ne3 > 1.
+    for size, n_blocks, batches in ((16, 4, ((1, 1), (3, 2), (2, 2))), (8, 8, ((3, 2),)), (32, 4, ((2, 2),))):
+        n = size * n_blocks
+        for ne2, ne3 in batches:
+            a_ne = (n, n, ne2, ne3)
+            nb = contiguous_strides(F32, a_ne)
+            for i, j in ((0, 0), (1, n_blocks - 1), (n_blocks - 1, n_blocks - 1)):
+                off = i * size * 4 + j * size * nb[1]
+                for inplace in (False, True):
+                    cases.append(Case.of("ACC", Input(a_ne), Input((size, size, ne2, ne3)), nb1=nb[1], nb2=nb[2],
+                                         nb3=nb[3], offset=off, inplace=inplace))
+    return cases
+
+
+def set_cases():
+    cases = []
+    b_ne = (6, 5, 4, 3)
+    for dtype in (F32, I32):
+        for dim in (1, 2, 3):
+            a_ne = list(b_ne)
+            a_ne[dim] *= 2
+            nb = contiguous_strides(dtype, a_ne)
+            for inplace in (False, True):
+                cases.append(Case.of("SET", Input(tuple(a_ne), dtype), Input(b_ne, dtype), nb1=nb[1], nb2=nb[2],
+                                     nb3=nb[3], offset=nb[dim] * b_ne[dim], inplace=inplace))
+    return cases
+
+
+# ---- drawn cases ----------------------------------------------------------------------------------------------------
+@st.composite
+def block(draw, op):
+    """b written into contiguous a at byte strides and offset drawn inside a."""
+    dtype = F32 if op == "ACC" else draw(st.sampled_from([F32, I32]))
+    a = draw(d.shapes())
+    b = tuple(draw(st.integers(1, n)) for n in a)
+    nb = contiguous_strides(dtype, a)
+    origin = [draw(st.integers(0, an - bn)) for an, bn in zip(a, b)]
+    offset = sum(o * s for o, s in zip(origin, nb))
+    return Case.of(op, Input(a, dtype), Input(b, dtype, draw(d.layouts(b))), seed=draw(d.seeds()),
+                   nb1=nb[1], nb2=nb[2], nb3=nb[3], offset=offset, inplace=draw(st.booleans()))
+
+
+# ---- ggml ---------------------------------------------------------------------------------------------------------
+def _ggml_rules(op: str):
+    def rules(s, p) -> list[str]:
+        f: list[str] = []
+        need(contiguous(s[0]), f"ggml_{op}_impl asserts ggml_is_contiguous(a); a is {s[0].describe()}", f)
+        need(dense_nb0(s[1]), f"ggml_compute_forward_{op}_f32 asserts nb10 == sizeof(float); b is {s[1].describe()}", f)
+        if op == "acc":
+            need(s[0].dtype == F32, "ggml_acc_impl asserts a->type == GGML_TYPE_F32", f)
+        else:
+            need(p["offset"] < (1 << 30), f"ggml_set_impl asserts offset < (1 << 30); offset is {p['offset']}", f)
+        need(all(p[k] < 2**31 for k in ("nb1", "nb2", "nb3", "offset")),
+             f"ggml_{op}_impl stores nb1, nb2, nb3 and offset as int32 op params", f)
+        return f
+    return rules
+
+
+def _ggml(op: str) -> GgmlCall:
+    return GgmlCall(f"ggml_{op}", (Src(0), Src(1), Param("nb1"), Param("nb2"), Param("nb3"), Param("offset")),
+                    inplace_fn=f"ggml_{op}_inplace", rules=_ggml_rules(op))
+
+
+# ---- the records ----------------------------------------------------------------------------------------------------
+_BLOCK_PARAMS = {"nb1": None, "nb2": None, "nb3": None, "offset": 0, "inplace": False}
+_BYTES = Kind("an int (bytes; required)", INT.accept)
+_BLOCK_KINDS = {"nb1": _BYTES, "nb2": _BYTES, "nb3": _BYTES}
+_PERF_PARAMS = block_params(PERF_NE, offset=PERF_NE[0])  # b: half of each row of a, from a quarter in
+
+register(OpSpec(
+    "ACC", 2, _block_ref("acc"), same_shape, dict(_BLOCK_PARAMS), _check_block, _block_words,
+    flops=lambda s, d, p: s[1].nelements, inplace_param="inplace", kinds=_BLOCK_KINDS,
+    summary="dst = a; dst[offset + i0*4 + i1*nb1 + i2*nb2 + i3*nb3] += b (byte strides)",
+    family=FAMILY, pinned=acc_cases, strategy=lambda: block("ACC"), ggml=_ggml("acc"),
+    perf=Case.of("ACC", Input(PERF_NE), Input((PERF_NE[0] // 2, PERF_NE[1])), **_PERF_PARAMS),
+    mutants={"broken_acc_nb3": ("BROKEN_ACC_NB3", "llama.cpp #19426: Vulkan ACC split the offset with nb2 and nb1 "
+                                                   "only, ignoring the op's nb3")}))
+register(OpSpec(
+    "SET", 2, _block_ref("set"), same_shape, dict(_BLOCK_PARAMS), _check_block, _block_words,
+    domain=uniform(-1000, 1000),  # wide enough that i32 words differ
+    src_dtypes=((F32, I32),), flops=lambda s, d, p: 0, inplace_param="inplace", kinds=_BLOCK_KINDS,
+    summary="dst = a; dst[offset + i0*4 + i1*nb1 + i2*nb2 + i3*nb3] = b (byte strides)",
+    family=FAMILY, pinned=set_cases, strategy=lambda: block("SET"), ggml=_ggml("set"),
+    perf=Case.of("SET", Input(PERF_NE), Input((PERF_NE[0] // 2, PERF_NE[1])), **_PERF_PARAMS)))

@@ -1,0 +1,73 @@
+"""ADD, SUB, MUL and DIV: a op b element by element, b repeated over a (ggml_can_repeat: each of a's ne a multiple of
+b's), as the gates and residuals of Kimi's layers broadcast.
+
+Kernels: backends/opencl/binary.cl, backends/vulkan/binary.comp, backends/cuda/binary.cu.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+from hypothesis import strategies as st
+
+from ..case import Case, Input, Layout
+from . import draw as d
+from .ggml_call import GgmlCall, Src, dense_nb0, requires
+from .spec import PERF_NE, OpSpec, register, same_shape
+
+FAMILY = "binary"
+_FNS = {"ADD": np.add, "SUB": np.subtract, "MUL": np.multiply, "DIV": np.divide}
+
+
+def _binary_domain(op: str):
+    def draw(rng, shape, i, p, shapes=None):
+        if op == "DIV" and i == 1:  # keep divisors away from zero
+            return rng.uniform(0.5, 1.5, shape) * rng.choice([-1.0, 1.0], shape)
+        return rng.uniform(-1, 1, shape)
+    return draw
+
+
+def _check_repeat(srcs, p):
+    a, b = srcs
+    if any(bn == 0 or an % bn for an, bn in zip(a.ne, b.ne)):
+        raise ValueError(f"b {list(b.ne)} cannot be broadcast to a {list(a.ne)}: each a.ne must be a multiple")
+
+
+def _binary_ref(fn):
+    def ref(xs, p):
+        a, b = xs
+        return fn(a, np.tile(b, [x // y for x, y in zip(a.shape, b.shape)]))
+    return ref
+
+
+# ---- pinned upstream cases ------------------------------------------------------------------------------------------
+def binary_cases(op):
+    a = (10, 5, 4, 3)
+    bs = [(10, 5, 4, 3), (10, 1, 4, 1), (1, 1, 1, 1), (10, 5, 1, 1), (1, 5, 4, 3), (5, 5, 2, 3)]
+    cases = [Case.of(op, Input(a), Input(b)) for b in bs]
+    cases += [Case.of(op, Input(a, layout=Layout(permute=(0, 2, 1, 3))),
+                      Input((10, 1, 4, 1), layout=Layout(pad=(2, 0, 1, 0)))),
+              Case.of(op, Input((1024, 64)), Input((1024,)))]
+    return cases
+
+
+# ---- drawn cases ----------------------------------------------------------------------------------------------------
+@st.composite
+def binary(draw, op):
+    a = draw(d.shapes())
+    b = tuple(draw(st.sampled_from(sorted({1, n} | {k for k in (2, 3, 5) if n % k == 0}))) for n in a)
+    return Case.of(op, Input(a, layout=draw(d.layouts(a))), Input(b, layout=draw(d.layouts(b))), seed=draw(d.seeds()))
+
+
+# ---- ggml ---------------------------------------------------------------------------------------------------------
+_ggml_rules = requires((0, "a", dense_nb0, "apply_binary_op (binary-ops.cpp) asserts nb00 == sizeof(src0_t)"))
+
+
+# ---- the records ----------------------------------------------------------------------------------------------------
+for _name, _fn in _FNS.items():
+    register(OpSpec(
+        _name, 2, _binary_ref(_fn), same_shape, check=_check_repeat, domain=_binary_domain(_name),
+        summary=f"a {_name.lower()} b, b repeated over a (ggml_can_repeat)", elementwise=True,
+        family=FAMILY, pinned=partial(binary_cases, _name), strategy=partial(binary, _name),
+        ggml=GgmlCall(f"ggml_{_name.lower()}", (Src(0), Src(1)), rules=_ggml_rules),
+        perf=Case.of(_name, Input(PERF_NE), Input(PERF_NE))))
