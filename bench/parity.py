@@ -17,7 +17,7 @@ import numpy as np
 
 from backends import get_backend, usable
 from backends.session import ModelSession
-from cases.harness import compare
+from cases.harness import check_nmse
 from reference.config import KimiConfig
 from reference.ops import get_op
 
@@ -130,7 +130,7 @@ def compare_nodes(step: str, got: dict, ref: dict, ops: dict[str, str], bound: f
                 same = np.array_equal(np.sort(value, axis=-1), np.sort(expected, axis=-1))
                 problems = [] if same else ["index set differs from the reference's"]
             else:
-                row["nmse"], problems = compare(value, expected, limit)
+                row["nmse"], problems = check_nmse(value, expected, limit)
         rows.append({**row, "ok": not problems, "problem": "; ".join(problems)})
     return rows
 

@@ -141,7 +141,7 @@ def run_case(backend: Backend, case: Case) -> Outcome:
         value_problems = op.verify(got, ref, xs, params)
         outcome.nmse = 0.0 if not value_problems else float("nan")
     else:
-        outcome.nmse, value_problems = compare(got, ref, op.nmse)
+        outcome.nmse, value_problems = check_nmse(got, ref, op.nmse)
     outcome.problems += value_problems
     outcome.passed = not outcome.problems
     return outcome
@@ -156,7 +156,7 @@ def flush_denormals(x: np.ndarray) -> np.ndarray:
     return np.where(np.abs(x) < F32_TINY, 0.0, x)
 
 
-def compare(got: np.ndarray, ref: np.ndarray, bound: float) -> tuple[float, list[str]]:
+def check_nmse(got: np.ndarray, ref: np.ndarray, bound: float) -> tuple[float, list[str]]:
     """test-backend-ops rules: NaN fails, an inf must match the reference's, then NMSE over the rest (subnormals
     flushed on both sides)."""
     got, ref = flush_denormals(got), flush_denormals(ref)
@@ -236,7 +236,7 @@ def check_graph_nodes(backend: Backend, graph, values: dict) -> list[str]:
             xs = [host_view(before[id(s.buffer)], s).astype(np.float64) for s in node.srcs]
             value_problems = node.op.verify(got, ref, xs, node.params)
         else:
-            _, value_problems = compare(got, ref, node.op.nmse)
+            _, value_problems = check_nmse(got, ref, node.op.nmse)
         problems += value_problems
         if problems:
             failures.append(f"{node.name} ({dev_node.label()}): " + "; ".join(problems))
