@@ -1,4 +1,4 @@
-"""Backend names, availability probes, per-process instances, and which backends a run uses (names, select, usable).
+"""Backend names, availability probes, per-process instances, and which backends a run uses (select, usable).
 
 A runtime that is missing is a skip with a reason, decided by a probe that cannot crash the caller: kp aborts the
 whole process when no Vulkan driver exists, so the Vulkan and CUDA probes run in a subprocess.
@@ -62,30 +62,16 @@ def get_backend(name: str):
     return importlib.import_module(BACKENDS[name][0]).create()
 
 
-def names(value: str, known: list[str]) -> list[str]:
-    """The backends `value` names: comma-separated backend names, or `all` for every one of `known`. ValueError for
-    an unknown name, or when none is given."""
-    if value == "all":
-        return list(known)
-    named = [v.strip() for v in value.split(",") if v.strip()]
-    for name in named:
-        check_name(name)
-    if not named:
-        raise ValueError(f"no backends given; known: {', '.join(known)}")
-    return named
-
-
-def select(value: str, known: list[str]) -> list[str]:
-    """The backends of `value` (as `names` reads it) that can run here. One named explicitly that cannot is a
-    ValueError with the probe's reason; with `all`, those that cannot are skipped with one line each on stderr
-    (stdout may carry csv or json). ValueError when none can."""
-    named = names(value, known)
+def select(named: list[str], every: bool) -> list[str]:
+    """Those of `named` that can run here. With `every` (the user asked for all backends) those that cannot are
+    skipped with one line each on stderr (stdout may carry csv or json); one named explicitly that cannot is a
+    ValueError with the probe's reason. ValueError when none can."""
     runnable = []
     for name in named:
         reason = availability(name)  # a module global, looked up at call time: tests replace it
         if reason is None:
             runnable.append(name)
-        elif value != "all":
+        elif not every:
             raise ValueError(f"--backend {name}: it cannot run here: {reason}")
         else:
             print(f"{name}: skipped ({reason})", file=sys.stderr, flush=True)

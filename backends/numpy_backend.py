@@ -35,7 +35,7 @@ class NumpyBackend(HostMemoryBackend):
     name = "numpy"
 
     def supports(self, node: Node) -> str | None:
-        return None
+        return self.impl_refusal(node)  # the reference plants no mutants
 
     def _prepare(self, node: Node):
         def run():

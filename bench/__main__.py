@@ -24,7 +24,7 @@ import tempfile
 import pandas as pd
 
 import backends as backend_registry
-from backends import BACKENDS, TESTED_BACKENDS
+from backends import BACKENDS, TESTED_BACKENDS, check_name
 from bench import reporting
 from reference.delta_net import VARIANTS, check_variant
 from reference.mla import check_form
@@ -41,6 +41,11 @@ def _list(value: str, known: list[str], what: str, check) -> list[str]:
     if not names:
         raise ValueError(f"no {what} given; known: {', '.join(known)}")
     return names
+
+
+def _runnable(value: str, known: list[str]) -> list[str]:
+    """The backends `value` names (or all of `known`) that can run here (backends.select)."""
+    return backend_registry.select(_list(value, known, "backends", check_name), every=value == "all")
 
 
 def _int_list(flag: str, value: str, minimum: int) -> list[int]:
@@ -113,7 +118,7 @@ def cmd_ops(args) -> int:
     from bench import ops as ops_bench
 
     op_names = [get_op(o).name for o in _list(args.op, sorted(REGISTRY), "ops", get_op)]
-    backends = backend_registry.select(args.backend, TESTED_BACKENDS)
+    backends = _runnable(args.backend, TESTED_BACKENDS)
     _check_history(args)
     records = ops_bench.run(op_names, backends, args.budget)
     rows = [r for r in records if r["kind"] == "ops" and r.get("supported")]
@@ -131,7 +136,7 @@ def cmd_ops(args) -> int:
 def cmd_support(args) -> int:
     from bench import ops as ops_bench
 
-    backends = backend_registry.names(args.backend, list(BACKENDS))
+    backends = _list(args.backend, list(BACKENDS), "backends", check_name)
     matrix = ops_bench.support_matrix(backends)
     df = pd.DataFrame.from_dict(matrix, orient="index")
     df.index.name = "op"
@@ -142,12 +147,12 @@ def cmd_support(args) -> int:
 def cmd_delta_net(args) -> int:
     from bench import delta_net
 
-    backend_registry.names(args.backend, list(BACKENDS))
+    _list(args.backend, list(BACKENDS), "backends", check_name)
     variants = _list(args.variant, list(VARIANTS), "variants", check_variant)
     for name, value in (("--S", args.S), ("--H", args.H), ("--T", args.T), ("--n-seqs", args.n_seqs), ("-r", args.reps)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
-    backends = backend_registry.select(args.backend, list(BACKENDS))
+    backends = _runnable(args.backend, list(BACKENDS))
     _check_history(args)
     records = delta_net.run(backends, variants, args.S, args.H, args.T, args.n_seqs, not args.gda, args.reps)
     df = pd.DataFrame(records)
@@ -234,13 +239,13 @@ def cmd_throughput(argv: list[str]) -> int:
                 raise ValueError(f"{flag} must be >= 1, got {value}")
         variants = _list(args.variant, list(VARIANTS), "variants", check_variant)
         check_form(args.form)
-        backend_registry.names(args.backend, TESTED_BACKENDS)
+        _list(args.backend, TESTED_BACKENDS, "backends", check_name)
         c, weights = model_config(args.model, args.n_layer, args.n_expert)
         n_ubatch = min(args.batch_size, args.ubatch_size)  # llama.cpp's clamp
         if n_ubatch < args.ubatch_size:
             print(f"n_ubatch {args.ubatch_size} > n_batch {args.batch_size}: running ubatches of {n_ubatch} "
                   f"(llama.cpp's clamp)", file=sys.stderr)
-        backends = backend_registry.select(args.backend, TESTED_BACKENDS)
+        backends = _runnable(args.backend, TESTED_BACKENDS)
         _check_history(args)
         backends = _fitting(backends, args, throughput.memory_need(c, tests, depths, variants, args.form,
                                                                    args.batch_size, n_ubatch))
@@ -277,7 +282,7 @@ def cmd_throughput(argv: list[str]) -> int:
 def cmd_parity(args) -> int:
     from bench import parity
 
-    backend_registry.names(args.backend, TESTED_BACKENDS)
+    _list(args.backend, TESTED_BACKENDS, "backends", check_name)
     check_variant(args.variant)
     check_form(args.form)
     if args.prompt < 2 or args.decode < 0:
@@ -286,7 +291,7 @@ def cmd_parity(args) -> int:
         raise ValueError(f"--nodes takes a count or all, got {args.nodes!r}")
     c, weights = model_config(args.model, args.n_layer, args.n_expert)
     # --against llama.cpp runs the reference alone: --backend plays no part
-    backends = backend_registry.select(args.backend, TESTED_BACKENDS) if args.against == "reference" else []
+    backends = _runnable(args.backend, TESTED_BACKENDS) if args.against == "reference" else []
     _check_history(args)
     if weights is None:
         from reference.weights import random_weights

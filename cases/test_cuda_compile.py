@@ -269,3 +269,15 @@ def test_cuda_emulated_denormal_results(emulated, op):
     for seed in (25, 36, 88, 116, 273):
         outcome = run_case(emulated, Case.of(op, Input((1,)), seed=seed))
         assert outcome.passed, outcome.report()
+
+
+def test_cuda_sanitizer_cases():
+    """The cases scripts/device-check.sh runs under compute-sanitizer (python -m backends.cuda.sanitize): up to three
+    pinned cases of each reduction and scan op, smallest first (their results are checked by the emulated tests)."""
+    from backends.cuda.sanitize import OPS, picked_cases
+
+    cases = picked_cases()
+    assert sorted({c.op for c in cases}) == sorted(OPS)
+    assert all(sum(c.op == op for c in cases) <= 3 for op in OPS)
+    sizes = [int(np.prod(c.inputs[0].ne)) for c in cases]
+    assert sizes == sorted(sizes)

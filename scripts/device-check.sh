@@ -189,57 +189,13 @@ step bench-pptg 40 30-bench-pptg.log "$PY" -m bench pp64 tg16 --backend cuda --m
 REFUSAL_OK=0
 
 # ---- compute-sanitizer on the reduction and scan kernels (50 s + 35 s) -------------------------------------------
-SANITIZE="${TMPDIR:-/tmp}/kbo-sanitize.py"
-cat >"$SANITIZE" <<'EOF'
-"""A few pinned cases of each reduction and scan kernel through the real harness (guards, poison, NMSE), for
-compute-sanitizer: the smallest, a middle and the largest case of at most 2^17 elements, all run smallest first so a
-run cut short by its time limit still covered every op."""
-import sys
-import time
-
-import numpy as np
-
-sys.path.insert(0, sys.argv[1])
-import cupy  # noqa: E402
-
-if "--no-pool" in sys.argv:  # every buffer its own cudaMalloc, so memcheck knows each buffer's bounds
-    cupy.cuda.set_allocator(None)
-from backends.cuda import create  # noqa: E402
-from cases.harness import run_case  # noqa: E402
-from cases.upstream import pinned  # noqa: E402
-
-OPS = ["L2_NORM", "RMS_NORM", "SOFT_MAX_EXT", "CUMSUM", "ARGSORT", "TOP_K", "SUM_ROWS", "GATED_DELTA_NET"]
-LIMIT = 1 << 17
-size = lambda case: int(np.prod(case.inputs[0].ne))  # noqa: E731
-picked = []
-for op in OPS:
-    cases = sorted(pinned(op), key=lambda c: (size(c), c.label()))
-    fit = [c for c in cases if size(c) <= LIMIT] or cases[:1]
-    chosen = []
-    for c in (fit[0], fit[len(fit) // 2], fit[-1]):
-        if c not in chosen:
-            chosen.append(c)
-    picked += chosen
-picked.sort(key=size)
-backend = create()
-print(f"{len(picked)} cases on {backend.device_info()['device']}, target {backend.arch}", flush=True)
-failed = 0
-for case in picked:
-    t0 = time.perf_counter()
-    outcome = run_case(backend, case)
-    failed += not outcome.passed
-    print(f"{'ok  ' if outcome.passed else 'FAIL'} {time.perf_counter() - t0:6.2f}s {case.label()}", flush=True)
-    if not outcome.passed:
-        print(outcome.report(), flush=True)
-print(f"{len(picked) - failed} passed, {failed} failed", flush=True)
-sys.exit(1 if failed else 0)
-EOF
+# backends/cuda/sanitize.py picks the cases (three pinned cases of each op, smallest first).
 if [ "$HAVE_GPU" = 1 ] && [ "$HAVE_SANITIZER" = 1 ]; then
   # --error-exitcode: a hazard or bad access fails the step even when every case's values came out right
   step racecheck 50 40-sanitizer.log compute-sanitizer --tool racecheck --error-exitcode 86 --print-limit 20 \
-    "$PY" "$SANITIZE" "$ROOT"
+    "$PY" -m backends.cuda.sanitize
   step memcheck 35 40-sanitizer.log compute-sanitizer --tool memcheck --error-exitcode 86 --print-limit 20 \
-    "$PY" "$SANITIZE" "$ROOT" --no-pool
+    "$PY" -m backends.cuda.sanitize --no-pool
 else
   why="no GPU"; [ "$HAVE_GPU" = 1 ] && why="no compute-sanitizer on PATH"
   skip racecheck 40-sanitizer.log "$why"

@@ -32,13 +32,8 @@ class GgmlBackend(HostMemoryBackend):
         super().__init__()
         G.init()
 
-    def impls(self, op_name: str) -> list[str]:
-        return ["default"]
-
     def supports(self, node: Node) -> str | None:
-        if node.impl != "default":
-            return f"ggml has one implementation; no impl {node.impl!r}"
-        return G.refusal(node)
+        return self.impl_refusal(node) or G.refusal(node)
 
     def _prepare(self, node: Node):
         reason = self.supports(node)
