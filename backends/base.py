@@ -17,27 +17,20 @@ src0's view for an in-place op and sharing no byte with any other source; comput
 """
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import numpy as np
 
 from reference.node import Node, check_bindings, validate_node
 from reference.ops import get_op
-from reference.tensor import Buffer, host_view
+from reference.tensor import Buffer, aligned_size, host_view
 
 TENSOR_WORDS = 9
 MAX_TENSORS = 7  # dst + up to 6 sources (GATED_DELTA_NET has 6)
 OP_WORDS = 12
 OP_WORDS_AT = TENSOR_WORDS * MAX_TENSORS
 PARAM_WORDS = OP_WORDS_AT + OP_WORDS
-ALIGN = 16  # every allocation is rounded up to this many bytes (kp and vec loads want whole words)
-
-
-def aligned_size(nbytes: int) -> int:
-    """The bytes Backend.alloc takes for a request of nbytes."""
-    return max(ALIGN, -(-nbytes // ALIGN) * ALIGN)
-
-
 def pow2_at_least(n: int) -> int:
     """The smallest power of two >= n (1 for n <= 1): work-group and block sizes, padded sort widths."""
     return 1 << max(0, int(n) - 1).bit_length()
@@ -178,6 +171,11 @@ class Backend:
     def synchronize(self) -> None:
         pass
 
+    def record(self, nodes: list[Node], inputs: list[Buffer], outputs: list[Buffer]) -> "Replay":
+        """What replays `nodes` (checked and bound by reference/plan.py's GraphPlan) in order: `inputs` are written
+        before each run, `outputs` read after it. Runtimes with more to gain (one recorded command sequence) override."""
+        return Replay(self, nodes)
+
     def compute(self, node: Node) -> None:
         """Run one node and wait. The synchronous single-node entry point checks everything, whatever built the node:
         full validation, the bindings, and the ids of its id sources (read back: they are small)."""
@@ -215,3 +213,51 @@ class Backend:
     def copy_launch(self, src: Buffer, dst: Buffer) -> Callable[[], None]:
         """The runtime's own buffer-to-buffer copy: the bandwidth ceiling per-op figures are compared with."""
         raise NotImplementedError
+
+
+class Replay:
+    """A compiled graph's nodes on a backend (Backend.record). This default keeps each node's prepared launch and
+    runs them in order on the runtime's queue, then waits; runtimes override what they do better."""
+
+    timer = "host clock, with a wait after each node"  # what profile() measures with
+
+    def __init__(self, backend: Backend, nodes: list[Node]):
+        self.backend, self.nodes = backend, list(nodes)
+        self.launches = [backend.prepare(node) for node in self.nodes]
+
+    def run(self, writes: dict[Buffer, np.ndarray]) -> None:
+        """Write the inputs (whole-buffer bytes), run every node, wait."""
+        for buf, data in writes.items():
+            self.backend.write(buf, data)
+        for launch in self.launches:
+            launch()
+        self.backend.synchronize()
+
+    def step(self, index: int) -> None:
+        """Run node `index` alone and wait (the node-by-node path)."""
+        self.launches[index]()
+        self.backend.synchronize()
+
+    def read(self, buf: Buffer) -> np.ndarray:
+        return self.backend.read(buf)
+
+    def patch(self, index: int, node: Node) -> None:
+        """Node `index` now has other parameters (GraphPlan.set_params)."""
+        self.nodes[index] = node
+        self.launches[index] = self.backend.prepare(node)
+
+    def profile(self, writes: dict[Buffer, np.ndarray]) -> list[int]:
+        """Nanoseconds of each node over one run. This default times each launch and its wait with the host clock."""
+        for buf, data in writes.items():
+            self.backend.write(buf, data)
+        self.backend.synchronize()
+        spans = []
+        for launch in self.launches:
+            start = time.perf_counter_ns()
+            launch()
+            self.backend.synchronize()
+            spans.append(time.perf_counter_ns() - start)
+        return spans
+
+    def close(self) -> None:
+        pass

@@ -1,13 +1,16 @@
-"""Run a GGUF in llama.cpp (llama-cpp-python's low-level API) and return what it computed, for parity checks.
+"""Run a GGUF in llama.cpp (llama-cpp-python's low-level API): what it computed, for parity checks (llama_cpp_run),
+or how fast, as llama-bench measures it (llama_cpp_bench).
 
-llama.cpp aborts the whole process on a failed GGML_ASSERT, so llama_cpp_run runs it in a child process
-(`python -m backends.llama_cpp REQUEST_DIR`) and turns a crash into a RuntimeError carrying llama.cpp's stderr.
+llama.cpp aborts the whole process on a failed GGML_ASSERT, so both run it in a child process
+(`python -m backends.llama_cpp REQUEST_DIR`: request.json in, a result file out) and turn a crash into a
+RuntimeError carrying llama.cpp's stderr.
 llama.cpp's own log is dropped below WARN unless KBO_LLAMA_LOG=1, which passes all of it through.
 """
 from __future__ import annotations
 
 import ctypes
 import fnmatch
+import functools
 import importlib.util
 import json
 import os
@@ -18,6 +21,8 @@ from pathlib import Path
 
 import gguf
 import numpy as np
+
+from bench import timing
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOG_ENV = "KBO_LLAMA_LOG"
@@ -53,11 +58,7 @@ def llama_cpp_run(gguf_path, seqs, nodes: list[str] | None = None, ubatch: int =
                 call keeps both: "name", "name#1", ...
     Raises ValueError on bad input before anything runs, RuntimeError when llama.cpp fails (with its stderr).
     """
-    if importlib.util.find_spec("llama_cpp") is None:
-        raise RuntimeError(_SETUP_HINT)
-    path = Path(gguf_path)
-    if not path.is_file():
-        raise ValueError(f"GGUF file {path} does not exist")
+    path = _gguf_file(gguf_path)
     if not seqs:
         raise ValueError("no sequences given")
     if ubatch < 1 or n_threads < 1:
@@ -75,11 +76,63 @@ def llama_cpp_run(gguf_path, seqs, nodes: list[str] | None = None, ubatch: int =
         if bad:
             raise ValueError(f"sequence {s}: token(s) {bad[:5]} outside the vocabulary 0..{n_vocab - 1}")
         request_seqs.append([prompt, decode])
+    request = {"mode": "parity", "seqs": request_seqs, "nodes": nodes, "ubatch": ubatch, "n_threads": n_threads}
+    return _in_child(path, request, timeout_s, lambda out: _load_result(out / "result.npz", len(request_seqs)))
 
+
+def llama_cpp_bench(gguf_path, tests: list[tuple[str, int]], depth: int, n_batch: int, n_ubatch: int, reps: int,
+                    n_threads: int = 2, flash_attn: bool = True, seed: int = 0, timeout_s: float = 3600) -> list[dict]:
+    """llama-bench's pp/tg tests on llama.cpp's CPU backend, as the anchor our backends' t/s are compared with.
+
+    tests: [("pp" | "tg", n_tokens), ...]. One context for all of them: n_ctx = depth + the longest test, padded to
+    256; n_batch as given, n_ubatch clamped to it; KV cache F32; n_threads threads; flash attention on unless
+    `flash_attn` is False. Each test as llama-bench runs it: one warm-up, then `reps` timed repetitions; before
+    each (the warm-up too), untimed, the memory is cleared and the depth context put in: `depth` random tokens
+    decoded in batches of n_batch the first time, then the sequence state saved after that restored (as llama-bench
+    does since ggml-org/llama.cpp#16944, and as our runner restores its depth snapshot); timed, ppN decodes N random
+    tokens in batches of n_batch (logits of the last token only), tgN decodes N tokens one at a time, and the clock
+    stops after llama_synchronize. Token ids are random in [0, n_vocab), drawn from numpy's generator seeded with
+    `seed`.
+
+    Returns per test {"samples_ts": t/s per repetition, "avg_ts", "stddev_ts" (timing.mean_std), "system_info":
+    llama.cpp's llama_print_system_info}. Raises ValueError on bad input before anything runs, RuntimeError when
+    llama.cpp fails (with its stderr).
+    """
+    path = _gguf_file(gguf_path)
+    tests = [(kind, int(n)) for kind, n in tests]
+    if not tests or any(kind not in ("pp", "tg") or n < 1 for kind, n in tests):
+        raise ValueError(f"tests must be a non-empty list of ('pp' | 'tg', n_tokens >= 1), got {tests!r}")
+    if depth < 0 or min(n_batch, n_ubatch, reps, n_threads) < 1:
+        raise ValueError(f"depth must be >= 0 and n_batch, n_ubatch, reps, n_threads >= 1, got {depth}, {n_batch}, "
+                         f"{n_ubatch}, {reps}, {n_threads}")
+    request = {"mode": "bench", "tests": tests, "depth": depth, "n_batch": n_batch,
+               "n_ubatch": min(n_batch, n_ubatch), "reps": reps, "n_threads": n_threads, "flash_attn": flash_attn,
+               "seed": seed}
+    result = _in_child(path, request, timeout_s, lambda out: json.loads((out / "result.json").read_text()))
+    records = []
+    for (_, n), seconds in zip(tests, result["seconds"]):
+        ts = [n / s for s in seconds]
+        avg_ts, stddev_ts = timing.mean_std(ts)
+        records.append({"samples_ts": ts, "avg_ts": avg_ts, "stddev_ts": stddev_ts,
+                        "system_info": result["system_info"]})
+    return records
+
+
+def _gguf_file(gguf_path) -> Path:
+    """The GGUF to load, refused before a child starts when it or llama-cpp-python is missing."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise RuntimeError(_SETUP_HINT)
+    path = Path(gguf_path)
+    if not path.is_file():
+        raise ValueError(f"GGUF file {path} does not exist")
+    return path
+
+
+def _in_child(path: Path, request: dict, timeout_s: float, load):
+    """Runs `request` on `path` in a child process and returns load(its directory) once it wrote its result; a crash
+    or a timeout is a RuntimeError with llama.cpp's stderr."""
     with tempfile.TemporaryDirectory(prefix="kbo-llama-") as tmp:
-        request = {"gguf": str(path.resolve()), "seqs": request_seqs, "nodes": nodes, "ubatch": ubatch,
-                   "n_threads": n_threads}
-        Path(tmp, "request.json").write_text(json.dumps(request))
+        Path(tmp, "request.json").write_text(json.dumps({**request, "gguf": str(path.resolve())}))
         verbose = os.environ.get(LOG_ENV) == "1"
         try:
             # A failed GGML_ASSERT prints its message, then a gdb backtrace unless GGML_NO_BACKTRACE is set.
@@ -92,7 +145,7 @@ def llama_cpp_run(gguf_path, seqs, nodes: list[str] | None = None, ubatch: int =
         if proc.returncode != 0:
             tail = (proc.stderr or "")[-4000:] if not verbose else "(see stderr above)"
             raise RuntimeError(f"llama.cpp on {path} failed (exit status {proc.returncode}):\n{tail}")
-        return _load_result(Path(tmp, "result.npz"), len(request_seqs))
+        return load(Path(tmp))
 
 
 def _load_result(path: Path, n_seqs: int) -> dict:
@@ -172,15 +225,14 @@ def _lib_dir(lib_llama) -> Path:
 
 
 def _child(request_dir: Path) -> None:
+    """The child's side: load the model with llama.cpp's log filtered, run the request's mode, write its result."""
     try:
         import llama_cpp
     except ImportError as e:
         raise SystemExit(f"{_SETUP_HINT} ({e})")
 
     req = json.loads(Path(request_dir, "request.json").read_text())
-    seqs, ubatch, patterns = req["seqs"], req["ubatch"], req["nodes"]
     verbose = os.environ.get(LOG_ENV) == "1"
-
     shown_level = [0]  # a CONT message continues the previous one at its level
 
     @llama_cpp.llama_log_callback
@@ -197,26 +249,44 @@ def _child(request_dir: Path) -> None:
     model = llama_cpp.llama_model_load_from_file(req["gguf"].encode(), mparams)
     if not model:
         raise SystemExit(f"llama.cpp could not load {req['gguf']}")
-    n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(model))
+    {"parity": _parity, "bench": _bench}[req["mode"]](llama_cpp, model, req, Path(request_dir))
+    llama_cpp.llama_model_free(model)
 
-    longest = max(len(p) + len(d) for p, d in seqs)
+
+def _padded(n_tokens: int) -> int:
+    """n_tokens rounded up to a multiple of 256, as llama.cpp pads its KV cache."""
+    return -(-n_tokens // 256) * 256
+
+
+def _context(llama_cpp, model, req: dict, n_ctx: int, n_batch: int, n_ubatch: int, flash_attn: bool,
+             n_seq_max: int = 1, cb_eval=None):
+    """A CPU context with an F32 KV cache and the request's n_threads."""
     cparams = llama_cpp.llama_context_default_params()
-    # Without a unified KV cache each sequence gets n_ctx / n_seq_max cells.
-    cparams.n_ctx = len(seqs) * (-(-longest // 256) * 256)
-    cparams.n_ubatch = ubatch
-    cparams.n_batch = max(ubatch, len(seqs))  # llama.cpp reserves an output row per sequence (asserts n_batch >= it)
-    cparams.n_seq_max = len(seqs)
+    cparams.n_ctx, cparams.n_batch, cparams.n_ubatch, cparams.n_seq_max = n_ctx, n_batch, n_ubatch, n_seq_max
     cparams.n_threads = cparams.n_threads_batch = req["n_threads"]
     cparams.type_k = cparams.type_v = llama_cpp.GGML_TYPE_F32
-    # Plain attention (mul_mat + soft_max) in F32: the CPU flash-attention path rounds the MLA output to ~1e-3
-    # relative (NMSE 2e-6 on tiny), which would hide a real difference of that size.
-    cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-    reader = _NodeReader(llama_cpp.llama_cpp._lib, patterns) if patterns else None
-    if reader:
-        cparams.cb_eval = reader.callback
+    cparams.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
+                               else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+    if cb_eval is not None:
+        cparams.cb_eval = cb_eval
     ctx = llama_cpp.llama_init_from_model(model, cparams)
     if not ctx:
         raise SystemExit("llama.cpp could not create a context")
+    return ctx
+
+
+def _parity(llama_cpp, model, req: dict, out_dir: Path) -> None:
+    """llama_cpp_run's calls; writes result.npz (logits, calls, captured nodes)."""
+    seqs, ubatch, patterns = req["seqs"], req["ubatch"], req["nodes"]
+    n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(model))
+    reader = _NodeReader(llama_cpp.llama_cpp._lib, patterns) if patterns else None
+    longest = max(len(p) + len(d) for p, d in seqs)
+    # Without a unified KV cache each sequence gets n_ctx / n_seq_max cells. llama.cpp reserves an output row per
+    # sequence (asserts n_batch >= n_seq_max). Plain attention (mul_mat + soft_max) in F32: the CPU flash-attention
+    # path rounds the MLA output to ~1e-3 relative (NMSE 2e-6 on tiny), which would hide a real difference of that
+    # size.
+    ctx = _context(llama_cpp, model, req, len(seqs) * _padded(longest), max(ubatch, len(seqs)), ubatch,
+                   flash_attn=False, n_seq_max=len(seqs), cb_eval=reader.callback if reader else None)
 
     batch = llama_cpp.llama_batch_init(ubatch, 0, 1)
     logits = [[] for _ in seqs]
@@ -256,10 +326,58 @@ def _child(request_dir: Path) -> None:
             key = f"node/{len(node_meta)}"
             arrays[key], node_meta[key] = arr, (s, c, name)
     meta = json.dumps({"calls": calls, "nodes": node_meta})
-    np.savez(Path(request_dir, "result.npz"), meta=np.array(meta), **arrays)
+    np.savez(out_dir / "result.npz", meta=np.array(meta), **arrays)
     llama_cpp.llama_batch_free(batch)
     llama_cpp.llama_free(ctx)
-    llama_cpp.llama_model_free(model)
+
+
+def _bench(llama_cpp, model, req: dict, out_dir: Path) -> None:
+    """llama_cpp_bench's tests (llama-bench's test_prompt and test_gen); writes result.json: seconds per repetition
+    of each test, and llama.cpp's system info."""
+    n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(model))
+    n_batch, depth = req["n_batch"], req["depth"]
+    ctx = _context(llama_cpp, model, req, _padded(depth + max(n for _, n in req["tests"])), n_batch,
+                   req["n_ubatch"], req["flash_attn"])
+    memory = llama_cpp.llama_get_memory(ctx)
+    rng = np.random.default_rng(req["seed"])
+    context = rng.integers(0, n_vocab, depth)
+    tokens = (llama_cpp.llama_token * n_batch)()
+
+    def decode(ids: np.ndarray) -> None:
+        """ids in batches of n_batch; llama_batch_get_one lets the memory place them and asks for the last logits."""
+        for start in range(0, len(ids), n_batch):
+            chunk = ids[start:start + n_batch].tolist()
+            tokens[:len(chunk)] = chunk
+            rc = llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(tokens, len(chunk)))
+            if rc != 0:
+                raise SystemExit(f"llama_decode returned {rc} on a batch of {len(chunk)} tokens")
+
+    saved = []  # the state after the depth context, as llama-bench keeps it (its ctx_state)
+
+    def fresh_context() -> None:
+        llama_cpp.llama_memory_clear(memory, False)
+        if saved:
+            if not llama_cpp.llama_state_seq_set_data(ctx, saved[0], len(saved[0]), 0):
+                raise SystemExit("llama_state_seq_set_data could not restore the depth context")
+        elif depth:
+            decode(context)
+            state = (ctypes.c_uint8 * llama_cpp.llama_state_seq_get_size(ctx, 0))()
+            llama_cpp.llama_state_seq_get_data(ctx, state, len(state), 0)
+            saved.append(state)
+
+    def one_run(kind: str, work: np.ndarray) -> None:
+        if kind == "pp":
+            decode(work)
+        else:
+            for i in range(len(work)):
+                decode(work[i:i + 1])
+
+    seconds = [timing.measure(functools.partial(one_run, kind, rng.integers(0, n_vocab, n)),
+                              lambda: llama_cpp.llama_synchronize(ctx), req["reps"], before=fresh_context)
+               for kind, n in req["tests"]]
+    system_info = llama_cpp.llama_print_system_info().decode(errors="replace").strip()
+    (out_dir / "result.json").write_text(json.dumps({"seconds": seconds, "system_info": system_info}))
+    llama_cpp.llama_free(ctx)
 
 
 if __name__ == "__main__":

@@ -7,15 +7,25 @@ import numpy as np
 
 from reference.config import KimiConfig
 from reference.delta_net import check_variant
-from reference.graph import Graph, run_graph
+from reference.graph import Graph
 from reference.mla import causal_mask, check_form
-from reference.model import F32, build_ubatch_graph, graph_weight_shapes, padded_kv, state_shapes
+from reference.model import (F32, build_ubatch_graph, cache_stores, graph_weight_shapes, padded_kv, position_patches,
+                             state_shapes)
+from reference.plan import GraphPlan
 from reference.weights import check_weights, kv_b_from_split
+
+
+MAX_PLANS = 2  # compiled ubatch graphs a session keeps (each holds its compute buffers): a prompt's and a decode step's
 
 
 class ModelSession:
     """A model resident on one backend: weights uploaded once, and zeroed per-slot recurrent state and KV cache that
-    every ubatch updates in place. `ubatch` runs one graph and returns the requested logits."""
+    every ubatch updates in place. `ubatch` runs one graph and returns the requested logits.
+
+    Ubatch graphs are compiled (reference/plan.py) once per shape: tokens, slots, outputs and each sequence's padded
+    cache length (padded_kv, which changes every KV_PAD positions). A later ubatch of the same shape at other
+    positions replays the compiled graph with its position parameters patched (position_patches) and its mask
+    written as an input; the MAX_PLANS most recently used stay compiled."""
 
     def __init__(self, backend, c: KimiConfig, weights: dict[str, np.ndarray], n_slots: int = 1, n_ctx: int = 4096,
                  variant: str = "chunk16", form: str = "absorbed"):
@@ -28,7 +38,8 @@ class ModelSession:
         self.variant, self.form = variant, form
         self.positions = [0] * n_slots
         self.resident = {}
-        self.last_graph: Graph | None = None
+        self.plans: dict[tuple, tuple] = {}  # shape key -> (compiled graph, its cache stores), least recently used first
+        self.last_plan: GraphPlan | None = None
         def host(name: str) -> np.ndarray:  # attn_kv_b exists only as the split pair in the weights
             if name in weights:
                 return weights[name]
@@ -47,7 +58,14 @@ class ModelSession:
             self.close()
             raise
 
+    def release_plans(self) -> None:
+        """Close every compiled graph (their compute buffers go back to the backend)."""
+        for plan, _ in self.plans.values():
+            plan.close()
+        self.plans = {}
+
     def close(self) -> None:
+        self.release_plans()
         for buf in self.resident.values():
             self.backend.free(buf)
         self.resident = {}
@@ -62,10 +80,34 @@ class ModelSession:
         return build_ubatch_graph(self.config, n_seq_tokens, first_slot, self.positions[first_slot:first_slot + n_seqs],
                                   n_outputs, self.n_slots, self.n_ctx, self.variant, self.form)
 
-    def ubatch(self, tokens, first_slot: int = 0, outputs: str | list[int] = "last", keep: str = "outputs") -> dict:
+    @property
+    def last_graph(self) -> Graph | None:
+        return self.last_plan.graph if self.last_plan else None
+
+    def plan(self, n_seq_tokens: int, first_slot: int, n_seqs: int, n_outputs: int) -> GraphPlan:
+        """The compiled graph of a ubatch at the slots' current positions (compiled now, or patched to them)."""
+        positions = self.positions[first_slot:first_slot + n_seqs]
+        key = (n_seq_tokens, first_slot, n_seqs, n_outputs,
+               tuple(padded_kv(pos, n_seq_tokens, self.n_ctx) for pos in positions))
+        entry = self.plans.pop(key, None)
+        if entry is None:
+            while len(self.plans) >= MAX_PLANS:
+                self.plans.pop(next(iter(self.plans)))[0].close()
+            plan = GraphPlan(self.backend, self.graph(n_seq_tokens, first_slot, n_seqs, n_outputs), self.resident)
+            entry = plan, cache_stores(plan.graph)
+        else:
+            plan, stores = entry
+            for index, params in position_patches(plan.graph, positions, stores):
+                if any(plan.graph.nodes[index].params[k] != v for k, v in params.items()):
+                    plan.set_params(index, **params)
+        self.plans[key] = entry
+        return entry[0]
+
+    def ubatch(self, tokens, first_slot: int = 0, outputs: str | list[int] = "last", keep: str = "outputs",
+               timings: list | None = None) -> dict:
         """tokens: int array [n_seqs, T] for slots first_slot.. ; outputs: 'last' (each sequence's last token),
         'all', or explicit rows of the flattened (sequence-major) token order. Returns {'logits': [n_out, n_vocab],
-        'rows': the rows, plus every node's value by name with keep='nodes'}."""
+        'rows': the rows, plus every node's value by name with keep='nodes'}. `timings`: a profiled run (GraphPlan.run)."""
         tokens = np.asarray(tokens)
         if tokens.ndim != 2 or tokens.size == 0:
             raise ValueError(f"tokens must be a non-empty [n_seqs, T] array, got shape {tokens.shape}")
@@ -82,13 +124,14 @@ class ModelSession:
             raise ValueError(f"outputs must be 'last', 'all' or a list of rows, got {outputs!r}")
         else:
             rows = list(outputs)
-        gr = self.last_graph = self.graph(T, first_slot, n, len(rows))
+        plan = self.last_plan = self.plan(T, first_slot, n, len(rows))
+        gr = plan.graph
         positions = self.positions[first_slot:first_slot + n]
         values = {"tokens": tokens.reshape(-1).astype(np.int32), "out_ids": np.asarray(rows, dtype=np.int32)}
         values.update({f"kq_mask_s{j}": causal_mask(pos, T, padded_kv(pos, T, self.n_ctx))
                        for j, pos in enumerate(positions)
                        if f"kq_mask_s{j}" in gr.inputs})
-        result = run_graph(self.backend, gr, values, keep=keep, resident=self.resident)
+        result = plan.run(values, keep=keep, timings=timings)
         for j in range(n):
             self.positions[first_slot + j] += T
         result["logits"] = result["logits"].reshape(len(rows), self.config.n_vocab)

@@ -196,10 +196,10 @@ def _model_args(p, several_variants: bool) -> None:
     p.add_argument("--no-record", dest="record", action="store_false", help="do not append to reports/history.jsonl")
 
 
-def _fitting(backends: list[str], args, need: dict) -> list[str]:
+def _fitting(backends: list[str], args, need: dict, every: bool) -> list[str]:
     """The backends the run fits (bench.throughput.check_memory). One named explicitly that it does not fit is an
-    error; with `--backend all` such backends are skipped, one line each on stderr, and it is an error when none is
-    left."""
+    error; with `every` (`--backend all`) such backends are skipped, one line each on stderr, and it is an error when
+    none is left."""
     from bench import throughput
 
     fitting, refusals = [], {}
@@ -209,12 +209,40 @@ def _fitting(backends: list[str], args, need: dict) -> list[str]:
             fitting.append(name)
         else:
             refusals[name] = why
-    if refusals and (args.backend != "all" or not fitting):
+    if refusals and (not every or not fitting):
         raise ValueError(f"{' '.join(args.tests)} at --depth {args.depth} does not fit: {'; '.join(refusals.values())}"
                          f". Lower --depth, the test sizes or -ub, or pick a smaller --model")
     for name, why in refusals.items():
         print(f"{name}: skipped ({why})", file=sys.stderr, flush=True)
     return fitting
+
+
+def _bench_backends(value: str) -> tuple[str, bool]:
+    """--backend of a pp/tg run as (our backends, in --backend's syntax, or "" for none; whether llama.cpp runs
+    beside them). llama.cpp is an anchor, not one of ours: `all` leaves it out (`all,llama.cpp` adds it). Unknown
+    names are refused."""
+    from bench.throughput import LLAMA_CPP
+
+    def check(name: str) -> str:
+        try:
+            return check_name(name)
+        except ValueError as err:
+            raise ValueError(f"{err}; and {LLAMA_CPP} (run beside them)") from None
+
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    ours = ",".join(n for n in names if n != LLAMA_CPP)
+    if ours or LLAMA_CPP not in names:
+        _list(ours, TESTED_BACKENDS, "backends", check)
+    return ours, LLAMA_CPP in names
+
+
+def vs_llama_cpp(df: pd.DataFrame) -> list[str]:
+    """Each row's avg_ts over llama.cpp's for the same test (depth included), as "0.17x"; "" where llama.cpp has no
+    figure for that test."""
+    from bench.throughput import LLAMA_CPP
+
+    anchor = df[df.backend == LLAMA_CPP].set_index("test")["avg_ts"]
+    return [f"{ts / anchor[test]:.2f}x" if test in anchor else "" for test, ts in zip(df.test, df.avg_ts)]
 
 
 def cmd_throughput(argv: list[str]) -> int:
@@ -229,9 +257,13 @@ def cmd_throughput(argv: list[str]) -> int:
     p.add_argument("-ub", "--ubatch-size", type=int, default=512, help="physical batch (default 512)")
     p.add_argument("-r", "--repetitions", type=int, default=5)
     p.add_argument("-o", "--output", choices=["md", "csv", "json", "jsonl"], default="md")
+    p.add_argument("--profile", type=int, nargs="?", const=15, default=0, metavar="N",
+                   help="print kernel time per op and the N nodes with the most (default 15) for each test (stderr)")
     _model_args(p, several_variants=True)
     args = p.parse_args(argv)
     try:
+        if args.profile < 0:
+            raise ValueError(f"--profile must be >= 0, got {args.profile}")
         tests = [throughput.BenchTest.parse(t) for t in args.tests]
         depths = _int_list("--depth", args.depth, 0)
         for flag, value in (("-r", args.repetitions), ("-b", args.batch_size), ("-ub", args.ubatch_size)):
@@ -239,22 +271,23 @@ def cmd_throughput(argv: list[str]) -> int:
                 raise ValueError(f"{flag} must be >= 1, got {value}")
         variants = _list(args.variant, list(VARIANTS), "variants", check_variant)
         check_form(args.form)
-        _list(args.backend, TESTED_BACKENDS, "backends", check_name)
+        ours, with_llama_cpp = _bench_backends(args.backend)
         c, weights = model_config(args.model, args.n_layer, args.n_expert)
         n_ubatch = min(args.batch_size, args.ubatch_size)  # llama.cpp's clamp
         if n_ubatch < args.ubatch_size:
             print(f"n_ubatch {args.ubatch_size} > n_batch {args.batch_size}: running ubatches of {n_ubatch} "
                   f"(llama.cpp's clamp)", file=sys.stderr)
-        backends = _runnable(args.backend, TESTED_BACKENDS)
+        backends = _runnable(ours, TESTED_BACKENDS) if ours else []
         _check_history(args)
         backends = _fitting(backends, args, throughput.memory_need(c, tests, depths, variants, args.form,
-                                                                   args.batch_size, n_ubatch))
+                                                                   args.batch_size, n_ubatch), ours == "all")
+        backends += [throughput.LLAMA_CPP] if with_llama_cpp else []
         if weights is None:
             from reference.weights import random_weights
 
             weights = random_weights(c, args.seed)
         records = throughput.run(tests, depths, backends, c, weights, args.model, variants, args.form,
-                                 args.batch_size, n_ubatch, args.repetitions)
+                                 args.batch_size, n_ubatch, args.repetitions, args.profile)
     except ValueError as err:
         p.exit(2, f"python -m bench: error: {err}\n")
     rows = [r for r in records if r.get("supported")]
@@ -263,16 +296,20 @@ def cmd_throughput(argv: list[str]) -> int:
         print(json.dumps(records, indent=1) if args.output == "json" else "\n".join(json.dumps(r) for r in records))
         return _record(records, args)
     if rows:
+        memory = {"weights_bytes": "weights MiB", "state_bytes": "state MiB",
+                  "compute_planned_bytes": "compute planned MiB", "compute_measured_bytes": "compute measured MiB"}
         df = pd.DataFrame(rows)
+        df = df.reindex(columns=df.columns.union(["harness_overhead", *memory], sort=False))  # llama.cpp has none
         df["model"] = df["model_config"]  # the preset with its overrides, or the GGUF's name
         df["t/s"] = [f"{a:.2f} ± {s:.2f}" for a, s in zip(df.avg_ts, df.stddev_ts)]
-        for col, label in (("weights_bytes", "weights MiB"), ("state_bytes", "state MiB"),
-                           ("compute_planned_bytes", "compute planned MiB"),
-                           ("compute_measured_bytes", "compute measured MiB")):
+        df["vs llama.cpp"] = vs_llama_cpp(df)
+        df["harness %"] = (100 * df.harness_overhead).round(1)
+        for col, label in memory.items():
             df[label] = df[col] / 2**20
-        cols = ["model", "backend", "variant", "n_batch", "n_ubatch", "test", "t/s", "weights MiB", "state MiB",
-                "compute planned MiB", "compute measured MiB"]
-        _print_table(df[cols], args.output)
+        cols = ["model", "backend", "variant", "n_batch", "n_ubatch", "test", "t/s", "vs llama.cpp", "harness %",
+                *memory.values()]
+        table = df[cols].astype(object)
+        _print_table(table.where(table.notna(), None), args.output)  # None: a blank cell, where NaN prints nan
     for r in records:
         if not r.get("supported"):
             print(f"{r['backend']}: {r['test']} unsupported: {r['reason']}")

@@ -9,8 +9,8 @@ import numpy as np
 from backends import usable
 from bench import timing
 from reference.delta_net import build_gdn_graph
-from reference.graph import run_graph
 from reference.ops.gated_delta_net import gdn_domain
+from reference.plan import GraphPlan
 
 INPUTS = ["q", "k", "v", "g", "beta", "state"]
 
@@ -30,17 +30,12 @@ def run(backends: list[str], variants: list[str], S=128, H=32, T=512, n_seqs=1, 
             rec = {"kind": "delta_net", "backend": name, **info, "variant": variant, "S": S, "H": H, "T": T,
                    "n_seqs": n_seqs, "gate": "kda" if kda else "gda", "nodes": plan["nodes"],
                    "planned_compute_bytes": plan["compute_bytes"], "peak_at": plan["peak_at"]}
-            base = backend.live_bytes
-
-            def reset_peak():
-                backend.peak_bytes = base
-
             try:
-                # a warm-up (compiles every kernel once), then reps timed runs, each watched by the allocator
-                samples = timing.measure(lambda: run_graph(backend, graph, values), backend.synchronize, reps,
-                                         before=reset_peak)
-                # The allocator saw inputs and intermediates; inputs are not compute buffer.
-                rec["measured_compute_bytes"] = backend.peak_bytes - base - plan["input_bytes"]
+                # compiled once (every kernel built, the planner's buffers allocated and counted by the backend),
+                # then a warm-up and reps timed replays
+                with GraphPlan(backend, graph) as compiled:
+                    rec["measured_compute_bytes"] = compiled.compute_bytes
+                    samples = timing.measure(lambda: compiled.run(values), backend.synchronize, reps)
             except NotImplementedError as err:
                 rec.update(supported=False, reason=str(err))
                 print(f"{name}: {variant:9s} unsupported: {err}", file=sys.stderr, flush=True)

@@ -7,9 +7,8 @@ cache are snapshotted, and before each repetition the snapshot is written back, 
 the state a fresh depth prefill would.
 
 Memory columns: weights, state (conv + delta-net states and the MLA latent cache for n_ctx positions), and the
-compute buffer - planned (the graph planner's peak over every graph the test ran) and measured (the allocator's peak
-of live bytes during the timed runs minus the resident weights/state and the ubatch's own small inputs: tokens,
-output rows, masks). Measured exceeds planned by the allocator's 16-byte rounding of each allocation.
+compute buffer - planned (the graph planner's buffer assignment, over every graph the test ran) and measured (what
+the backend's allocator counted for those compiled graphs' buffers; the ubatch's own inputs are not in it).
 
 Batches: as llama-bench, a prompt is submitted in batches of n_batch tokens, each split into ubatches of at most
 n_ubatch (so n_ubatch is clamped to n_batch, as llama.cpp does, and -b 24 -ub 16 runs 16 + 8 + 16 + ...).
@@ -19,21 +18,25 @@ the compute buffer from the graph planner) and `check_memory` refuses a run that
 """
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import sys
+import tempfile
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from backends import usable
-from backends.base import aligned_size
 from backends.session import ModelSession
 from bench import timing
 from reference.graph import node_storages
 from reference.model import F32, KV_PAD, build_ubatch_graph, graph_weight_shapes, state_shapes
+from reference.tensor import aligned_size
 
 TEST_RE = re.compile(r"^(pp|tg)([1-9][0-9]*)$")
+LLAMA_CPP = "llama.cpp"  # --backend llama.cpp: llama.cpp's CPU backend run beside ours, as their anchor
 
 
 @dataclass(frozen=True)
@@ -70,28 +73,24 @@ def prefill(session: ModelSession, tokens: np.ndarray, n_ubatch: int, n_batch: i
 
 
 class _Peak:
-    """The compute buffer of the runs it watches: the allocator's peak above the resident bytes minus the ubatch's
-    own uploaded inputs, and the planner's peak of the same graphs (worked out after the timed region)."""
+    """The compute buffer of the ubatches it watches: measured, what the backend's allocator counted for the planned
+    buffers of each compiled graph they ran; planned, the graph planner's figure for the same graphs (worked out
+    after the timed region)."""
 
     def __init__(self, session: ModelSession):
         self.session = session
-        self.seen: list[tuple] = []  # (graph, allocator peak above the resident bytes)
+        self.seen: dict[int, object] = {}  # id -> compiled graph
         self.measured = 0
         self.planned = 0
 
     def run(self, tokens: np.ndarray) -> None:
-        b = self.session.backend
-        base = b.live_bytes
-        b.peak_bytes = base
         self.session.ubatch(tokens)
-        self.seen.append((self.session.last_graph, b.peak_bytes - base))
+        self.seen[id(self.session.last_plan)] = self.session.last_plan
 
     def settle(self) -> None:
-        for graph, peak in self.seen:
-            small_inputs = sum(aligned_size(t.storage.nbytes) for name, t in graph.inputs.items()
-                               if name not in self.session.resident)
-            self.planned = max(self.planned, graph.plan()["compute_bytes"])
-            self.measured = max(self.measured, peak - small_inputs)
+        for plan in self.seen.values():
+            self.planned = max(self.planned, plan.graph.plan()["compute_bytes"])
+            self.measured = max(self.measured, plan.compute_bytes)
         self.seen.clear()
 
 
@@ -108,40 +107,100 @@ def depth_snapshot(session: ModelSession, depth: int, n_ubatch: int, seed: int =
 def run_test(session: ModelSession, test: BenchTest, snapshot: tuple, n_ubatch: int, reps: int,
              seed: int = 0, n_batch: int | None = None) -> dict:
     """One llama-bench test from a depth snapshot: a warm-up (compiles every kernel once), then `reps` timed runs,
-    each from the snapshot (restored untimed). Returns t/s per repetition with their mean and sample standard
-    deviation (timing.mean_std), and memory."""
+    each from the snapshot (restored untimed), then one profiled run (each node timed by the backend's timer, not
+    part of t/s). Returns t/s per repetition with their mean and sample standard deviation (timing.mean_std),
+    memory, and from the profiled run: `kernel_ns` (the nodes' sum), `harness_overhead` (1 - kernel time / that
+    run's wall time: what the host adds), `kernel_timer` (what timed the nodes) and `node_ns` (per node name: op, ns;
+    for --profile)."""
     work = np.random.default_rng([seed, test.n_tokens]).integers(0, session.config.n_vocab, size=(1, test.n_tokens))
     peak = _Peak(session)
 
-    def one_run() -> None:
-        if test.kind == "pp":
-            for start, end in ubatch_spans(test.n_tokens, n_batch or test.n_tokens, n_ubatch):
+    def one_run(timings: list | None = None) -> None:
+        spans = ubatch_spans(test.n_tokens, n_batch or test.n_tokens, n_ubatch) if test.kind == "pp" \
+            else [(i, i + 1) for i in range(test.n_tokens)]
+        for start, end in spans:
+            if timings is None:
                 peak.run(work[:, start:end])
-        else:
-            for i in range(test.n_tokens):
-                peak.run(work[:, i:i + 1])
+            else:
+                session.ubatch(work[:, start:end], timings=timings)
 
     seconds = timing.measure(one_run, session.backend.synchronize, reps, before=lambda: session.restore(snapshot),
                              after=peak.settle)
     ts = [test.n_tokens / s for s in seconds]
     avg_ts, stddev_ts = timing.mean_std(ts)
+    session.restore(snapshot)
+    timings: list[tuple[str, str, int]] = []
+    start = time.perf_counter_ns()
+    one_run(timings)
+    session.backend.synchronize()
+    wall_ns = time.perf_counter_ns() - start  # the profiled run's own: timers can slow a runtime down
+    kernel_ns = sum(ns for _, _, ns in timings)
+    node_ns: dict[str, list] = {}
+    for name, op, ns in timings:
+        node_ns.setdefault(name, [op, 0])[1] += ns
     return {"samples_ts": ts, "avg_ts": avg_ts, "stddev_ts": stddev_ts,
-            "compute_planned_bytes": peak.planned, "compute_measured_bytes": peak.measured}
+            "compute_planned_bytes": peak.planned, "compute_measured_bytes": peak.measured,
+            "kernel_ns": kernel_ns, "harness_overhead": 1 - kernel_ns / wall_ns,
+            "kernel_timer": session.last_plan.replay.timer, "node_ns": node_ns}
 
 
 def run(tests: list[BenchTest], depths: list[int], backends: list[str], c, weights: dict, model: str,
-        variants: list[str], form: str, n_batch: int, n_ubatch: int, reps: int) -> list[dict]:
+        variants: list[str], form: str, n_batch: int, n_ubatch: int, reps: int, profile: int = 0) -> list[dict]:
     """Every test at every depth for every delta-net variant on every usable backend; one history record (kind
-    'bench') per result."""
+    'bench') per result. `profile`: print that many nodes with the most kernel time per result (stderr). "llama.cpp"
+    among `backends` adds llama.cpp's figures for the same tests (run_llama_cpp)."""
     ub = min(n_batch, n_ubatch)  # llama.cpp's clamp: a ubatch never exceeds its batch; recorded as run
     n_ctx = context_size(tests, depths)
     records = []
-    for name, backend, info in usable(backends):
+    for name, backend, info in usable([b for b in backends if b != LLAMA_CPP]):
         for variant in variants:
             base = {"kind": "bench", "backend": name, **info, "model": model, "model_config": c.name,
                     "variant": variant, "form": form, "n_batch": n_batch, "n_ubatch": ub, "reps": reps}
-            records += _run_variant(backend, base, tests, depths, c, weights, variant, form, n_ctx, ub, reps)
+            records += _run_variant(backend, base, tests, depths, c, weights, variant, form, n_ctx, ub, reps, profile)
+    if LLAMA_CPP in backends:
+        records += run_llama_cpp(tests, depths, c, weights, model, n_batch, ub, reps)
     return records
+
+
+def run_llama_cpp(tests: list[BenchTest], depths: list[int], c, weights: dict, model: str, n_batch: int,
+                  n_ubatch: int, reps: int, n_threads: int = 2) -> list[dict]:
+    """The same tests on the same model through llama.cpp's CPU backend (backends.llama_cpp.llama_cpp_bench), one
+    record per (test, depth) as ours, so each of our results has its llama.cpp figure measured beside it. A preset
+    goes through a temporary GGUF; a GGUF model is loaded as given. llama.cpp's own memory figures are not measured
+    here, so those fields stay out. A llama.cpp failure is an unsupported record with its reason, as ours are."""
+    from backends.llama_cpp import llama_cpp_bench
+    from reference.gguf_io import write_gguf
+
+    base = {"kind": "bench", "backend": LLAMA_CPP, "device": "CPU",
+            "driver": f"llama.cpp via llama-cpp-python {_installed('llama_cpp_python')}", "model": model,
+            "model_config": c.name, "variant": "-", "form": "absorbed", "flash_attn": True, "n_threads": n_threads,
+            "n_batch": n_batch, "n_ubatch": n_ubatch, "reps": reps}
+    records = []
+    with tempfile.TemporaryDirectory(prefix="kbo-bench-") as tmp:
+        path = model if model.endswith(".gguf") else os.path.join(tmp, f"{c.name}.gguf")
+        if path != model:
+            write_gguf(path, c, weights)
+        for depth in depths:
+            try:
+                results = llama_cpp_bench(path, [(t.kind, t.n_tokens) for t in tests], depth, n_batch, n_ubatch,
+                                          reps, n_threads, flash_attn=base["flash_attn"])
+            except RuntimeError as err:
+                print(f"{LLAMA_CPP}: unsupported: {err}", file=sys.stderr, flush=True)
+                records += [{**base, **_test_fields(t, depth), "supported": False, "reason": str(err)} for t in tests]
+                continue
+            for test, result in zip(tests, results):
+                rec = {**base, **_test_fields(test, depth), "supported": True, **result}
+                print(f"{LLAMA_CPP}: {rec['test']:>14s} {rec['avg_ts']:10.2f} ± {rec['stddev_ts']:.2f} t/s",
+                      file=sys.stderr, flush=True)
+                records.append(rec)
+    return records
+
+
+def _installed(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 def context_size(tests: list[BenchTest], depths: list[int]) -> int:
@@ -149,7 +208,7 @@ def context_size(tests: list[BenchTest], depths: list[int]) -> int:
     return -(-(max(depths) + max(t.n_tokens for t in tests)) // KV_PAD) * KV_PAD
 
 
-def _run_variant(backend, base, tests, depths, c, weights, variant, form, n_ctx, ub, reps) -> list[dict]:
+def _run_variant(backend, base, tests, depths, c, weights, variant, form, n_ctx, ub, reps, profile) -> list[dict]:
     def refused(depth_list, err):
         print(f"{base['backend']}: {variant}: unsupported: {err}", file=sys.stderr, flush=True)
         return [{**base, **_test_fields(t, d), "supported": False, "reason": str(err)}
@@ -169,12 +228,35 @@ def _run_variant(backend, base, tests, depths, c, weights, variant, form, n_ctx,
                     rec = {**base, **_test_fields(test, depth), **mem, "supported": True,
                            **run_test(session, test, snapshot, ub, reps, n_batch=base["n_batch"])}
                     print(f"{base['backend']}: {variant:9s} {rec['test']:>14s} {rec['avg_ts']:10.2f} ± "
-                          f"{rec['stddev_ts']:.2f} t/s", file=sys.stderr, flush=True)
+                          f"{rec['stddev_ts']:.2f} t/s, harness {100 * rec['harness_overhead']:.0f}% of wall",
+                          file=sys.stderr, flush=True)
+                    node_ns = rec.pop("node_ns")
+                    if profile:
+                        print_profile(rec, node_ns, profile)
                     records.append(rec)
             except (NotImplementedError, MemoryError) as err:
                 done = {r["test"] for r in records}
                 records += [r for r in refused([depth], err) if r["test"] not in done]
     return records
+
+
+def print_profile(rec: dict, node_ns: dict, top: int) -> None:
+    """The nodes with the most kernel time over one run of a test, and the time per op (GGML_SCHED / nsys style)."""
+    total = rec["kernel_ns"] or 1
+    out = sys.stderr
+    print(f"\n{rec['backend']} {rec['variant']} {rec['test']}: kernel time {rec['kernel_ns'] / 1e6:.3f} ms per run "
+          f"({rec['kernel_timer']}), harness {100 * rec['harness_overhead']:.1f}% of wall", file=out)
+    by_op: dict[str, list] = {}
+    for op, ns in node_ns.values():
+        entry = by_op.setdefault(op, [0, 0])
+        entry[0] += ns
+        entry[1] += 1
+    print(f"  {'op':<14s} {'nodes':>6s} {'ms':>10s} {'%':>6s}", file=out)
+    for op, (ns, count) in sorted(by_op.items(), key=lambda kv: -kv[1][0]):
+        print(f"  {op:<14s} {count:6d} {ns / 1e6:10.3f} {100 * ns / total:6.1f}", file=out)
+    print(f"  {'node':<40s} {'op':<14s} {'ms':>10s} {'%':>6s}", file=out)
+    for name, (op, ns) in sorted(node_ns.items(), key=lambda kv: -kv[1][1])[:top]:
+        print(f"  {name:<40s} {op:<14s} {ns / 1e6:10.3f} {100 * ns / total:6.1f}", file=out)
 
 
 def _test_fields(test: BenchTest, depth: int) -> dict:

@@ -203,7 +203,7 @@ class _Tracer(NumpyBackend):
 def check_graph_nodes(backend: Backend, graph, values: dict) -> list[str]:
     """Run every node of `graph` on `backend` from the reference's own inputs to that node (as test-backend-ops
     compares graphs), and return one line per failing node: name, op, shapes and what went wrong."""
-    from reference.graph import run_graph
+    from reference.plan import run_graph
 
     tracer = _Tracer()
     run_graph(tracer, graph, values)

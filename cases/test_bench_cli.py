@@ -15,6 +15,7 @@ from bench import ops as ops_bench
 from bench import parity as parity_bench
 from bench import throughput
 from bench.__main__ import main
+from conftest import device_backend
 from reference.config import get_config
 from reference.ops import REGISTRY
 from reports import history
@@ -33,6 +34,8 @@ def small_add(monkeypatch):
     (["support", "--backend", "rocm"], "unknown backend 'rocm'"),
     (["delta-net", "--variant", "chunk32"], "known variants: recurrent, chunk64, chunk16, block16"),
     (["delta-net", "--T", "0"], "--T must be >= 1"),
+    (["pp16", "--backend", "metal,llama.cpp"],
+     "unknown backend 'metal'; known backends: numpy, opencl, vulkan, cuda, ggml; and llama.cpp (run beside them)"),
 ])
 def test_bad_names_refused(argv, message, capsys):
     with pytest.raises(SystemExit) as done:
@@ -69,7 +72,7 @@ def _no_work(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("work started")
     for module, name in ((throughput, "ModelSession"), (ops_bench, "copy_bandwidth"), (ops_bench, "bench_op"),
-                         (parity_bench, "run_parity"), (delta_net_bench, "run_graph")):
+                         (parity_bench, "run_parity"), (delta_net_bench, "GraphPlan")):
         monkeypatch.setattr(module, name, refuse)
 
 
@@ -284,8 +287,6 @@ def test_all_skips_backends_the_run_does_not_fit(monkeypatch, capsys):
 @pytest.mark.parametrize("name", ["numpy", "ggml", "opencl", "vulkan", "cuda"])
 def test_backends_report_their_memory_limits(name):
     """Each runtime's own figures (Backend.memory_limits), which the up-front memory check holds a run to."""
-    from conftest import device_backend
-
     limits = device_backend(name).memory_limits()
     assert set(limits) == {"device", "max_alloc", "host_memory"}
     for key in ("device", "max_alloc"):
@@ -294,3 +295,114 @@ def test_backends_report_their_memory_limits(name):
             assert size > 0 and what
     assert isinstance(limits["host_memory"], bool)
     assert limits["host_memory"] or limits["device"], "a device's own memory must be known"
+
+
+# ---- --backend llama.cpp: llama.cpp's figures beside ours ----------------------------------------------------------
+
+@pytest.mark.parametrize("value,split", [
+    ("numpy,llama.cpp", ("numpy", True)),
+    ("llama.cpp", ("", True)),
+    ("all", ("all", False)),  # all is our backends: llama.cpp is the anchor, not one of them
+    ("all,llama.cpp", ("all", True)),
+    ("opencl, vulkan", ("opencl,vulkan", False)),
+])
+def test_llama_cpp_is_accepted_beside_our_backends(value, split):
+    assert cli._bench_backends(value) == split
+
+
+def _fake_record(backend, test, depth, avg_ts, variant="chunk16"):
+    return {"kind": "bench", "backend": backend, "model": "tiny", "model_config": "tiny", "n_batch": 2048,
+            "n_ubatch": 512, "variant": "-" if backend == "llama.cpp" else variant, "supported": True,
+            "avg_ts": avg_ts, "stddev_ts": 1.0, **throughput._test_fields(throughput.BenchTest.parse(test), depth),
+            **({} if backend == "llama.cpp" else {"harness_overhead": 0.1, "weights_bytes": 1 << 20,
+                                                   "state_bytes": 1 << 20, "compute_planned_bytes": 1 << 20,
+                                                   "compute_measured_bytes": 1 << 20})}
+
+
+def test_vs_llama_cpp_column_is_the_ratio_for_the_same_test_and_depth(monkeypatch, capsys):
+    _only_usable(monkeypatch, "numpy")
+    ran = []
+    records = [_fake_record("numpy", "pp512", 8192, 34.0), _fake_record("numpy", "pp512", 8192, 500.0, "chunk64"),
+               _fake_record("numpy", "pp512", 0, 50.0),  # no llama.cpp figure at depth 0: blank
+               _fake_record("numpy", "tg128", 8192, 10.0),
+               _fake_record("llama.cpp", "pp512", 8192, 200.0), _fake_record("llama.cpp", "tg128", 8192, 40.0),
+               {**_fake_record("llama.cpp", "pp512", 0, 0.0), "supported": False, "reason": "it crashed"}]
+    monkeypatch.setattr(throughput, "run", lambda tests, depths, names, *rest: ran.append(names) or records)
+    assert main(["pp512", "tg128", "--depth", "0,8192", "--backend", "numpy,llama.cpp", "--variant",
+                 "chunk16,chunk64", "--no-record", "-o", "csv"]) == 0
+    assert ran == [["numpy", "llama.cpp"]]
+    out = capsys.readouterr().out
+    table = pd.read_csv(io.StringIO(out.split("\n\n")[0]), keep_default_na=False)
+    assert list(table["vs llama.cpp"]) == ["0.17x", "2.50x", "", "0.25x", "1.00x", "1.00x"]
+    llama = table[table.backend == "llama.cpp"]
+    assert list(llama["weights MiB"]) == ["", ""] and list(llama["harness %"]) == ["", ""]  # not measured: blank
+    assert "llama.cpp: pp512 unsupported: it crashed" in out
+
+
+def test_llama_cpp_alone_probes_none_of_our_backends(monkeypatch):
+    _only_usable(monkeypatch)  # none of ours can run: llama.cpp alone still does
+    ran = []
+    monkeypatch.setattr(throughput, "run", lambda tests, depths, names, *rest: ran.append(names) or [])
+    assert main(["pp16", "--backend", "llama.cpp", "--no-record"]) == 0
+    assert ran == [["llama.cpp"]]
+
+
+def test_llama_cpp_failure_is_an_unsupported_record_and_a_gguf_is_loaded_as_given(tmp_path, monkeypatch):
+    from backends import llama_cpp
+    from reference.gguf_io import write_gguf
+    from reference.weights import random_weights
+
+    c = get_config("tiny")
+    path = str(tmp_path / "given.gguf")
+    write_gguf(path, c, random_weights(c, 0))
+    loaded = []
+
+    def fail(gguf_path, tests, depth, *args, **kwargs):
+        loaded.append((gguf_path, tests, depth))
+        raise RuntimeError("llama.cpp on it failed (exit status 1)")
+    monkeypatch.setattr(llama_cpp, "llama_cpp_bench", fail)
+    recs = throughput.run_llama_cpp([throughput.BenchTest("pp", 8), throughput.BenchTest("tg", 2)], [0, 16], c,
+                                    None, path, 2048, 512, 1)
+    assert loaded == [(path, [("pp", 8), ("tg", 2)], 0), (path, [("pp", 8), ("tg", 2)], 16)]
+    assert [(r["test"], r["supported"]) for r in recs] == [("pp8", False), ("tg2", False), ("pp8 @ d16", False),
+                                                           ("tg2 @ d16", False)]
+    assert {r["reason"] for r in recs} == {"llama.cpp on it failed (exit status 1)"}
+
+
+def test_llama_cpp_runs_beside_ours_end_to_end(capsys):
+    """The real thing, small: pp8 and tg4 on numpy and on llama.cpp (a child process on a temporary GGUF)."""
+    assert main(["pp8", "tg4", "--model", "tiny", "--backend", "numpy,llama.cpp", "-r", "1", "--no-record",
+                 "-o", "json"]) == 0
+    out, err = capsys.readouterr()
+    recs = json.loads(out)
+    assert [(r["backend"], r["test"]) for r in recs] == [("numpy", "pp8"), ("numpy", "tg4"), ("llama.cpp", "pp8"),
+                                                         ("llama.cpp", "tg4")]
+    for rec in recs[2:]:
+        assert rec["supported"] and rec["avg_ts"] > 0 and len(rec["samples_ts"]) == 1
+        assert (rec["device"], rec["variant"], rec["form"], rec["flash_attn"], rec["n_threads"]) == \
+            ("CPU", "-", "absorbed", True, 2)
+        assert rec["driver"].startswith("llama.cpp via llama-cpp-python ") and "weights_bytes" not in rec
+    assert "llama.cpp:            pp8" in err
+
+
+@pytest.mark.parametrize("backend_name", ["opencl", "numpy"])
+def test_profile_prints_kernel_time_per_op_and_top_nodes(backend_name, capsys):
+    """--profile N: per test, kernel time by op and the N costliest nodes, from the backend's own timer; the records
+    carry kernel_ns and the harness share, and not the per-node table."""
+    device_backend(backend_name)
+    assert main(["tg2", "--model", "tiny", "--backend", backend_name, "-r", "1", "--no-record", "--profile", "3",
+                 "-o", "json"]) == 0
+    out, err = capsys.readouterr()
+    rec = json.loads(out)[0]
+    timer = {"opencl": "OpenCL profiling events", "numpy": "host clock, with a wait after each node"}[backend_name]
+    assert rec["kernel_ns"] > 0 and 0 <= rec["harness_overhead"] < 1 and rec["kernel_timer"] == timer
+    assert "node_ns" not in rec
+    assert f"{backend_name} chunk16 tg2: kernel time" in err and "MUL_MAT" in err
+    top = err.split("  node ")[1].strip().splitlines()[1:]
+    assert len(top) == 3
+
+
+def test_profile_count_must_not_be_negative(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["tg2", "--profile", "-1", "--no-record"])
+    assert done.value.code == 2 and "--profile must be >= 0" in capsys.readouterr().err

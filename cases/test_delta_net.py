@@ -10,7 +10,7 @@ from backends import TESTED_BACKENDS
 from backends.numpy_backend import NumpyBackend
 from conftest import device_backend
 from reference.delta_net import VARIANTS, build_gdn_graph, check_variant
-from reference.graph import run_graph
+from reference.plan import run_graph
 from cases.harness import check_graph_nodes
 from reference.ops.gated_delta_net import gdn_domain, gdn_recurrence
 from reference.tensor import host_view

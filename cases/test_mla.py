@@ -6,7 +6,7 @@ import pytest
 from backends import TESTED_BACKENDS
 from backends.numpy_backend import NumpyBackend
 from conftest import device_backend
-from reference.graph import run_graph
+from reference.plan import run_graph
 from reference.mla import FORMS, MlaConfig, build_mla_graph, causal_mask, check_form, mla_loop, split_kv_b
 
 from .harness import check_graph_nodes

@@ -19,7 +19,8 @@ import pytest
 from backends import TESTED_BACKENDS
 from conftest import device_backend
 from reference.case import Case, Input
-from reference.graph import Graph, run_graph
+from reference.graph import Graph
+from reference.plan import run_graph
 from reference.node import Node, make_node
 from reference.ops import REGISTRY, get_op
 from reference.tensor import DType, Tensor

@@ -2,20 +2,18 @@
 
 A graph is a list of named nodes in execution order over symbolic tensors. A tensor lives in a Storage (an input,
 or the allocation of the node that produced it); views, permutes and reshapes are new descriptors over the same
-storage, never nodes. The planner frees each intermediate storage after its last consumer: the peak of live
-intermediate bytes is the compute buffer (the figure llama.cpp prints). Node names follow llama.cpp's callback
-names where there is one.
+storage, never nodes. The planner packs the intermediates into a few buffers, each reused after its last consumer:
+their total is the compute buffer (the figure llama.cpp prints). reference/plan.py compiles a graph for a backend and
+runs it. Node names follow llama.cpp's callback names where there is one.
 """
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .node import Node, validate_node
 from .ops import get_op
-from .tensor import Buffer, DType, Tensor, contiguous_strides, host_view, overlap
+from .tensor import Buffer, DType, Tensor, aligned_size, contiguous_strides, overlap
 
 
 @dataclass(eq=False)
@@ -141,49 +139,60 @@ class Graph:
             last[t.storage] = len(self.nodes)
         return last
 
-    def plan(self) -> dict:
-        """Planned compute buffer: the peak of live intermediate bytes when each is freed after its last use."""
+    def assign_buffers(self) -> "BufferAssignment":
+        """Intermediates packed into a few buffers, each reused once its last reader has run (ggml-alloc's job): a
+        new intermediate takes the smallest free buffer that holds it, else the largest free one grown to hold it,
+        else a new buffer. The buffers' total is the compute buffer a compiled graph allocates (reference/plan.py);
+        the live peak (intermediates alive at once) is the floor no assignment beats."""
         last = self.last_uses()
-        live, peak, at = 0, 0, None
+        ends: dict[int, list[Storage]] = {}
+        for st, end in last.items():
+            if not st.is_input and st.producer is not None and end < len(self.nodes):
+                ends.setdefault(end, []).append(st)
+        sizes: list[int] = []
+        free: list[int] = []
+        of: dict[Storage, int] = {}
+        live = peak = 0
+        peak_at = None
         for i, node in enumerate(self.nodes):
-            live += sum(st.nbytes for st in node_storages(node) if st.producer == i)
+            for st in node_storages(node):
+                if st.producer != i:
+                    continue
+                need = aligned_size(st.nbytes)
+                fits = [k for k in free if sizes[k] >= need]
+                if fits or free:
+                    k = min(fits, key=sizes.__getitem__) if fits else max(free, key=sizes.__getitem__)
+                    free.remove(k)
+                    sizes[k] = max(sizes[k], need)
+                else:
+                    k = len(sizes)
+                    sizes.append(need)
+                of[st] = k
+                live += need
             if live > peak:
-                peak, at = live, node.name
-            live -= sum(s.nbytes for s, end in last.items() if end == i and not s.is_input and s.producer is not None)
-        return {"compute_bytes": peak, "peak_at": at, "nodes": len(self.nodes),
+                peak, peak_at = live, node.name
+            for st in ends.get(i, ()):
+                free.append(of[st])
+                live -= aligned_size(st.nbytes)
+        return BufferAssignment(sizes, of, peak, peak_at)
+
+    def plan(self) -> dict:
+        """Planned compute buffer: the total of assign_buffers(), what a compiled graph allocates for its
+        intermediates; with the live peak it cannot go below and the node where that peak is."""
+        a = self.assign_buffers()
+        return {"compute_bytes": sum(a.sizes), "live_peak_bytes": a.live_peak, "peak_at": a.peak_at,
+                "buffers": len(a.sizes), "nodes": len(self.nodes),
                 "input_bytes": sum(t.storage.nbytes for t in self.inputs.values())}
 
 
-class _Slots:
-    """Names each intermediate's allocation (size, k): the k-th buffer of that size live at once, lowest free k
-    first. The names depend on the graph alone, so a backend that pools buffers by name binds the same buffers
-    every time the same graph runs (and can keep what it built for them, e.g. Vulkan pipelines)."""
+@dataclass
+class BufferAssignment:
+    """Graph.assign_buffers: planned buffer k holds sizes[k] bytes; intermediate storage st lives in buffer of[st]."""
 
-    def __init__(self):
-        self.free: dict[int, list[int]] = {}
-        self.count: dict[int, int] = {}
-        self.held: dict[Storage, tuple[int, int]] = {}
-
-    def take(self, st: Storage) -> tuple[int, int]:
-        free = self.free.get(st.nbytes)
-        if free:
-            k = heapq.heappop(free)
-        else:
-            k = self.count[st.nbytes] = self.count.get(st.nbytes, 0) + 1
-        self.held[st] = (st.nbytes, k)
-        return self.held[st]
-
-    def give_back(self, st: Storage) -> None:
-        size, k = self.held.pop(st)
-        heapq.heappush(self.free.setdefault(size, []), k)
-
-
-def _bind_nodes(graph: Graph, known: dict[Storage, Buffer]) -> list:
-    """Every node bound to placeholder buffers of its storages' sizes (the real ones where known), for support
-    checks that look at descriptors and buffer sizes only."""
-    placeholders = dict(known)
-    bind = lambda t: t.bound(placeholders.setdefault(t.storage, Buffer(t.storage.nbytes)))
-    return [Node(get_op(n.op), [bind(s) for s in n.srcs], bind(n.dst), n.params, name=n.name) for n in graph.nodes]
+    sizes: list[int]
+    of: dict[Storage, int]
+    live_peak: int
+    peak_at: str | None
 
 
 def node_storages(node: GNode) -> list[Storage]:
@@ -193,83 +202,3 @@ def node_storages(node: GNode) -> list[Storage]:
         if all(t.storage is not s for s in seen):
             seen.append(t.storage)
     return seen
-
-
-def check_input_ids(graph: Graph, host: dict) -> None:
-    """Refuse ids out of range in the graph inputs given as host values (`host`: storage -> its bytes) that feed an
-    id source (GET_ROWS' ids: tokens, output rows; MUL_MAT_ID's experts). Ids a node computes (TOP_K) are in range
-    by construction, and resident buffers are not read back."""
-    for node, i in graph.id_feeds():
-        src = node.srcs[i]
-        if src.storage in host:
-            get_op(node.op).check_ids([s.desc for s in node.srcs], {i: host_view(host[src.storage], src.desc)},
-                                      node.name)
-
-
-def run_graph(backend, graph: Graph, values: dict[str, np.ndarray], keep: str = "outputs",
-              resident: dict[str, Buffer] | None = None) -> dict[str, np.ndarray]:
-    """Run `graph` on `backend` with input arrays (NumPy shape = reversed ne). Returns the outputs as float64 arrays,
-    and with keep='nodes' every node's result too (read back before its storage is freed).
-
-    `resident` binds inputs to buffers already on the backend (weights, recurrent state, KV cache): they are neither
-    uploaded nor freed, and in-place ops on them persist across runs."""
-    resident = resident or {}
-    missing = set(graph.inputs) - set(values) - set(resident)
-    if missing:
-        raise ValueError(f"graph inputs without values: {sorted(missing)}")
-    host: dict[Storage, np.ndarray] = {}
-    for name, t in graph.inputs.items():
-        if name in resident:
-            if resident[name].nbytes < t.storage.nbytes:
-                raise ValueError(f"resident buffer for {name!r} holds {resident[name].nbytes} bytes, "
-                                 f"the graph needs {t.storage.nbytes}")
-            continue
-        arr = np.asarray(values[name], dtype=t.dtype.np)
-        if np.squeeze(arr).shape != np.squeeze(np.empty(t.desc.shape, dtype=np.uint8)).shape:
-            raise ValueError(f"input {name!r} needs numpy shape {t.desc.shape} (size-1 dims optional), got {arr.shape}")
-        host[t.storage] = np.ascontiguousarray(arr.reshape(t.desc.shape)).view(np.uint8).reshape(-1)
-    check_input_ids(graph, host)
-    bound_nodes = _bind_nodes(graph, {t.storage: resident[n] for n, t in graph.inputs.items() if n in resident})
-    for node in bound_nodes:  # every node is checked before any kernel runs
-        if not getattr(node.params, "checked", False):  # edited since Graph.op validated it
-            validate_node(node)
-        reason = backend.supports(node)
-        if reason:
-            raise NotImplementedError(f"{backend.name} does not run {node.name}: {node.label()}: {reason}")
-    buffers: dict[Storage, Buffer] = {graph.inputs[n].storage: buf for n, buf in resident.items() if n in graph.inputs}
-    frees: dict[int, list[Storage]] = {}  # node index -> intermediates whose last use it is
-    for st, end in graph.last_uses().items():
-        if not st.is_input and end < len(graph.nodes):
-            frees.setdefault(end, []).append(st)
-    results: dict[str, np.ndarray] = {}
-    slots = _Slots()
-
-    def fetch(t: GTensor) -> np.ndarray:
-        raw = backend.read(buffers[t.storage])
-        return host_view(raw, t.desc).astype(np.float64)
-
-    try:
-        for st, raw in host.items():
-            buffers[st] = backend.upload(raw)
-        for i, node in enumerate(graph.nodes):
-            for st in node_storages(node):
-                if st.producer == i:
-                    buffers[st] = backend.alloc(st.nbytes, hint=slots.take(st))
-            bound = Node(get_op(node.op), [s.bound(buffers[s.storage]) for s in node.srcs],
-                         node.dst.bound(buffers[node.dst.storage]), node.params, name=node.name)
-            backend.prepare(bound)()  # no wait: runtimes run their queue in order, and reads wait for it
-            if keep == "nodes":
-                results[node.name] = fetch(node.dst)
-            for st in frees.get(i, ()):
-                if st in buffers:
-                    backend.free(buffers.pop(st))
-                    slots.give_back(st)
-        backend.synchronize()
-        for name, t in graph.outputs.items():
-            results[name] = fetch(t)
-    finally:
-        kept = {id(b) for b in resident.values()}
-        for buf in buffers.values():
-            if id(buf) not in kept:
-                backend.free(buf)
-    return results

@@ -62,6 +62,24 @@ def state_shapes(c: KimiConfig, n_slots: int, n_ctx: int) -> dict[str, tuple[int
     return shapes
 
 
+CACHE_STORE = re.compile(r"mla_s(\d+)_cache_store(?:-\d+)?")  # mla_attention's cache write, named per layer
+
+
+def cache_stores(gr: Graph) -> list[tuple[int, int]]:
+    """(node index, sequence) of each MLA layer's cache store in a ubatch graph."""
+    found = ((i, CACHE_STORE.fullmatch(node.name)) for i, node in enumerate(gr.nodes) if node.op == "SET")
+    return [(i, int(m.group(1))) for i, m in found if m]
+
+
+def position_patches(gr: Graph, positions: list[int], stores: list[tuple[int, int]] | None = None) \
+        -> list[tuple[int, dict]]:
+    """(node index, parameters) that make a ubatch graph built at other positions of the same shape (same T and
+    padded_kv per sequence) the graph at `positions`: each MLA layer's cache store writes at its sequence's position.
+    Everything else a position changes is an input value (the mask). `stores`: cache_stores(gr), found once."""
+    return [(i, {"offset": positions[j] * gr.nodes[i].params["nb1"]})
+            for i, j in (cache_stores(gr) if stores is None else stores)]
+
+
 def build_ubatch_graph(c: KimiConfig, n_seq_tokens: int, first_slot: int, positions: list[int], n_outputs: int,
                        n_slots: int, n_ctx: int, variant: str = "chunk16", form: str = "absorbed") -> Graph:
     """One ubatch: inputs `tokens` (I32 [T*n], sequence-major), `out_ids` (I32 [n_outputs], rows of that token order

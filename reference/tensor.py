@@ -28,6 +28,14 @@ class DType(enum.Enum):
         return self.label
 
 
+ALIGN = 16  # every allocation is rounded up to this many bytes (kp and vec loads want whole words)
+
+
+def aligned_size(nbytes: int) -> int:
+    """The bytes a backend allocates for a request of nbytes (and what the graph planner plans for it)."""
+    return max(ALIGN, -(-nbytes // ALIGN) * ALIGN)
+
+
 @dataclass(eq=False)
 class Buffer:
     """A block of bytes owned by a backend. `handle` is the backend's own object (numpy array, cl.Buffer, ...)."""

@@ -1,8 +1,8 @@
 """OpenCL backend through PyOpenCL (written for PoCL's CPU driver, plain OpenCL C 1.2).
 
 One context and one in-order, profiling queue per process. Each kernel file (one per op family, beside this one)
-is built once per set of defines with common.cl prepended; cl.Kernel objects are made once and get their
-arguments set right before each enqueue, so prepared nodes can share them. The parameter block of backends/base.py
+is built once per set of defines with common.cl prepended; each prepared node gets its own cl.Kernel with its
+arguments set once, so a compiled graph's replay only enqueues. The parameter block of backends/base.py
 goes to every kernel BY VALUE (a struct argument, see common.cl); for element-wise ops prepare() first merges
 neighbouring dims that all operands walk contiguously, so a contiguous 4-D tensor runs as one long row.
 The kernels are shaped for a CPU driver: each work item loops over a contiguous run of elements, which the
@@ -19,7 +19,7 @@ from reference.node import Node
 from reference.ops import REGISTRY
 from reference.tensor import Buffer, DType
 
-from ..base import PARAM_WORDS, TENSOR_WORDS, Backend, param_block, pow2_at_least
+from ..base import PARAM_WORDS, TENSOR_WORDS, Backend, Replay, param_block, pow2_at_least
 
 HERE = Path(__file__).parent
 CHUNK = 256  # elements per work item of the "rows" and "flat" grids (common.cl)
@@ -142,7 +142,6 @@ class OpenCLBackend(Backend):
         self.queue = cl.CommandQueue(self.ctx, device, properties=cl.command_queue_properties.PROFILING_ENABLE)
         self._common = (HERE / "common.cl").read_text()
         self._programs: dict[tuple, cl.Program] = {}
-        self._kernels: dict[tuple, cl.Kernel] = {}
 
     # ---- buffers ------------------------------------------------------------------------------------------------
     def _alloc(self, nbytes):
@@ -162,14 +161,13 @@ class OpenCLBackend(Backend):
 
     # ---- kernels ------------------------------------------------------------------------------------------------
     def kernel(self, file: str, entry: str, defines: tuple[str, ...]) -> cl.Kernel:
-        """The one cl.Kernel for (file, entry, defines), building its program on first use."""
+        """A new cl.Kernel for (file, entry, defines), its program built on first use: each prepared node owns one,
+        so its arguments are set once."""
         key = (file, defines)
         if key not in self._programs:
             src = self._common + "\n" + (HERE / file).read_text()
             self._programs[key] = cl.Program(self.ctx, src).build(BUILD_OPTIONS + [f"-D{d}" for d in defines])
-        if (key, entry) not in self._kernels:
-            self._kernels[(key, entry)] = cl.Kernel(self._programs[key], entry)
-        return self._kernels[(key, entry)]
+        return cl.Kernel(self._programs[key], entry)
 
     def supports(self, node: Node) -> str | None:
         name = node.op.name
@@ -184,19 +182,35 @@ class OpenCLBackend(Backend):
         return None
 
     def _prepare(self, node: Node):
+        launch = self.launch(node)
+        if launch is None:
+            return lambda: None
+        (file, entry, defines), args, gsize, lsize = launch
+        knl = self.kernel(file, entry, defines)
+        knl.set_args(*args)
+        queue, enqueue = self.queue, cl.enqueue_nd_range_kernel
+
+        def run() -> cl.Event:
+            return enqueue(queue, knl, gsize, lsize)
+        run.kernel, run.launch = knl, launch  # for OpenCLReplay.patch
+        return run
+
+    def launch(self, node: Node) -> tuple | None:
+        """((file, entry, defines), kernel arguments, global size, local size) of a node; None when it has nothing
+        to do."""
         name = node.op.name
         entry, defines, grid = KERNELS[name]
         file = f"{node.op.family}.cl"
         dst, srcs = node.dst, node.srcs
         if dst.nelements == 0:
-            return lambda: None
+            return None
         defines = list(defines)
         words = param_block(node)
         inplace = name in ("ACC", "SET") and node.inplace
         walks_b = inplace and node.impl == "default"  # in place only b's block changes: acc_set_block walks b
         if walks_b:
             if srcs[1].nelements == 0:
-                return lambda: None
+                return None
             entry = "acc_set_block"
         if node.op.elementwise:  # no result depends on which dim an element sits in: merge dims before launch
             if name in ("CPY", "CONT") and dst.ne != srcs[0].ne:  # same flat order, different shapes
@@ -237,7 +251,7 @@ class OpenCLBackend(Backend):
         walked = range(1, 2) if name == "GET_ROWS" else range(1, len(node.tensors))  # not GET_ROWS' ids
         strided = grid == "rows" and any(words[TENSOR_WORDS * t + 5] != 1 for t in walked)
         chunk = STRIDED_CHUNK if strided else CHUNK
-        knl = self.kernel(file, entry, tuple(defines + [f"CHUNK={chunk}"]))
+        program = (file, entry, tuple(defines + [f"CHUNK={chunk}"]))
 
         bufs = [t.buffer.handle for t in ([dst] + srcs[1:] if inplace else node.tensors)]
         if name == "FILL":
@@ -283,12 +297,10 @@ class OpenCLBackend(Backend):
             groups = -(-dst.ne[0] // SOLVE_COLUMNS)
             local = min(MAX_LOCAL, pow2_at_least(groups))
             gsize, lsize = (-(-groups // local) * local, dst.ne[2] * dst.ne[3]), (local, 1)
-        queue = self.queue
+        return program, args, gsize, lsize
 
-        def run():
-            knl.set_args(*args)
-            cl.enqueue_nd_range_kernel(queue, knl, gsize, lsize)
-        return run
+    def record(self, nodes, inputs, outputs):
+        return OpenCLReplay(self, nodes)
 
     def synchronize(self) -> None:
         self.queue.finish()
@@ -306,6 +318,31 @@ class OpenCLBackend(Backend):
     def copy_launch(self, src: Buffer, dst: Buffer):
         n = min(src.nbytes, dst.nbytes)
         return lambda: cl.enqueue_copy(self.queue, dst.handle, src.handle, byte_count=n)
+
+
+class OpenCLReplay(Replay):
+    """The prepared launches enqueued back to back (kernel objects with their arguments set at compile time), one
+    wait at the end; profile() reads each launch's profiling event."""
+
+    timer = "OpenCL profiling events"
+
+    def patch(self, index: int, node) -> None:
+        """Same kernel and grid (a decode step's new cache offset): only its arguments are set again (creating a
+        cl.Kernel costs pyopencl about 0.5 ms)."""
+        old, new = self.launches[index], self.backend.launch(node)
+        same = getattr(old, "launch", None) and new and old.launch[0] == new[0] and old.launch[2:] == new[2:]
+        if not same:
+            return super().patch(index, node)
+        self.nodes[index] = node
+        old.kernel.set_args(*new[1])
+        old.launch = new
+
+    def profile(self, writes) -> list[int]:
+        for buf, data in writes.items():
+            self.backend.write(buf, data)
+        events = [launch() for launch in self.launches]
+        self.backend.synchronize()
+        return [0 if ev is None else ev.profile.end - ev.profile.start for ev in events]
 
 
 def create() -> OpenCLBackend:

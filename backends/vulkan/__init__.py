@@ -5,6 +5,11 @@ indexing, exact f16 conversion). An op runs its family's file with the #defines 
 binds (params, dst, src0, src1, ...): the parameter block of backends/base.py sits in a small uint32 kp tensor; a
 one-source op gets src0 again as src1, GATED_DELTA_NET binds its six sources at 2..7.
 
+A compiled graph (reference/plan.py) replays as ONE recorded kp sequence (VulkanReplay): kp's OpAlgoDispatch only
+orders transfers before shaders, so the sequence records kp.OpMemoryBarrier (added to kp's binding by
+scripts/patches/kp-0.9.0.patch) wherever a dispatch depends on an earlier one. A single node (prepare, compute) runs
+as its own one-dispatch sequence.
+
 SPIR-V comes from `glslc --target-env=vulkan1.1 -O`, compiled lazily once per (file, defines) and cached in memory
 and on disk (keyed by sources, includes, compiler version, flags and defines; written atomically because pytest-xdist
 workers compile concurrently).
@@ -33,7 +38,7 @@ from reference.node import Node
 from reference.ops import REGISTRY
 from reference.tensor import Buffer, DType
 
-from ..base import Backend, param_block
+from ..base import TENSOR_WORDS, Backend, Replay, param_block
 
 HERE = Path(__file__).resolve().parent
 GLSLC_FLAGS = ["--target-env=vulkan1.1", "-O"]
@@ -86,6 +91,9 @@ ELEMENTWISE = (256, 4)
 # MUL_MAT SHARE tile per subgroup: (blocks of 8 rows of a, columns of b per lane) = 32 x 64 outputs, 256 accumulators
 # a lane (measured on the 1024x1024x512 bench case: (1,4) 660 ms, (2,8) 420, (4,4) 360, (4,16) 320, (4,8) 270 CPU-ms).
 MM_TILE = (4, 8)
+# SHARE computes 8 * MT columns of b per subgroup: with fewer, most lanes load clamped copies of the same column, and
+# the plain 4x4 VEC4 path loads less (measured on tg's attention scores, 8448 keys x 4 heads: see kernel_words).
+MM_SHARE_MIN_M = 32
 MMID_COLS = 8  # MUL_MAT_ID BY_EXPERT: columns of one expert per batch
 ROW_KERNEL_WG = 64  # cumsum, norm, softmax, sort (a subgroup per row), solve_tri.comp (a thread per 4 columns)
 # sort.comp holds SORT_PASS elements of a row in a subgroup's registers at a time (CHUNK = SORT_PASS / subgroup per
@@ -232,7 +240,7 @@ def kernel_for(node: Node) -> tuple[str, tuple[str, ...]]:
         defines += ("IN_PLACE_BLOCK",)
     elif _vec4_ok(node):
         defines += ("VEC4",)
-        if op == "MUL_MAT" and subgroup_size() == 8:
+        if op == "MUL_MAT" and subgroup_size() == 8 and _mm_columns(node)[0] >= MM_SHARE_MIN_M:
             defines += ("SHARE", f"TNB={MM_TILE[0]}", f"MT={MM_TILE[1]}")
         if op in ("L2_NORM", "RMS_NORM", "SOFT_MAX_EXT"):  # keep each lane's share of the row (uvec4s) for later
             per_lane = -(-(node.dst.ne[0] // 4) // min(subgroup_size(), ROW_KERNEL_WG))
@@ -241,6 +249,50 @@ def kernel_for(node: Node) -> tuple[str, tuple[str, ...]]:
     elif op in ("CPY", "CONT") and node.dst.is_contiguous() and _elems(node.dst, node.dst.offset) % 4 == 0:
         defines += ("DST_VEC4",)
     return name, defines + Backend.mutant_defines(node)
+
+
+def _column_stride(t) -> int | None:
+    """The one stride (bytes) that walks t's dims 1, 2, 3 as a single run of columns, or None when there is none."""
+    ne, nb = t.ne, t.nb
+    s = next((nb[d] for d in (1, 2, 3) if ne[d] > 1), nb[1])
+    run = 1
+    for d in (1, 2, 3):
+        if ne[d] > 1 and nb[d] != run * s:
+            return None
+        run *= ne[d]
+    return s
+
+
+def _folds_batches(node: Node) -> bool:
+    """MUL_MAT whose a is one matrix for every batch, while b and dst walk their dims 1..3 as one run of columns:
+    the batches are then just more columns (a decode step's attention over H heads: M = H, not H batches of M = 1),
+    so the tile fills and a is read once instead of once per batch."""
+    if node.op.name != "MUL_MAT":
+        return False
+    a, b, d = node.srcs[0], node.srcs[1], node.dst
+    return a.ne[2] == a.ne[3] == 1 and b.ne[2] * b.ne[3] > 1 and None not in (_column_stride(b), _column_stride(d))
+
+
+def _mm_columns(node: Node) -> tuple[int, int]:
+    """(columns of b per batch, batches) as MUL_MAT's kernel sees them (_folds_batches)."""
+    d = node.dst
+    if _folds_batches(node):
+        return d.ne[1] * d.ne[2] * d.ne[3], 1
+    return d.ne[1], d.ne[2] * d.ne[3]
+
+
+def kernel_words(node: Node) -> np.ndarray:
+    """The node's parameter block as its kernel reads it: MUL_MAT with folded batches (_folds_batches) describes b
+    and dst as [K or N, M * batches] matrices (with MM_SHARE_MIN_M: tg32 at d8192 on the tiny model, lavapipe, per
+    step by timestamp queries: the scores' MUL_MAT 10.6 -> 0.86 ms, the latent mix 3.1 -> 1.2 ms)."""
+    words = param_block(node)
+    if _folds_batches(node):
+        for t, tensor in ((0, node.dst), (2, node.srcs[1])):
+            e, cols = tensor.dtype.size, tensor.ne[1] * tensor.ne[2] * tensor.ne[3]
+            stride = _column_stride(tensor) // e
+            words[TENSOR_WORDS * t + 2:TENSOR_WORDS * t + 5] = [cols, 1, 1]
+            words[TENSOR_WORDS * t + 6:TENSOR_WORDS * t + 9] = [stride, cols * stride, cols * stride]
+    return words.view(np.uint32)
 
 
 def _in_place_block(node: Node) -> bool:
@@ -290,10 +342,11 @@ def workgroups(node: Node) -> list[int]:
         rows_per_group = max(1, ROW_KERNEL_WG // subgroup_size())
         return _grid(-(-rows // rows_per_group))
     if op == "MUL_MAT":  # 64 threads per group; SHARE: a subgroup per 8x32 block of dst, else a thread per 4x4
+        m, batches = _mm_columns(node)
         if "SHARE" in kernel_for(node)[1]:
             tn, tm = 8 * MM_TILE[0], 8 * MM_TILE[1]
-            return _grid(-(-(-(-dst.ne[0] // tn) * -(-dst.ne[1] // tm) * dst.ne[2] * dst.ne[3]) // (64 // 8)))
-        return _grid(-(-(-(-dst.ne[0] // 4) * -(-dst.ne[1] // 4) * dst.ne[2] * dst.ne[3]) // 64))
+            return _grid(-(-(-(-dst.ne[0] // tn) * -(-m // tm) * batches) // (64 // 8)))
+        return _grid(-(-(-(-dst.ne[0] // 4) * -(-m // 4) * batches) // 64))
     if op == "MUL_MAT_ID":  # 64 threads a group; SHARE: a subgroup per 8*TNB n of one expert, BY_EXPERT: a thread per
         # 4 n of one expert, else per 4 n of one (e, t) column
         if "SHARE" in kernel_for(node)[1]:
@@ -308,6 +361,12 @@ def workgroups(node: Node) -> list[int]:
     wg, per = ELEMENTWISE
     items = node.srcs[1].nelements if _in_place_block(node) else dst.nelements
     return _grid(max(1, -(-items // (wg * per))))  # an empty b in place still dispatches one (idle) group
+
+
+def _bound_handles(node: Node) -> list:
+    """The kp tensors a kernel binds after its params: dst, then the sources (a one-source op gets src0 again)."""
+    srcs = [s.buffer.handle for s in node.srcs]
+    return [node.dst.buffer.handle, *srcs, *srcs[:1] * (2 - len(srcs))]
 
 
 # ---- the backend ------------------------------------------------------------------------------------------------
@@ -333,6 +392,9 @@ class VulkanBackend(Backend):
         super().__init__()
         import kp
         self.kp = kp
+        if not hasattr(kp, "OpMemoryBarrier"):
+            raise RuntimeError("this kp lacks OpMemoryBarrier, which graph replay records between dependent "
+                               "dispatches: run `make setup` (it builds kp with scripts/patches/kp-0.9.0.patch)")
         self.mgr = _manager()
         self._algorithms: dict[tuple, tuple] = {}  # (kernel, defines, workgroups, bound buffers) -> algorithm etc.
         self._bound_by: dict[int, set] = {}  # id(buffer handle) -> keys of the algorithms bound to it
@@ -378,32 +440,47 @@ class VulkanBackend(Backend):
                         f"lavapipe can bind")
         return None
 
-    def _prepare(self, node: Node):
-        kp = self.kp
+    def _dispatch(self, node: Node) -> tuple | None:
+        """(params tensor, algorithm, one-dispatch sequence) of a bound node, None for an empty dst. Shared by every
+        node of the same kernel, grid, buffers and parameter block (pipelines are costly to build)."""
         if node.dst.nelements == 0:
-            return lambda: None
+            return None
         name, defines = kernel_for(node)
-        words = param_block(node).view(np.uint32)
-        srcs = [s.buffer.handle for s in node.srcs]
-        buffers = [node.dst.buffer.handle, *srcs, *srcs[:1] * (2 - len(srcs))]
+        words = kernel_words(node)
+        buffers = _bound_handles(node)
         groups = tuple(workgroups(node))
-        key = (name, defines, groups, tuple(id(h) for h in buffers))
+        key = (name, defines, groups, tuple(id(h) for h in buffers), words.tobytes())
         if key not in self._algorithms:
-            params = self.mgr.tensor_t(words.copy())
-            self._eval(kp.OpTensorSyncDevice([params]))
-            algo = self.mgr.algorithm([params, *buffers], spirv(name, defines), list(groups),
-                                      np.zeros(0, np.uint32), np.zeros(0, np.uint32))
-            self._algorithms[key] = (params, algo, self.mgr.sequence().record(kp.OpAlgoDispatch(algo)))
+            self._algorithms[key] = self._new_dispatch(node, words)
             for h in buffers:
                 self._bound_by.setdefault(id(h), set()).add(key)
-        params, algo, seq = self._algorithms[key]
-        if not np.array_equal(params.data(), words):  # same kernel and buffers, other views or op words
-            params.data()[:] = words
-            self._eval(kp.OpTensorSyncDevice([params]))
+        return self._algorithms[key]
 
-        def run(seq=seq, keep=(params, algo)):  # keep the params tensor and pipeline alive with the callable
+    def _new_dispatch(self, node: Node, words: np.ndarray, patchable: bool = False) -> tuple:
+        """A new params tensor and pipeline for the node. `patchable`: its one-dispatch sequence uploads the params
+        first, so they may be rewritten in host memory between runs."""
+        kp = self.kp
+        params = self.mgr.tensor_t(words.copy())
+        self._eval(kp.OpTensorSyncDevice([params]))
+        name, defines = kernel_for(node)
+        algo = self.mgr.algorithm([params, *_bound_handles(node)], spirv(name, defines), workgroups(node),
+                                  np.zeros(0, np.uint32), np.zeros(0, np.uint32))
+        seq = self.mgr.sequence()
+        if patchable:
+            seq.record(kp.OpTensorSyncDevice([params]))
+        return params, algo, seq.record(kp.OpAlgoDispatch(algo))
+
+    def _prepare(self, node: Node):
+        dispatch = self._dispatch(node)
+        if dispatch is None:
+            return lambda: None
+
+        def run(seq=dispatch[2], keep=dispatch):  # keep the params tensor and pipeline alive with the callable
             seq.eval()
         return run
+
+    def record(self, nodes, inputs, outputs):
+        return VulkanReplay(self, nodes, inputs, outputs)
 
     def synchronize(self) -> None:
         pass  # every run() waits for its sequence
@@ -430,6 +507,118 @@ class VulkanBackend(Backend):
     def copy_launch(self, src: Buffer, dst: Buffer):
         seq = self.mgr.sequence().record(self.kp.OpTensorCopy([src.handle, dst.handle]))
         return seq.eval
+
+
+# Vulkan's flag bits, as kp.OpMemoryBarrier takes them
+SHADER_READ, SHADER_WRITE, COMPUTE_STAGE = 0x20, 0x40, 0x800
+
+
+class VulkanReplay(Replay):
+    """One kp sequence per compiled graph: the inputs' upload, every dispatch with a barrier wherever a dispatch
+    touches a buffer an earlier one wrote, or writes one an earlier one read, since the last barrier (kp's own
+    OpAlgoDispatch orders only transfers before shaders), and the outputs' download; run() evaluates it once. The
+    one-dispatch sequences of prepare() serve step(). A patched node gets its own parameter tensor (its pipeline
+    built once), which the sequence uploads before the dispatches, so later patches only write host memory."""
+
+    timer = "Vulkan timestamp queries (kp sequence timestamps)"
+
+    def __init__(self, backend: VulkanBackend, nodes, inputs, outputs):
+        super().__init__(backend, nodes)
+        self.inputs, self.outputs = [b.handle for b in inputs], {id(b) for b in outputs}
+        self.output_handles = [b.handle for b in outputs]
+        self.dispatches = [backend._dispatch(n) for n in self.nodes]
+        self.own: dict[int, tuple] = {}  # node index -> the dispatch made for it by patch()
+        self._timed = None
+        self.downloaded = False
+        self.seq, _ = self._record(backend.mgr.sequence())
+
+    def _record(self, seq) -> tuple:
+        """Record the replay into `seq`; returns it and each node's op position in it (None: nothing dispatched).
+        `self.layout` lists what was recorded: ("upload",), ("barrier", buffers), ("dispatch", node index),
+        ("download",)."""
+        kp = self.backend.kp
+        count = 0
+        self.layout: list[tuple] = []
+
+        def add(op, *what):
+            nonlocal count
+            seq.record(op)
+            self.layout.append(what)
+            count += 1
+
+        uploads = self.inputs + [d[0] for d in self.own.values()]
+        if uploads:
+            add(kp.OpTensorSyncDevice(uploads), "upload")
+        dirty: dict[int, object] = {}  # written since the last barrier that covered them
+        read: dict[int, object] = {}  # read since the last barrier
+        positions = []
+        for index, (node, dispatch) in enumerate(zip(self.nodes, self.dispatches)):
+            if dispatch is None:
+                positions.append(None)
+                continue
+            dst, srcs = node.dst.buffer.handle, [t.buffer.handle for t in node.srcs]
+            hazards = {id(h): h for h in [dst, *srcs] if id(h) in dirty}
+            if id(dst) in read:
+                hazards[id(dst)] = dst
+            if hazards:
+                add(kp.OpMemoryBarrier(list(hazards.values()), SHADER_WRITE, SHADER_READ | SHADER_WRITE,
+                                       COMPUTE_STAGE, COMPUTE_STAGE), "barrier", set(hazards))
+                for key in hazards:
+                    dirty.pop(key, None)
+                read.clear()
+            positions.append(count)
+            add(kp.OpAlgoDispatch(dispatch[1]), "dispatch", index)
+            dirty[id(dst)] = dst
+            read.update((id(h), h) for h in srcs)
+        if self.output_handles:
+            add(kp.OpTensorSyncLocal(self.output_handles), "download")
+        return seq, positions
+
+    def run(self, writes) -> None:
+        for buf, data in writes.items():
+            buf.handle.data()[:] = np.ascontiguousarray(data).view(np.uint32)
+        self.seq.eval()
+        self.downloaded = True
+
+    def step(self, index: int) -> None:
+        self.downloaded = False
+        super().step(index)
+
+    def read(self, buf: Buffer) -> np.ndarray:
+        if self.downloaded and id(buf) in self.outputs:  # the sequence downloaded it at the end of run()
+            return buf.handle.data().view(np.uint8).copy()
+        return self.backend.read(buf)
+
+    def patch(self, index: int, node) -> None:
+        backend = self.backend
+        old = self.nodes[index]
+        self.nodes[index] = node
+        words = kernel_words(node)
+        same_kernel = kernel_for(node) == kernel_for(old) and workgroups(node) == workgroups(old)
+        if index in self.own and same_kernel:
+            self.own[index][0].data()[:] = words  # uploaded at the start of the next run
+            return
+        dispatch = backend._new_dispatch(node, words, patchable=True) if same_kernel and node.dst.nelements \
+            else backend._dispatch(node)
+        self.dispatches[index] = dispatch
+        if same_kernel and dispatch is not None:
+            self.own[index] = dispatch
+        self.launches[index] = (lambda seq=dispatch[2], keep=dispatch: seq.eval()) if dispatch else (lambda: None)
+        self.seq, _ = self._record(backend.mgr.sequence())
+        self._timed = None
+
+    def profile(self, writes) -> list[int]:
+        if self._timed is None:
+            seq = self.backend.mgr.sequence(0, len(self.nodes) * 2 + 2)
+            self._timed = self._record(seq)
+        seq, positions = self._timed
+        for buf, data in writes.items():
+            buf.handle.data()[:] = np.ascontiguousarray(data).view(np.uint32)
+        seq.eval()
+        self.downloaded = True
+        stamps = seq.get_timestamps()
+        period = self.backend.mgr.get_device_properties().get("timestamp_period", 1.0)
+        return [0 if p is None else int((stamps[p + 1] - stamps[p]) * period) for p in positions]
 
 
 def create() -> VulkanBackend:

@@ -58,7 +58,12 @@ def mul_mat_cases():
             Case.of("MUL_MAT", Input((128, 33, 1, 1)), Input((128, 5, 4, 2))),
             Case.of("MUL_MAT", Input((64, 16, 2, 1)), Input((64, 16, 4, 3))),
             Case.of("MUL_MAT", Input((64, 48), layout=t), Input((64, 32), layout=t)),
-            Case.of("MUL_MAT", Input((256, 64), F16), Input((256, 17)))]
+            Case.of("MUL_MAT", Input((256, 64), F16), Input((256, 17))),
+            # MLA decode's scores: cache rows with a row stride (padding) x one token of H heads; backends may fold
+            # the heads into columns of one matrix product (Vulkan's _folds_batches). Then heads whose columns do
+            # not follow one stride (permuted b), which must not fold.
+            Case.of("MUL_MAT", Input((40, 300), layout=Layout(pad=(24, 0, 0, 0))), Input((40, 1, 4))),
+            Case.of("MUL_MAT", Input((40, 300)), Input((40, 3, 4), layout=Layout(permute=(0, 2, 1, 3))))]
 
 
 def mul_mat_id_cases():
