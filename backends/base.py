@@ -17,13 +17,15 @@ src0's view for an in-place op and sharing no byte with any other source; comput
 """
 from __future__ import annotations
 
+import functools
+import os
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from reference.node import Node, check_bindings, validate_node
-from reference.ops import get_op
 from reference.tensor import Buffer, aligned_size, host_view
 
 TENSOR_WORDS = 9
@@ -50,9 +52,36 @@ def param_block(node: Node) -> np.ndarray:
     return words
 
 
-def is_mutant(impl: str) -> bool:
-    """Mutants (OpSpec.mutants: bugs planted on purpose) prove the suite catches bugs; conformance runs skip them."""
-    return impl.startswith("broken_")
+MUTANT_ENV = "KBO_MUTANT"
+
+
+@functools.lru_cache(maxsize=None)
+def active_mutant():
+    """(op, Mutant) named by KBO_MUTANT, or None (read once per process: kernels are compiled once)."""
+    from reference.ops.spec import mutants
+
+    name = os.environ.get(MUTANT_ENV)
+    if not name:
+        return None
+    if name not in mutants():
+        raise ValueError(f"{MUTANT_ENV}={name}: no such mutant (python -m cases.mutants --list)")
+    return mutants()[name]
+
+
+def kernel_text(backend: str, path: Path) -> str:
+    """A kernel source file as `backend` compiles it: the file, with the active mutant's edit when it targets it."""
+    from reference.ops.spec import mutant_file
+
+    text = path.read_text()
+    active = active_mutant()
+    if active is None:
+        return text
+    op, m = active
+    if m.backend != backend or mutant_file(op, m, path.suffix) != path.name:
+        return text
+    if text.count(m.find) != 1:
+        raise RuntimeError(f"mutant {m.name}: its text occurs {text.count(m.find)} times in {path.name}, not once")
+    return text.replace(m.find, m.replace)
 
 
 class Backend:
@@ -134,23 +163,6 @@ class Backend:
         raise NotImplementedError
 
     # ---- ops ----------------------------------------------------------------------------------------------------
-    # Kernel backends plant an op's mutants (OpSpec.mutants) by compiling its kernel with the define each names.
-    plants_mutants = False
-
-    def impls(self, op_name: str) -> list[str]:
-        """Kernel impls this backend carries for an op: "default", then the op's mutants where it plants them."""
-        return ["default", *(get_op(op_name).mutants if self.plants_mutants else ())]
-
-    def impl_refusal(self, node: Node) -> str | None:
-        """Why the backend cannot run the node's impl, or None."""
-        impls = self.impls(node.op.name)
-        return None if node.impl in impls else f"{node.op.name} has no impl {node.impl!r} here (has {', '.join(impls)})"
-
-    @staticmethod
-    def mutant_defines(node: Node) -> tuple[str, ...]:
-        """The define that plants the node's mutant in its kernel source; none for the default impl."""
-        return () if node.impl == "default" else (node.op.mutants[node.impl][0],)
-
     def supports(self, node: Node) -> str | None:
         """None when the backend runs this node, else the reason it does not (shown as 'unsupported')."""
         raise NotImplementedError

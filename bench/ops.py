@@ -68,7 +68,7 @@ def bench_op(backend, case: Case, budget_s: float) -> dict:
     dst_buf = backend.upload(dst.raw) if dst is not None else None
     dst_t = dst.tensor.with_buffer(dst_buf) if dst is not None else None
     try:
-        node = make_node(case.op, src_t, params, dst=dst_t, impl=case.impl)
+        node = make_node(case.op, src_t, params, dst=dst_t)
         reason = backend.supports(node)
         if reason:
             return {"supported": False, "reason": reason}

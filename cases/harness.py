@@ -92,7 +92,7 @@ def execute(backend: Backend, case: Case, srcs, dst, params) -> tuple[list[np.nd
         dst_buf = backend.upload(dst.raw)
         dst_tensor = dst.tensor.with_buffer(dst_buf)
     try:
-        node = make_node(case.op, src_tensors, params, dst=dst_tensor, impl=case.impl)
+        node = make_node(case.op, src_tensors, params, dst=dst_tensor)
         reason = backend.supports(node)
         if reason:
             return [], np.empty(0), dst_tensor, reason

@@ -31,7 +31,7 @@ REPRO_DIR = Path(__file__).resolve().parent.parent / "reports" / "repro"
 
 def case_to_json(case: Case) -> str:
     return json.dumps({
-        "op": case.op, "seed": case.seed, "impl": case.impl, "params": dict(case.params),
+        "op": case.op, "seed": case.seed, "params": dict(case.params),
         "inputs": [{"ne": list(i.ne), "dtype": i.dtype.label,
                     "layout": {"permute": list(i.layout.permute) if i.layout.permute else None,
                                "pad": list(i.layout.pad), "offset": i.layout.offset}} for i in case.inputs],
@@ -39,7 +39,7 @@ def case_to_json(case: Case) -> str:
 
 
 _DTYPES = {d.label: d for d in DType}
-_CASE_KEYS = ("op", "inputs", "params", "seed", "impl")
+_CASE_KEYS = ("op", "inputs", "params", "seed")
 _LAYOUT_KEYS = ("permute", "pad", "offset")
 
 
@@ -113,10 +113,7 @@ def case_from_json(text: str) -> Case:
     # JSON has no tuples; the op's own rules (case_bytes) check each parameter's kind
     params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
     seed = _int(d.get("seed", 0), "seed")
-    impl = d.get("impl", "default")
-    if not isinstance(impl, str):
-        raise ValueError(f"impl must be a string, got {_show(impl)}")
-    return Case(op.name, tuple(inputs), tuple(sorted(params.items())), seed, impl)
+    return Case(op.name, tuple(inputs), tuple(sorted(params.items())), seed)
 
 
 # ---- the size of a case, before anything is allocated -------------------------------------------------------------
@@ -262,15 +259,11 @@ def main(argv=None) -> int:
         case = case_from_json(args.case)
         case_bytes(case, DEFAULT_MAX_BYTES if args.max_bytes is None else parse_size(args.max_bytes))
         backend = get_backend(args.backend)
-        impls = backend.impls(case.op)
-        if case.impl not in impls:
-            raise ValueError(f"{args.backend} has no impl {case.impl!r} of {case.op} "
-                             f"(has {', '.join(impls)})")
     except (ValueError, RuntimeError) as err:
         refuse(err)
     try:
         outcome = run_case(backend, case)
-    except NotImplementedError as err:  # the backend does not claim this (op, type, layout, impl)
+    except NotImplementedError as err:  # the backend does not claim this (op, type, layout)
         print(f"unsupported: {err}")
         return 3
     print(outcome.report())

@@ -19,8 +19,8 @@ from .harness import GUARD
 # descriptors laid out exactly as the harness lays the inputs out, and narrows a refused input's layout to the closest
 # one it accepts. Refusals that depend on values or buffers (ggml's SOFTPLUS/SILU formula findings, Vulkan's binding
 # size) cannot be seen here: those rare cases stay as drawn and test_ops.check rejects them.
-def refusal(backend, case: Case, impls=("default",)) -> str | None:
-    """Why `backend` refuses `case` (any of `impls`), judged on the case's descriptors; None when it claims it."""
+def refusal(backend, case: Case) -> str | None:
+    """Why `backend` refuses `case`, judged on the case's descriptors; None when it claims it."""
     srcs = [inp.descriptor() for inp in case.inputs]
     try:
         node = make_node(case.op, srcs, case.param_dict)
@@ -28,12 +28,7 @@ def refusal(backend, case: Case, impls=("default",)) -> str | None:
             node.dst = Tensor.new(node.dst.dtype, node.dst.ne, offset=GUARD)  # as harness.build_output places it
     except ValueError as invalid:
         return f"invalid: {invalid}"
-    for impl in impls:
-        node.impl = impl
-        why = backend.supports(node)
-        if why:
-            return why
-    return None
+    return backend.supports(node)
 
 
 def _rows_in_place(permute):
@@ -62,31 +57,31 @@ def narrowings(lay: Layout) -> list[Layout]:
     return [layout for _, _, layout in sorted(found)]
 
 
-def claimed(case: Case, backend, impls=("default",)) -> Case:
-    """`case` with each input's layout narrowed to the closest one `backend` claims (all of `impls`).
+def claimed(case: Case, backend) -> Case:
+    """`case` with each input's layout narrowed to the closest one `backend` claims.
 
     Inputs are settled in order: input i takes the first of its narrowings the backend accepts with the inputs
     before it as settled and those after it contiguous, so the last input's check is of the final case. A case the
     backend refuses for other reasons than layout (a dtype, a size) is returned as drawn."""
-    if refusal(backend, case, impls) is None:
+    if refusal(backend, case) is None:
         return case
     inputs = list(case.inputs)
     for i, inp in enumerate(case.inputs):
         later = [Input(x.ne, x.dtype, CONTIGUOUS) for x in case.inputs[i + 1:]]
         for lay in narrowings(inp.layout):
             trial = Case(case.op, tuple(inputs[:i] + [Input(inp.ne, inp.dtype, lay)] + later), case.params,
-                         case.seed, case.impl)
-            if refusal(backend, trial, impls) is None:
+                         case.seed)
+            if refusal(backend, trial) is None:
                 inputs[i] = trial.inputs[i]
                 break
         else:
             return case
-    return Case(case.op, tuple(inputs), case.params, case.seed, case.impl)
+    return Case(case.op, tuple(inputs), case.params, case.seed)
 
 
-def cases_for(op: str, backend=None, impls=("default",)):
-    """Cases of `op`; with a backend, only cases whose layouts it claims for every one of `impls`."""
+def cases_for(op: str, backend=None):
+    """Cases of `op`; with a backend, only cases whose layouts it claims."""
     strategy = get_op(op).strategy()
     if backend is None:
         return strategy
-    return strategy.map(lambda case: claimed(case, backend, tuple(impls)))
+    return strategy.map(lambda case: claimed(case, backend))

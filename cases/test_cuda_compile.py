@@ -8,13 +8,19 @@ compiler log. The emulated runs go through the real runtime's kernel table and l
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from backends.base import MUTANT_ENV
 from backends.cuda import GDN_COLUMNS, IN_PLACE, KERNELS
 from backends.cuda.compile_check import compile_all, compile_source
 from backends.cuda.build import (CHECK_ARCH, kernel_files, kernel_source, nvrtc, nvrtc_library_candidates,
-                                 nvrtc_options, program_label, program_source, programs, select_arch)
+                                 nvrtc_options, program_source, select_arch)
 from reference.case import Case, Input, Layout
 from reference.ops import REGISTRY, get_op
 from reference.tensor import DType
@@ -22,7 +28,6 @@ from reference.tensor import DType
 from .harness import run_case
 
 FILES = kernel_files()
-PROGRAMS = programs()  # each file, and each file with a mutant's define
 F16 = DType.F16
 
 
@@ -33,27 +38,24 @@ def _nvrtc_or_skip():
         pytest.skip(f"NVRTC through CuPy not usable here: {err!r}")
 
 
-LABELS = [program_label(f, d).replace(" ", "") for f, d in PROGRAMS]
-
-
-@pytest.mark.parametrize("file,defines", PROGRAMS, ids=[f"cuda-compile-{label}" for label in LABELS])
-def test_kernel_file_compiles(file, defines):
+@pytest.mark.parametrize("file", FILES, ids=[f"cuda-compile-{f}" for f in FILES])
+def test_kernel_file_compiles(file):
     _nvrtc_or_skip()
-    result = compile_source(program_source(file, defines), program_label(file, defines), "compute_80")
-    assert result.ok, f"{program_label(file, defines)} (compute_80):\n{result.log}"
+    result = compile_source(program_source(file), file, "compute_80")
+    assert result.ok, f"{file} (compute_80):\n{result.log}"
 
 
-@pytest.mark.parametrize("file,defines", PROGRAMS, ids=[f"cuda-sm90-{label}" for label in LABELS])
-def test_kernel_file_assembles_for_hopper(file, defines):
+@pytest.mark.parametrize("file", FILES, ids=[f"cuda-sm90-{f}" for f in FILES])
+def test_kernel_file_assembles_for_hopper(file):
     _nvrtc_or_skip()
-    result = compile_source(program_source(file, defines), program_label(file, defines), "sm_90")
-    assert result.ok, f"{program_label(file, defines)} (sm_90, through ptxas):\n{result.log}"
+    result = compile_source(program_source(file), file, "sm_90")
+    assert result.ok, f"{file} (sm_90, through ptxas):\n{result.log}"
 
 
 def test_cuda_compile_all_covers_every_program():
     _nvrtc_or_skip()
     results = compile_all()
-    assert [r.file for r in results] == [program_label(f, d) for f, d in PROGRAMS]
+    assert [r.file for r in results] == FILES
     assert all(r.ok for r in results), "\n".join(f"{r.file}: {r.log}" for r in results if not r.ok)
 
 
@@ -251,15 +253,16 @@ def test_kernels_on_host_emulation(emulated, op):
         assert outcome.passed, outcome.report()
 
 
-def test_cuda_emulated_broken_acc_is_caught(emulated):
-    assert emulated.impls("ACC") == ["default", "broken_acc_nb3"]
-    acc = get_op("ACC").pinned()
-    four_d = next(c for c in acc if c.inputs[0].ne[2:] == (3, 2))
-    three_d = acc[0]
-    broken = lambda c: Case(c.op, c.inputs, c.params, c.seed, "broken_acc_nb3")
-    assert run_case(emulated, four_d).passed
-    assert not run_case(emulated, broken(four_d)).passed, "the nb3-ignoring ACC kernel was not caught"
-    assert run_case(emulated, broken(three_d)).passed, "like the real bug, the broken kernel is right in 3-D"
+def test_cuda_emulated_acc_nb3_mutant_is_caught(emulated):
+    """llama.cpp #19426's bug planted in acc_set.cu (the mutant acc_nb3_ignored_cuda), run on the host emulation in a
+    fresh process: the 4-D case catches it; like the real bug it is right in 3-D."""
+    code = ("from backends.cuda.host_emulation import EmulatedCudaBackend; from cases.harness import run_case; "
+            "from reference.ops import get_op; acc = get_op('ACC').pinned(); backend = EmulatedCudaBackend(); "
+            "four_d = next(c for c in acc if c.inputs[0].ne[2:] == (3, 2)); "
+            "print(run_case(backend, four_d).passed, run_case(backend, acc[0]).passed)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, text=True,
+                          capture_output=True, env={**os.environ, MUTANT_ENV: "acc_nb3_ignored_cuda"})
+    assert done.stdout.split() == ["False", "True"], done.stdout + done.stderr
 
 
 @pytest.mark.parametrize("op", ["SILU", "SIGMOID", "SOFTPLUS", "EXP"], ids=lambda op: f"cuda-emulated-denormal-{op}")

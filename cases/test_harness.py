@@ -1,6 +1,6 @@
 """The harness must be able to fail: each deliberately wrong backend below is caught, with a message that says
-what went wrong. Plus the broken ACC kernel impl every device backend carries (llama.cpp #19426's bug)."""
-import shlex
+what went wrong. Plus llama.cpp #19426's ACC bug planted as a mutant, caught, with a reproducer that replays it."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends import KERNEL_BACKENDS
+from backends.base import MUTANT_ENV
 from backends.numpy_backend import NumpyBackend
 from conftest import device_backend
 from reference.case import Case, Input, Layout
@@ -89,34 +89,29 @@ def test_reference_passes_itself():
     assert run_case(NumpyBackend(), ACC_4D).passed
 
 
-@pytest.mark.parametrize("backend_name", KERNEL_BACKENDS)
-def test_broken_acc_impl_is_caught(backend_name):
-    backend = device_backend(backend_name)
-    assert "broken_acc_nb3" in backend.impls("ACC"), f"{backend_name} must carry the broken ACC impl"
-    broken = lambda case: Case(case.op, case.inputs, case.params, case.seed, "broken_acc_nb3")
-    caught = run_case(backend, broken(ACC_4D))
-    assert not caught.passed, "the suite failed to catch the nb3-ignoring ACC kernel"
-    print(caught.report())
-    # Like the real bug, the broken kernel is right on 3-D contiguous input: only the 4-D/strided cases expose it.
-    assert run_case(backend, broken(ACC_3D)).passed
-    assert run_case(backend, ACC_4D).passed
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def replay_with(backend_name: str, case: Case, mutant: str | None) -> subprocess.CompletedProcess:
+    """`python -m cases.replay` on the case in a fresh process, with KBO_MUTANT set to `mutant` (a planted bug)."""
+    env = {k: v for k, v in os.environ.items() if k != MUTANT_ENV} | ({MUTANT_ENV: mutant} if mutant else {})
+    return subprocess.run([sys.executable, "-m", "cases.replay", "--backend", backend_name, replay.case_to_json(case)],
+                          cwd=ROOT, capture_output=True, text=True, env=env)
 
 
 @pytest.mark.parametrize("backend_name", ["opencl", "vulkan"])
-def test_reproducer_replays_the_failure(backend_name, tmp_path, monkeypatch):
-    """The replay command printed for the broken ACC kernel fails again in a fresh process; for the correct
-    kernel it passes. The test-backend-ops form names the exact views and strides."""
+def test_acc_nb3_mutant_is_caught_and_its_reproducer_replays(backend_name, tmp_path, monkeypatch):
+    """llama.cpp #19426's bug planted in the backend's ACC kernel (the mutant acc_nb3_ignored_<backend>) fails the 4-D
+    case and, like the real bug, passes the 3-D one; the correct kernel passes both. The saved reproducer names the
+    exact views and strides in its test-backend-ops form."""
     device_backend(backend_name)
+    mutant = f"acc_nb3_ignored_{backend_name}"
+    caught = replay_with(backend_name, ACC_4D, mutant)
+    assert caught.returncode == 1 and "FAIL" in caught.stdout, caught.stdout + caught.stderr
+    assert replay_with(backend_name, ACC_3D, mutant).returncode == 0
+    assert replay_with(backend_name, ACC_4D, None).returncode == 0
     monkeypatch.setattr(replay, "REPRO_DIR", tmp_path)
-    case = Case(ACC_4D.op, ACC_4D.inputs, ACC_4D.params, ACC_4D.seed, "broken_acc_nb3")
-    text = replay.save_reproducer(backend_name, case, run_case(device_backend(backend_name), case).report(), "t")
-    command = next(line.strip() for line in text.splitlines() if line.strip().startswith("python -m cases.replay"))
-    root = Path(__file__).resolve().parent.parent
-    run = lambda cmd: subprocess.run([sys.executable, *shlex.split(cmd)[1:]], cwd=root, capture_output=True, text=True)
-    failed = run(command)
-    assert failed.returncode == 1 and "FAIL" in failed.stdout, failed.stdout + failed.stderr
-    fixed = run(command.replace("broken_acc_nb3", "default"))
-    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    text = replay.save_reproducer(backend_name, ACC_4D, caught.stdout, "t")
     assert "ggml_acc(ctx, a, b, 256, 16384, 49152, 12352)" in text
     assert "ggml_view_4d(ctx, b, 16, 16, 3, 2, b->nb[1], b->nb[2], b->nb[3], 64)" in text
     assert (tmp_path / f"{backend_name}-ACC-t.md").exists()

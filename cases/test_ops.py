@@ -10,7 +10,6 @@ from hypothesis import event, given, reject
 from hypothesis import strategies as st
 
 from backends import TESTED_BACKENDS
-from backends.base import is_mutant
 from conftest import device_backend
 from reference.case import Case
 from reference.ops import REGISTRY, get_op
@@ -35,28 +34,19 @@ def check(backend, case: Case, drawn: bool = False):
                     pytrace=False)
 
 
-def impls_under_test(backend, op: str) -> list[str]:
-    return [v for v in backend.impls(op) if not is_mutant(v)]
-
-
 def drawn_cases(backend, op: str):
-    """What test_drawn draws: cases of `op` in layouts `backend` claims for every impl it is tested in."""
-    return cases_for(op, backend, impls_under_test(backend, op))
+    """What test_drawn draws: cases of `op` in layouts `backend` claims."""
+    return cases_for(op, backend)
 
 
 @pytest.mark.parametrize("backend_name,case", [
     pytest.param(b, case, id=f"{b}-{case.label()}") for b in TESTED_BACKENDS for op in OPS for case in get_op(op).pinned()])
 def test_upstream(backend_name, case):
-    backend = device_backend(backend_name)
-    for impl in backend.impls(case.op):
-        if not is_mutant(impl):
-            check(backend, Case(case.op, case.inputs, case.params, case.seed, impl))
+    check(device_backend(backend_name), case)
 
 
 @pytest.mark.parametrize("backend_name,op", [pytest.param(b, op, id=f"{b}-{op}") for b in TESTED_BACKENDS for op in OPS])
 @given(data=st.data())
 def test_drawn(backend_name, op, data):
     backend = device_backend(backend_name)
-    case = data.draw(drawn_cases(backend, op), label="case")
-    for impl in impls_under_test(backend, op):
-        check(backend, Case(case.op, case.inputs, case.params, case.seed, impl), drawn=True)
+    check(backend, data.draw(drawn_cases(backend, op), label="case"), drawn=True)

@@ -26,7 +26,7 @@ def _input(ne, dtype="f32", permute=None, pad=(0, 0, 0, 0), offset=0):
 
 
 def _case(op="ADD", inputs=None, **extra):
-    d = {"op": op, "seed": 0, "impl": "default", "params": {},
+    d = {"op": op, "seed": 0, "params": {},
          "inputs": [_input([8, 2]), _input([8, 2])] if inputs is None else inputs}
     return json.dumps({**d, **extra})
 
@@ -36,8 +36,8 @@ def _case(op="ADD", inputs=None, **extra):
 OP_SAYS = "(?s:.*)"
 REFUSED = {
     "malformed-json": ('{"op":"ADD",', "not a case: malformed JSON (Expecting property name"),
-    "not-an-object": ("[1, 2]", "the case must be a JSON object with op, inputs, params, seed, impl, got [1, 2]"),
-    "unknown-key": (_case(param={}), "the case has unknown key(s) param; known: op, inputs, params, seed, impl"),
+    "not-an-object": ("[1, 2]", "the case must be a JSON object with op, inputs, params, seed, got [1, 2]"),
+    "unknown-key": (_case(param={}), "the case has unknown key(s) param; known: op, inputs, params, seed"),
     "unknown-op": (_case("FROB"), "unknown op 'FROB'; known ops: ACC, ADD,"),
     "op-not-a-name": (_case(7), "op must be an op name, got 7"),
     "one-input-for-two": (_case(inputs=[_input([8, 2])]), "ADD takes 2 input(s), the case has 1"),
@@ -95,14 +95,6 @@ def test_refused_in_one_line_before_any_backend(row, capsys, no_backend_no_run):
         assert message.match(err[len(prefix):]), err
     else:
         assert err[len(prefix):].startswith(message), err
-
-
-def test_unknown_impl_refused_before_the_run(capsys, monkeypatch):
-    monkeypatch.setattr(replay, "run_case", lambda *a: pytest.fail("the case ran"))
-    with pytest.raises(SystemExit) as done:
-        replay.main(["--backend", "numpy", _case(impl="zzz")])
-    assert done.value.code == 2
-    assert capsys.readouterr().err == "python -m cases.replay: error: numpy has no impl 'zzz' of ADD (has default)\n"
 
 
 def test_unsupported_exits_3(capsys, monkeypatch):
@@ -178,7 +170,7 @@ def test_parse_size(text, size):
 # ---- every reproducer the suite prints is still accepted ------------------------------------------------------
 def _normalized(case: Case) -> Case:  # JSON has no tuples: list parameters come back as tuples
     return Case(case.op, case.inputs, tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in case.params),
-                case.seed, case.impl)
+                case.seed)
 
 
 def test_every_pinned_case_round_trips():

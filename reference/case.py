@@ -64,17 +64,16 @@ class Input:
 
 @dataclass(frozen=True)
 class Case:
-    """One op with its inputs (and the kernel impl to run): the unit every test, reproducer and perf run is made of."""
+    """One op with its inputs: the unit every test, reproducer and perf run is made of."""
 
     op: str
     inputs: tuple[Input, ...]
     params: tuple = ()  # (name, value) pairs, kept hashable
     seed: int = 0
-    impl: str = "default"
 
     @staticmethod
-    def of(op: str, *inputs: Input, seed: int = 0, impl: str = "default", **params) -> "Case":
-        return Case(op.upper(), tuple(inputs), tuple(sorted(params.items())), seed, impl)
+    def of(op: str, *inputs: Input, seed: int = 0, **params) -> "Case":
+        return Case(op.upper(), tuple(inputs), tuple(sorted(params.items())), seed)
 
     @property
     def param_dict(self) -> dict:
@@ -95,6 +94,4 @@ class Case:
                 parts.append(f"type_{names[i]}={inp.dtype.label}")
         parts += [f"{k}={json.dumps(v) if isinstance(v, (list, tuple)) else v}".replace(" ", "")
                   for k, v in self.params]
-        if self.impl != "default":
-            parts.append(f"impl={self.impl}")
         return f"{self.op}({','.join(parts)})"

@@ -20,7 +20,6 @@ class Node:
     srcs: list[Tensor]
     dst: Tensor
     params: dict
-    impl: str = "default"
     name: str = ""
 
     @property
@@ -39,7 +38,7 @@ class Node:
 
 
 def make_node(op_name: str, srcs: list[Tensor], params: dict | None = None, dst: Tensor | None = None,
-              impl: str = "default", name: str = "") -> Node:
+              name: str = "") -> Node:
     """Validate and build a node. `dst` defaults to the op's output descriptor (bind a buffer before running)."""
     op = get_op(op_name)
     full = op.validate(srcs, params or {})
@@ -48,7 +47,7 @@ def make_node(op_name: str, srcs: list[Tensor], params: dict | None = None, dst:
         dst = expected
     else:
         _check_dst(op, expected, dst)
-    node = Node(op, list(srcs), dst, full, impl, name)
+    node = Node(op, list(srcs), dst, full, name)
     check_bindings(node)
     return node
 

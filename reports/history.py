@@ -108,6 +108,7 @@ REQUIRED = {
     "conformance": ([("backend", _TEXT), ("op", _TEXT), ("passed", _INT), ("failed", _INT), ("skipped", _INT)], []),
     "parity": ([("backend", _TEXT), ("against", _TEXT), ("model", _TEXT), ("variant", _TEXT), ("form", _TEXT),
                 ("passed", _BOOL)], []),
+    "mutants": ([("mutant", _TEXT), ("backend", _TEXT), ("op", _TEXT), ("caught", _BOOL), ("seed", _INT)], []),
 }
 
 

@@ -14,11 +14,10 @@ from reference.node import Node
 from reference.ops import REGISTRY
 
 from ..base import Backend, Replay, param_block, pow2_at_least
-from .build import compile_program, device_arch, nvrtc, program_label, program_source
+from .build import compile_program, device_arch, nvrtc, program_source
 
 # op -> entry point in its family's file (backends/cuda/<family>.cu). {src}/{dst} in an entry point are the operand
-# types (f32, f16); {cols} is GATED_DELTA_NET's block width (GDN_COLUMNS). A mutant (OpSpec.mutants) is the same entry
-# point compiled with the define that plants it.
+# types (f32, f16); {cols} is GATED_DELTA_NET's block width (GDN_COLUMNS).
 KERNELS = {
     "ACC": "acc_f32",
     "SET": "set_b32",  # f32 and i32 alike: raw 32-bit words
@@ -87,7 +86,6 @@ def _gdn_columns(node: Node) -> int | None:
 
 class CudaBackend(Backend):
     name = "cuda"
-    plants_mutants = True
 
     def __init__(self):
         super().__init__()
@@ -111,16 +109,13 @@ class CudaBackend(Backend):
         return buf.handle.get()
 
     # ---- ops ----------------------------------------------------------------------------------------------------
-    def _kernel(self, node: Node) -> tuple[str, str, tuple[str, ...]]:
-        """(kernel file, entry point, defines) of the node."""
+    def _kernel(self, node: Node) -> tuple[str, str]:
+        """(kernel file, entry point) of the node."""
         entry = IN_PLACE[node.op.name] if _in_place(node) else KERNELS[node.op.name]
-        return (f"{node.op.family}.cu", entry.format(src=node.srcs[0].dtype.label, dst=node.dst.dtype.label,
-                                                     cols=_gdn_columns(node)), self.mutant_defines(node))
+        return f"{node.op.family}.cu", entry.format(src=node.srcs[0].dtype.label, dst=node.dst.dtype.label,
+                                                    cols=_gdn_columns(node))
 
     def supports(self, node):
-        why = self.impl_refusal(node)
-        if why:
-            return why
         for t in node.tensors:
             if t.nelements >= INT_LIMIT:
                 return f"{t.describe()} has {t.nelements} elements; kernels index elements with 32-bit ints"
@@ -128,12 +123,12 @@ class CudaBackend(Backend):
             return f"head size S={node.srcs[2].ne[0]}: a thread holds one state column of at most {GDN_COLUMNS[-1]}"
         return None
 
-    def _function(self, file: str, entry: str, defines: tuple[str, ...] = ()):
-        key = (file, defines, self.arch)
+    def _function(self, file: str, entry: str):
+        key = (file, self.arch)
         if key not in _MODULES:
-            code, log = compile_program(program_source(file, defines), program_label(file, defines), self.arch)
+            code, log = compile_program(program_source(file), file, self.arch)
             if code is None:
-                raise RuntimeError(f"NVRTC failed on {program_label(file, defines)} for {self.arch}:\n{log}")
+                raise RuntimeError(f"NVRTC failed on {file} for {self.arch}:\n{log}")
             module = self.cp.cuda.function.Module()
             module.load(code)  # a cubin, or PTX the driver compiles
             _MODULES[key] = module
@@ -163,8 +158,8 @@ class CudaBackend(Backend):
         return min(_ceil_div(items, BLOCK), self.max_blocks), BLOCK
 
     def _prepare(self, node):
-        file, entry, defines = self._kernel(node)
-        function = self._function(file, entry, defines)
+        file, entry = self._kernel(node)
+        function = self._function(file, entry)
         params = self.cp.asarray(param_block(node))
         args = tuple(t.buffer.handle for t in node.tensors) + (params,)
         blocks, threads = self._launch_shape(node, entry)
@@ -215,7 +210,7 @@ class CudaBackend(Backend):
 
 
 def _in_place(node: Node) -> bool:
-    return node.op.name in IN_PLACE and node.inplace and node.impl == "default"
+    return node.op.name in IN_PLACE and node.inplace
 
 
 class CudaReplay(Replay):

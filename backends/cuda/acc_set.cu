@@ -21,31 +21,6 @@ __device__ __forceinline__ bool block_index(const View& vb, const int* p, int e,
     return i[0] < vb.ne[0] && i[1] < vb.ne[1] && i[2] < vb.ne[2] && i[3] < vb.ne[3];
 }
 
-#if defined(BROKEN_ACC_NB3)
-// BROKEN_ACC_NB3 (the mutant "broken_acc_nb3"): llama.cpp Vulkan bug #19426, planted on purpose. The offset is
-// decomposed with nb2 and nb1 only (nb3 ignored, i3 never bounded) and b is read as if contiguous. Right for a
-// contiguous 3-D b, wrong when ne2/ne3 > 1 stack along nb3 or b is strided: the suite must catch it.
-extern "C" __global__ void acc_f32(float* d, const float* a, const float* b, const int* p) {
-    const View vd = view_of(p, 0);
-    const View va = view_of(p, 1);
-    const View vb = view_of(p, 2);
-    const int nb1 = op_int(p, 0), nb2 = op_int(p, 1), offset = op_int(p, 3);
-    const int n = nelements(vd);
-    for (long long e = first_thread(); e < n; e += thread_stride()) {
-        float value = a[va.off + e];
-        const int o = (int)e - offset;
-        if (o >= 0) {
-            const int i2 = o / nb2;
-            const int i1 = o % nb2 / nb1;
-            const int i0 = o % nb1;
-            if (i0 < vb.ne[0] && i1 < vb.ne[1] && i2 < vb.ne[2]) {
-                value += b[vb.off + i0 + (long long)vb.ne[0] * (i1 + (long long)vb.ne[1] * i2)];
-            }
-        }
-        d[at_flat(vd, (int)e, true)] = value;
-    }
-}
-#else
 extern "C" __global__ void acc_f32(float* d, const float* a, const float* b, const int* p) {
     const View vd = view_of(p, 0);
     const View va = view_of(p, 1);
@@ -60,7 +35,6 @@ extern "C" __global__ void acc_f32(float* d, const float* a, const float* b, con
         d[at_flat(vd, (int)e, true)] = value;
     }
 }
-#endif
 
 // SET moves raw 32-bit words, so one kernel serves f32 and i32.
 extern "C" __global__ void set_b32(unsigned int* d, const unsigned int* a, const unsigned int* b, const int* p) {

@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 from typing import Iterable
 
+from ..base import kernel_text
+
 KERNEL_DIR = Path(__file__).parent
 # IEEE float32 throughout: denormals kept, correctly rounded division and sqrt, no fast-math approximations.
 NVRTC_OPTIONS = ("-std=c++17", "-ftz=false", "-prec-div=true", "-prec-sqrt=true")
@@ -41,29 +43,17 @@ def kernel_files() -> list[str]:
     return sorted(p.name for p in KERNEL_DIR.glob("*.cu"))
 
 
-def programs() -> list[tuple[str, tuple[str, ...]]]:
-    """Every program the backend compiles: (kernel file, defines) - each file as it is, and each op's mutants
-    (OpSpec.mutants) in its family's file with the define that plants them."""
-    from reference.ops import REGISTRY
-
-    mutants = sorted({(f"{op.family}.cu", (define,)) for op in REGISTRY.values() for define, _ in op.mutants.values()})
-    return [(name, ()) for name in kernel_files()] + mutants
-
-
-def program_label(file: str, defines: tuple[str, ...]) -> str:
-    return file + "".join(f" -D{d}" for d in defines)
-
-
-def program_source(file: str, defines: tuple[str, ...] = ()) -> str:
-    """A kernel file's source as the runtime compiles it: the defines, then the file with its includes inlined."""
-    return "".join(f"#define {d}\n" for d in defines) + kernel_source(file)
+def program_source(file: str) -> str:
+    """A kernel file's source as the runtime compiles it: the file with its includes inlined (and the active mutant's
+    edit, kernel_text)."""
+    return kernel_source(file)
 
 
 def kernel_source(name: str, text: str | None = None, _seen: set | None = None) -> str:
     """`name` (a file in KERNEL_DIR, or any label when `text` is given) with local includes inlined once each."""
     seen = set() if _seen is None else _seen
     if text is None:
-        text = (KERNEL_DIR / name).read_text()
+        text = kernel_text("cuda", KERNEL_DIR / name)
     out = [f'#line 1 "{name}"']
     for number, line in enumerate(text.splitlines(), start=1):
         include = _INCLUDE.match(line)

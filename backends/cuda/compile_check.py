@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from .build import CHECK_ARCH, compile_program, describe_nvrtc, device_arch, program_label, program_source, programs
+from .build import CHECK_ARCH, compile_program, describe_nvrtc, device_arch, kernel_files, program_source
 
 
 @dataclass
@@ -30,9 +30,8 @@ def compile_source(source: str, name: str, arch: str = CHECK_ARCH) -> CompileRes
 
 
 def compile_all(arch: str = CHECK_ARCH) -> list[CompileResult]:
-    """Every program of the backend (each .cu file, and each with a mutant's define), as the runtime compiles it."""
-    return [compile_source(program_source(file, defines), program_label(file, defines), arch)
-            for file, defines in programs()]
+    """Every kernel file of the backend, as the runtime compiles it."""
+    return [compile_source(program_source(file), file, arch) for file in kernel_files()]
 
 
 def resolve_arch(arch: str) -> str:

@@ -30,9 +30,9 @@ def compiler() -> str | None:
     return shutil.which("g++") or shutil.which("clang++")
 
 
-def build(file: str, defines: tuple[str, ...] = ()) -> ctypes.CDLL:
-    """The kernel file (with defines) as a shared library (cached by a hash of its full source)."""
-    source = '#include "host_emulation.h"\n' + program_source(file, defines)
+def build(file: str) -> ctypes.CDLL:
+    """The kernel file as a shared library (cached by a hash of its full source)."""
+    source = '#include "host_emulation.h"\n' + program_source(file)
     header = (KERNEL_DIR / "host_emulation.h").read_bytes()
     digest = hashlib.sha256(source.encode() + header).hexdigest()[:16]
     lib = CACHE_DIR / f"{Path(file).stem}-{digest}.so"
@@ -83,10 +83,10 @@ class EmulatedCudaBackend(CudaBackend):
     def read(self, buf):
         return buf.handle.copy()
 
-    def _function(self, file, entry, defines=()):
-        if (file, defines) not in self.libs:
-            self.libs[(file, defines)] = build(file, defines)
-        return EmulatedKernel(self.libs[(file, defines)], entry)
+    def _function(self, file, entry):
+        if file not in self.libs:
+            self.libs[file] = build(file)
+        return EmulatedKernel(self.libs[file], entry)
 
     def synchronize(self):
         pass

@@ -33,7 +33,7 @@ class GgmlBackend(HostMemoryBackend):
         G.init()
 
     def supports(self, node: Node) -> str | None:
-        return self.impl_refusal(node) or G.refusal(node)
+        return G.refusal(node)
 
     def _prepare(self, node: Node):
         reason = self.supports(node)

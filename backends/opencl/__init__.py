@@ -19,7 +19,7 @@ from reference.node import Node
 from reference.ops import REGISTRY
 from reference.tensor import Buffer, DType
 
-from ..base import PARAM_WORDS, TENSOR_WORDS, Backend, Replay, param_block, pow2_at_least
+from ..base import PARAM_WORDS, TENSOR_WORDS, Backend, Replay, kernel_text, param_block, pow2_at_least
 
 HERE = Path(__file__).parent
 CHUNK = 256  # elements per work item of the "rows" and "flat" grids (common.cl)
@@ -50,7 +50,7 @@ PARAMS_DTYPE = np.dtype([("w", np.int32, PARAM_WORDS)])  # common.cl's Params, p
 # one single-work-item group per 8 * PACK_NV rows x PACK_TM columns of dst (any strides), "k1" = one work item per MM_RN
 # x MM_RM block of dst (prepare() switches MUL_MAT to entry mul_mat_k1 on this grid when b has few columns and a and b
 # are both contiguous along k), "heads" = one work group per (head, seq) with one work item per value column. prepare()
-# adds per-node defines: CHUNK, types (CPY/CONT, a of MUL_MAT), b broadcast (binary), in place and impl (ACC/SET), taps
+# adds per-node defines: CHUNK, types (CPY/CONT, a of MUL_MAT), b broadcast (binary), taps
 # (SSM_CONV), head size and gate kind (GATED_DELTA_NET), types (GET_ROWS, MUL_MAT_ID), NP and KP (ARGSORT/TOP_K),
 # blocking and b's k stride (MUL_MAT, MUL_MAT_ID).
 KERNELS = {
@@ -132,7 +132,6 @@ def _collapse(words: np.ndarray, ts: list[int]) -> None:
 
 class OpenCLBackend(Backend):
     name = "opencl"
-    plants_mutants = True
 
     def __init__(self):
         super().__init__()
@@ -140,7 +139,7 @@ class OpenCLBackend(Backend):
         self.platform, self.device = platform, device
         self.ctx = cl.Context([device])
         self.queue = cl.CommandQueue(self.ctx, device, properties=cl.command_queue_properties.PROFILING_ENABLE)
-        self._common = (HERE / "common.cl").read_text()
+        self._common = kernel_text(self.name, HERE / "common.cl")
         self._programs: dict[tuple, cl.Program] = {}
 
     # ---- buffers ------------------------------------------------------------------------------------------------
@@ -165,15 +164,12 @@ class OpenCLBackend(Backend):
         so its arguments are set once."""
         key = (file, defines)
         if key not in self._programs:
-            src = self._common + "\n" + (HERE / file).read_text()
+            src = self._common + "\n" + kernel_text(self.name, HERE / file)
             self._programs[key] = cl.Program(self.ctx, src).build(BUILD_OPTIONS + [f"-D{d}" for d in defines])
         return cl.Kernel(self._programs[key], entry)
 
     def supports(self, node: Node) -> str | None:
         name = node.op.name
-        why = self.impl_refusal(node)
-        if why:
-            return why
         if name in ("ARGSORT", "TOP_K") and 8 * pow2_at_least(node.srcs[0].ne[0]) > self.device.local_mem_size:
             return f"{name} sorts a row in local memory: {node.srcs[0].ne[0]} keys do not fit"
         for t in node.tensors:
@@ -206,9 +202,8 @@ class OpenCLBackend(Backend):
             return None
         defines = list(defines)
         words = param_block(node)
-        inplace = name in ("ACC", "SET") and node.inplace
-        walks_b = inplace and node.impl == "default"  # in place only b's block changes: acc_set_block walks b
-        if walks_b:
+        inplace = name in ("ACC", "SET") and node.inplace  # only b's block changes: acc_set_block walks b
+        if inplace:
             if srcs[1].nelements == 0:
                 return None
             entry = "acc_set_block"
@@ -224,9 +219,6 @@ class OpenCLBackend(Backend):
             defines += ["SRC_F16"] * (srcs[0].dtype == DType.F16) + ["DST_F16"] * (dst.dtype == DType.F16)
         if name in ("ADD", "SUB", "MUL", "DIV") and words[19] != words[1]:
             defines.append("BCAST0")
-        if inplace:
-            defines.append("INPLACE")
-        defines += self.mutant_defines(node)
         if name == "SSM_CONV":
             defines.append(f"D_CONV={srcs[1].ne[0]}")
         if name in ("MUL_MAT", "MUL_MAT_ID", "GET_ROWS"):
@@ -264,7 +256,7 @@ class OpenCLBackend(Backend):
             l1 = min((STRIDED_LOCAL if strided else MAX_LOCAL) // l0, pow2_at_least(ne1))
             gsize, lsize = (-(-chunks // l0) * l0, -(-ne1 // l1) * l1, ne23), (l0, l1, 1)
         elif grid == "flat":
-            runs = -(-(srcs[1] if walks_b else dst).nelements // chunk)
+            runs = -(-(srcs[1] if inplace else dst).nelements // chunk)
             local = min(MAX_LOCAL, pow2_at_least(runs))
             gsize, lsize = (-(-runs // local) * local,), (local,)
         elif grid == "segments":  # the row is src0's (SUM_ROWS' dst has ne0 = 1)

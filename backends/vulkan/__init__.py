@@ -24,10 +24,12 @@ lane-by-lane loads.
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -38,7 +40,7 @@ from reference.node import Node
 from reference.ops import REGISTRY
 from reference.tensor import Buffer, DType
 
-from ..base import TENSOR_WORDS, Backend, Replay, param_block
+from ..base import TENSOR_WORDS, Backend, Replay, active_mutant, kernel_text, param_block
 
 HERE = Path(__file__).resolve().parent
 GLSLC_FLAGS = ["--target-env=vulkan1.1", "-O"]
@@ -46,7 +48,7 @@ GLSLC_FLAGS = ["--target-env=vulkan1.1", "-O"]
 # op -> #defines; the kernel file is the op's family (backends/vulkan/<family>.comp). kernel_for() adds the type and
 # layout defines: SRC_F16/DST_F16, VEC4 / DST_VEC4 (contiguous 4-aligned operands), XCACHE/SHARE_A (SOLVE_TRI), DCONV
 # (SSM_CONV), ROWCACHE (norms, softmax), IN_PLACE_BLOCK (ACC/SET in place), A_F16/SHARE (MUL_MAT), SDIM/KDA
-# (GATED_DELTA_NET), and a mutant's define (OpSpec.mutants).
+# (GATED_DELTA_NET).
 KERNELS = {
     "ACC": ("OP_ACC",),
     "SET": ("OP_SET",),
@@ -120,12 +122,26 @@ def _glslc_version() -> str:
 
 
 def _sources(name: str) -> str:
-    """The file's text followed by every file it includes (recursively), for the cache key."""
-    text = (HERE / name).read_text()
+    """The file's text (as kernel_text gives it) followed by every file it includes (recursively), for the cache key."""
+    text = kernel_text("vulkan", HERE / name)
     parts = [text]
     for inc in re.findall(r'^\s*#include\s+"([^"]+)"', text, flags=re.M):
         parts.append(_sources(inc))
     return "\n".join(parts)
+
+
+@functools.lru_cache(maxsize=None)
+def _source_dir() -> Path:
+    """Where glslc reads the kernels: this folder, or with a Vulkan mutant active (KBO_MUTANT) a copy of its sources
+    with the mutant's edit made (kernel_text), so the files themselves never change."""
+    active = active_mutant()
+    if active is None or active[1].backend != "vulkan":
+        return HERE
+    tree = Path(tempfile.mkdtemp(prefix="kbo-mutant-"))
+    atexit.register(shutil.rmtree, tree, ignore_errors=True)
+    for path in [*HERE.glob("*.comp"), *HERE.glob("*.glsl")]:
+        (tree / path.name).write_text(kernel_text("vulkan", path))
+    return tree
 
 
 @functools.lru_cache(maxsize=None)
@@ -140,7 +156,7 @@ def spirv(name: str, defines: tuple[str, ...]) -> bytes:
     fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".tmp")
     os.close(fd)
     try:
-        done = subprocess.run(["glslc", *flags, str(HERE / name), "-o", tmp], capture_output=True, text=True)
+        done = subprocess.run(["glslc", *flags, str(_source_dir() / name), "-o", tmp], capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"glslc failed on {name} {defines}:\n{done.stderr}")
         code = Path(tmp).read_bytes()
@@ -196,7 +212,7 @@ def _sort_loop_iterations(node: Node) -> int:
 
 
 def kernel_for(node: Node) -> tuple[str, tuple[str, ...]]:
-    """The kernel file and #defines for this node (op, types, layout fast paths, impl)."""
+    """The kernel file and #defines for this node (op, types, layout fast paths)."""
     op = node.op.name
     name, defines = f"{node.op.family}.comp", KERNELS[op]
     if op in ("CPY", "CONT"):
@@ -248,7 +264,7 @@ def kernel_for(node: Node) -> tuple[str, tuple[str, ...]]:
                 defines += (f"ROWCACHE={max(4, 1 << (per_lane - 1).bit_length())}",)
     elif op in ("CPY", "CONT") and node.dst.is_contiguous() and _elems(node.dst, node.dst.offset) % 4 == 0:
         defines += ("DST_VEC4",)
-    return name, defines + Backend.mutant_defines(node)
+    return name, defines
 
 
 def _column_stride(t) -> int | None:
@@ -296,8 +312,8 @@ def kernel_words(node: Node) -> np.ndarray:
 
 
 def _in_place_block(node: Node) -> bool:
-    """ACC/SET in place (dst is a itself), default impl: acc_set.comp walks b only, as nothing else changes."""
-    return node.op.name in ("ACC", "SET") and node.impl == "default" and node.inplace
+    """ACC/SET in place (dst is a itself): acc_set.comp walks b only, as nothing else changes."""
+    return node.op.name in ("ACC", "SET") and node.inplace
 
 
 def _mmid_share(node: Node) -> bool:
@@ -383,7 +399,6 @@ def _manager():
 
 class VulkanBackend(Backend):
     name = "vulkan"
-    plants_mutants = True
     # Creating a kp algorithm builds a pipeline (~9 ms on lavapipe, most of a model step): pooled buffers make a
     # graph run again bind the same buffers, so its algorithms are reused from the cache below.
     pool_buffers = True
@@ -426,9 +441,6 @@ class VulkanBackend(Backend):
 
     # ---- ops ----
     def supports(self, node: Node) -> str | None:
-        why = self.impl_refusal(node)
-        if why:
-            return why
         if node.op.name in ("ARGSORT", "TOP_K") and _sort_loop_iterations(node) > LOOP_LIMIT:
             return (f"rows of {node.srcs[0].ne[0]} need {_sort_loop_iterations(node)} loop iterations in sort.comp; "
                     f"llvmpipe stops an invocation's loops after {LOOP_LIMIT}")

@@ -5,8 +5,6 @@
 // stepped with carries, no division (lavapipe executes both sides of a branch, so a conditional split costs always).
 // IN_PLACE_BLOCK (dst is a itself, default impl): only b's block changes, so one thread per PER consecutive
 // elements of b writes its elements of the block and nothing else is touched.
-// BROKEN_ACC_NB3 reproduces llama.cpp Vulkan bug #19426 on purpose (impl "broken_acc_nb3"): o is split with nb2/nb1
-// only, i3 is never bounded and b is read as if contiguous.
 #include "common.glsl"
 
 int bnb1, bnb2, bnb3;
@@ -28,16 +26,9 @@ void block_step() { // o -> o + 1
 
 // The new word of a's element at block offset o (a's word is v). `step`: advance the split state from o - 1.
 uint combine(uint v, int o, bool step) {
-#if defined(BROKEN_ACC_NB3)
-    int i2 = o / bnb2, r = o % bnb2;
-    int i1 = r / bnb1, i0 = r % bnb1;
-    bool inside = o >= 0 && i0 < ne_1.x && i1 < ne_1.y && i2 < ne_1.z;
-    uint w = inside ? S1[off_1 + i0 + ne_1.x * (i1 + ne_1.y * i2)] : 0u;
-#else
     if (step && o > 0) block_step(); // at o == 0 the state already holds the split of 0
     bool inside = o >= 0 && all(lessThan(bi, ne_1));
     uint w = inside ? S1[at(bi, nb_1, off_1)] : 0u;
-#endif
 #if defined(OP_ACC)
     return inside ? floatBitsToUint(uintBitsToFloat(v) + uintBitsToFloat(w)) : v;
 #else

@@ -12,7 +12,7 @@ from ..case import Case, Input, Layout
 from ..tensor import DType, Tensor, contiguous_strides
 from . import draw as d
 from .ggml_call import GgmlCall, Param, Src, contiguous, dense_nb0, need
-from .spec import INT, PERF_NE, Kind, OpSpec, register, same_shape, uniform
+from .spec import INT, PERF_NE, Kind, Mutant, OpSpec, register, same_shape, uniform
 
 F32, I32 = DType.F32, DType.I32
 FAMILY = "acc_set"
@@ -158,14 +158,23 @@ _BYTES = Kind("an int (bytes; required)", INT.accept)
 _BLOCK_KINDS = {"nb1": _BYTES, "nb2": _BYTES, "nb3": _BYTES}
 _PERF_PARAMS = block_params(PERF_NE, offset=PERF_NE[0])  # b: half of each row of a, from a quarter in
 
+_NB3_BUG = "llama.cpp #19426: Vulkan ACC split the offset with nb2 and nb1 only, ignoring the op's nb3"
+
 register(OpSpec(
     "ACC", 2, _block_ref("acc"), same_shape, dict(_BLOCK_PARAMS), _check_block, _block_words,
     flops=lambda s, d, p: s[1].nelements, inplace_param="inplace", kinds=_BLOCK_KINDS,
     summary="dst = a; dst[offset + i0*4 + i1*nb1 + i2*nb2 + i3*nb3] += b (byte strides)",
     family=FAMILY, pinned=acc_cases, strategy=lambda: block("ACC"), ggml=_ggml("acc"),
     perf=Case.of("ACC", Input(PERF_NE), Input((PERF_NE[0] // 2, PERF_NE[1])), **_PERF_PARAMS),
-    mutants={"broken_acc_nb3": ("BROKEN_ACC_NB3", "llama.cpp #19426: Vulkan ACC split the offset with nb2 and nb1 "
-                                                   "only, ignoring the op's nb3")}))
+    mutants=(
+        # llama.cpp #19426's class of bug: the block's nb3 ignored (i3 never found), so b's first 3-D slab is written
+        # over every slab of the block
+        Mutant("acc_nb3_ignored_opencl", "opencl", "int i3 = o / nb3, r3 = o - i3 * nb3;", "int i3 = 0, r3 = o % nb3;",
+               "stride", _NB3_BUG),
+        Mutant("acc_nb3_ignored_vulkan", "vulkan", "bi.w = o / bnb3; br.y = o - bi.w * bnb3;", "bi.w = 0; br.y = o;",
+               "stride", _NB3_BUG),
+        Mutant("acc_nb3_ignored_cuda", "cuda", "i[3] = o / nb3;", "i[3] = 0;", "stride", _NB3_BUG),
+    )))
 register(OpSpec(
     "SET", 2, _block_ref("set"), same_shape, dict(_BLOCK_PARAMS), _check_block, _block_words,
     domain=uniform(-1000, 1000),  # wide enough that i32 words differ

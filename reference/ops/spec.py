@@ -125,6 +125,31 @@ for _name in ("__setitem__", "__delitem__", "__ior__", "update", "pop", "popitem
     setattr(Params, _name, _unchecking(_name))
 
 
+# ---- planted bugs -------------------------------------------------------------------------------------------------
+MUTANT_KINDS = ("stride", "eps", "carry", "broadcast", "off-by-one", "hole", "out-of-bounds", "barrier", "precision",
+                "wrong-op", "sign")
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """A realistic bug planted on purpose by one text edit of one kernel source, made in memory when the environment
+    variable KBO_MUTANT names it (backends/base.py kernel_text), never to the file. The op's tests on that backend must
+    catch it: `python -m cases.mutants` runs them and fails on a survivor."""
+
+    name: str
+    backend: str  # opencl, vulkan or cuda
+    find: str  # text that occurs exactly once in the file
+    replace: str
+    kind: str  # one of MUTANT_KINDS
+    bug: str  # the bug it reproduces, with the upstream reference where there is one
+    file: str = ""  # the kernel file; default the op family's (<family>.cl, .comp, .cu)
+
+    def __post_init__(self):
+        if self.backend not in ("opencl", "vulkan", "cuda") or self.kind not in MUTANT_KINDS or self.find == self.replace:
+            raise TypeError(f"mutant {self.name}: backend must be opencl/vulkan/cuda, kind one of {MUTANT_KINDS}, and "
+                            f"the edit must change the text")
+
+
 # ---- the record ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class OpSpec:
@@ -158,9 +183,8 @@ class OpSpec:
     strategy: Callable | None = None  # () -> hypothesis strategy of Cases: drawn shapes, views and values
     perf: Case | None = None  # the large case `bench ops` times
     ggml: GgmlCall | None = None  # how ggml calls it: the ggml backend and the test-backend-ops reproducer
-    # Bugs planted on purpose, to prove the suite catches them: impl name -> (the define that plants it in every
-    # backend's kernel source, what bug it reproduces). Conformance runs skip them (is_mutant).
-    mutants: dict = field(default_factory=dict)
+    # Bugs planted on purpose in its kernels, to prove its tests catch them (Mutant, python -m cases.mutants)
+    mutants: tuple = ()
     param_kinds: dict = field(init=False, repr=False, compare=False, default=None)  # every parameter's Kind
 
     def __post_init__(self):
@@ -173,8 +197,6 @@ class OpSpec:
         lacking = [f for f in ("family", "pinned", "strategy", "perf", "ggml") if not getattr(self, f)]
         if lacking:
             raise TypeError(f"{self.name}: its record needs {', '.join(lacking)} (see reference/ops/spec.py)")
-        if any(not name.startswith("broken_") for name in self.mutants):
-            raise TypeError(f"{self.name}: mutant names start with broken_, got {sorted(self.mutants)}")
 
     def defaults(self, params: dict) -> dict:
         unknown = set(params) - set(self.params)
@@ -256,6 +278,22 @@ def get_op(name: str) -> OpSpec:
         return REGISTRY[name.upper()]
     except KeyError:
         raise ValueError(f"unknown op {name!r}; known ops: {', '.join(sorted(REGISTRY))}") from None
+
+
+def mutants() -> dict[str, tuple[OpSpec, "Mutant"]]:
+    """Every registered mutant by name, with its op."""
+    found: dict[str, tuple[OpSpec, Mutant]] = {}
+    for op in REGISTRY.values():
+        for m in op.mutants:
+            if m.name in found:
+                raise TypeError(f"mutant name {m.name} is used twice ({found[m.name][0].name}, {op.name})")
+            found[m.name] = (op, m)
+    return found
+
+
+def mutant_file(op: OpSpec, m: "Mutant", suffix: str) -> str:
+    """The kernel file a mutant edits: its own, or its op family's with the backend's suffix (.cl, .comp, .cu)."""
+    return m.file or f"{op.family}{suffix}"
 
 
 # bench ops times each op on its record's perf case; memory-bound ops move >= 16 MiB per operand: ne of 4 Mi f32.
