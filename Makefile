@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test bench bench-ops support
+.PHONY: setup test mutants bench bench-ops support
 
 setup:
 	bash scripts/setup.sh
@@ -10,6 +10,10 @@ setup:
 # OpenCL (PoCL) and Vulkan (lavapipe) must run, never skip: KBO_REQUIRE turns a missing runtime into a failure.
 test: setup
 	KBO_REQUIRE=opencl,vulkan,ggml $(PY) -m pytest -n auto -q --hypothesis-seed=0 $(PYTEST_ARGS)
+
+# Every registered kernel mutant run against its op's tests, Hypothesis seed 0 (the CI step after `make test`).
+mutants: setup
+	KBO_REQUIRE=opencl,vulkan $(PY) -m cases.mutants --no-record
 
 # llama-bench's pp512 and tg128 after 8192 tokens of context, tiny model, every available backend. Three repetitions
 # (the command's default is llama-bench's five) keep it within 5 minutes on 2 cores, where lavapipe's tg128 dominates.

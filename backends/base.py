@@ -167,6 +167,11 @@ class Backend:
         """None when the backend runs this node, else the reason it does not (shown as 'unsupported')."""
         raise NotImplementedError
 
+    def kernel_path(self, node: Node) -> str:
+        """Which code path of this backend runs the node (kernel entry, compile-time specialisations): what path
+        coverage (python -m cases.coverage) counts. A backend with one path per op keeps this default."""
+        return node.op.name
+
     def prepare(self, node: Node) -> Callable[[], None]:
         """Check, then compile/bind once (the runtime's _prepare); the callable enqueues one run (call synchronize()
         to wait). Every path to a kernel passes here: parameters not validated as they are now (a hand-built node, an

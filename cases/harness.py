@@ -8,6 +8,7 @@ padding, inputs) must be unchanged.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -63,6 +64,22 @@ def build_output(dst: Tensor) -> HostTensor:
     t = Tensor.new(dst.dtype, dst.ne, offset=GUARD)
     raw[GUARD:GUARD + dst.nbytes()] = POISON
     return HostTensor(raw, t)
+
+
+@contextmanager
+def bound_node(backend: Backend, case: Case):
+    """The case's node as the harness builds and binds it on `backend` (values and buffers included), for questions
+    asked of the backend about it (supports, kernel_path); its buffers are freed afterwards."""
+    srcs, dst, _, params = host_buffers(case)
+    bufs = [backend.upload(s.raw) for s in srcs]
+    dst_buf = None if dst is None else backend.upload(dst.raw)
+    try:
+        tensors = [s.tensor.with_buffer(b) for s, b in zip(srcs, bufs)]
+        dst_t = tensors[0] if dst is None else dst.tensor.with_buffer(dst_buf)
+        yield make_node(case.op, tensors, params, dst=dst_t)
+    finally:
+        for b in bufs + ([dst_buf] if dst_buf is not None else []):
+            backend.free(b)
 
 
 def host_buffers(case: Case):
@@ -143,6 +160,8 @@ def run_case(backend: Backend, case: Case) -> Outcome:
         outcome.nmse = 0.0 if not value_problems else float("nan")
     else:
         outcome.nmse, value_problems = check_nmse(got, ref, op.nmse)
+        if op.max_rel_error is not None:
+            value_problems += check_rel_error(got, ref, op.max_rel_error)
     outcome.problems += value_problems
     outcome.passed = not outcome.problems
     return outcome
@@ -181,6 +200,29 @@ def check_nmse(got: np.ndarray, ref: np.ndarray, bound: float) -> tuple[float, l
         problems.append(f"NMSE {nmse:.3g} > bound {bound:g}; worst element at numpy index "
                         f"{tuple(int(i) for i in idx)}: got {float(got[idx])!r}, expected {float(ref[idx])!r}")
     return nmse, problems
+
+
+# Outputs at or below this magnitude are not held to a relative bound: results near float32's subnormal range (a
+# driver may flush an intermediate there) and exact zeros (masked softmax entries).
+REL_FLOOR = 1e-30
+
+
+def check_rel_error(got: np.ndarray, ref: np.ndarray, bound: float, floor: float = REL_FLOOR) -> list[str]:
+    """Element-wise: |got - ref| / |ref| <= bound wherever both are finite and |ref| > floor. NMSE weighs elements by
+    their square, so a kernel that is wrong by 1e-3 on its small outputs (an exp with 11 significant bits, log(1 + u)
+    for tiny u, eps misplaced in small rows) passes it; this catches them."""
+    got, ref = flush_denormals(got), flush_denormals(ref)
+    sel = np.isfinite(got) & np.isfinite(ref) & (np.abs(ref) > floor)
+    if not sel.any():
+        return []
+    rel = np.zeros(ref.shape)
+    rel[sel] = np.abs(got[sel] - ref[sel]) / np.abs(ref[sel])  # only finite pairs: inf - inf is no error figure
+    idx = np.unravel_index(np.argmax(rel), rel.shape)
+    worst = float(rel[idx])
+    if worst <= bound:
+        return []
+    return [f"relative error {worst:.3g} > bound {bound:.3g} at numpy index {tuple(int(i) for i in idx)}: got "
+            f"{float(got[idx])!r}, expected {float(ref[idx])!r} ({int((rel > bound).sum())} element(s) over)"]
 
 
 # ---- graphs, node by node ----------------------------------------------------------------------------------------

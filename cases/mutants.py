@@ -30,7 +30,8 @@ from reference.ops.spec import mutants
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 300
 # What the harness prints for each kind of failure (cases/harness.py), most specific first.
-HOW = [("guard", "guard bytes"), ("NaN", "NaN"), ("relative error", "relative error"), ("NMSE", "NMSE"),
+HOW = [("outside the output changed", "guard bytes"), ("NaN in the output", "NaN"), ("inf where", "inf"),
+       ("relative error", "relative error"), ("NMSE", "NMSE"),
        ("not a permutation", "wrong indices"), ("out of order", "wrong indices"), ("chose a value", "wrong indices"),
        ("chosen twice", "wrong indices"), ("out of range", "wrong indices")]
 
@@ -51,8 +52,9 @@ def how_caught(output: str, returncode: int) -> str:
     """How the failing run failed, from its output."""
     if returncode < 0 or "Fatal Python error" in output or "Segmentation fault" in output:
         return "crash"
-    failures = "\n".join(line for line in output.splitlines() if "FAIL" in line or line.startswith("E "))
-    for text in (failures, output):
+    # The harness lists what went wrong as "  - ..." lines under its "FAIL (NMSE ...)" header: the first one says how.
+    problems = [line.split("- ", 1)[1] for line in output.splitlines() if line.lstrip(" E").startswith("- ")]
+    for text in problems[:1] + [output]:
         for needle, how in HOW:
             if needle in text:
                 return how
@@ -114,8 +116,12 @@ def main(argv=None) -> int:
     split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
     try:
         names = select(split(args.backend), split(args.op), split(args.mutant))
-        for backend in sorted({mutants()[n][1].backend for n in names} - {"cuda"}):
-            reason = availability(backend)
+        for backend in sorted({mutants()[n][1].backend for n in names}):
+            if backend == "cuda":  # CUDA mutants run on the host emulation of the kernels
+                from backends.cuda.host_emulation import compiler
+                reason = None if compiler() else "no host C++ compiler (g++ or clang++) to emulate CUDA kernels with"
+            else:
+                reason = availability(backend)
             if reason:
                 raise ValueError(f"mutants of {backend} cannot run here: {reason}")
     except ValueError as err:

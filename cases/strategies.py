@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import itertools
 
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
 from reference.case import CONTIGUOUS, Case, Input, Layout
 from reference.node import make_node
 from reference.ops import get_op
@@ -85,3 +88,17 @@ def cases_for(op: str, backend=None):
     if backend is None:
         return strategy
     return strategy.map(lambda case: claimed(case, backend))
+
+
+def examples(strategy, n: int) -> list:
+    """n examples of `strategy`, the same ones on every run (whatever --hypothesis-seed says)."""
+    found = []
+
+    @settings(max_examples=n, database=None, derandomize=True, phases=[Phase.generate], deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def collect(data):
+        found.append(data.draw(strategy))
+
+    collect()
+    return found

@@ -13,8 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import strategies as st
 
 from backends import TESTED_BACKENDS
 from backends.numpy_backend import NumpyBackend
@@ -23,8 +21,8 @@ from reference.case import CONTIGUOUS, Case, Input, Layout
 from reference.node import make_node
 from reference.ops import REGISTRY
 
-from .harness import host_buffers
-from .strategies import cases_for, claimed, narrowings
+from .harness import bound_node, host_buffers
+from .strategies import cases_for, claimed, examples, narrowings
 from .test_ops import drawn_cases
 
 OPS = sorted(REGISTRY)
@@ -32,40 +30,17 @@ N_DRAWS = 40
 MAX_REFUSED = 0.1  # of the draws; before the strategy asked the backend, ggml refused 60-80% of some ops' draws
 
 
-def draw(strategy, n: int) -> list:
-    """n examples of `strategy`, the same ones on every run (whatever --hypothesis-seed says)."""
-    found = []
-
-    @settings(max_examples=n, database=None, derandomize=True, phases=[Phase.generate], deadline=None,
-              suppress_health_check=list(HealthCheck))
-    @given(st.data())
-    def collect(data):
-        found.append(data.draw(strategy))
-
-    collect()
-    return found
-
-
 def harness_refusal(backend, case: Case) -> str | None:
     """What supports() says about `case` as the harness builds and binds it (values and buffers included)."""
-    srcs, dst, _, params = host_buffers(case)
-    bufs = [backend.upload(s.raw) for s in srcs]
-    dst_buf = None if dst is None else backend.upload(dst.raw)
-    try:
-        tensors = [s.tensor.with_buffer(b) for s, b in zip(srcs, bufs)]
-        dst_t = tensors[0] if dst is None else dst.tensor.with_buffer(dst_buf)
-        node = make_node(case.op, tensors, params, dst=dst_t)
+    with bound_node(backend, case) as node:
         return backend.supports(node)
-    finally:
-        for b in bufs + ([dst_buf] if dst_buf is not None else []):
-            backend.free(b)
 
 
 @pytest.mark.parametrize("backend_name,op", [pytest.param(b, op, id=f"{b}-{op}") for b in TESTED_BACKENDS for op in OPS])
 def test_drawn_cases_are_claimed(backend_name, op):
     backend = device_backend(backend_name)
     refused = []
-    cases = draw(drawn_cases(backend, op), N_DRAWS)
+    cases = examples(drawn_cases(backend, op), N_DRAWS)
     for case in cases:
         why = harness_refusal(backend, case)
         if why:
@@ -76,7 +51,7 @@ def test_drawn_cases_are_claimed(backend_name, op):
 
 @pytest.mark.parametrize("op", OPS)
 def test_descriptor_is_the_harness_layout(op):
-    for case in draw(cases_for(op), 15):
+    for case in examples(cases_for(op), 15):
         srcs, _, _, _ = host_buffers(case)
         for inp, built in zip(case.inputs, srcs):
             mine = inp.descriptor()

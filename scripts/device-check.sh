@@ -21,6 +21,9 @@
 #                          cumsum, argsort/top_k, sum_rows, the delta net), three pinned cases each, smallest first
 #   memcheck         35 s  the same cases under --tool memcheck, CuPy's memory pool off (a cudaMalloc per buffer)
 #   vulkan-tests     70 s  pytest -k vulkan on NVIDIA's Vulkan driver (lavapipe, in CI, hides missing barriers)
+#                          These two steps are where races can show: PoCL runs a work group's items in order and
+#                          lavapipe subgroup-only kernels in lockstep, so the CPU runs of CI and of python -m
+#                          cases.mutants cannot catch a missing barrier (README, mutation testing).
 #                  -----
 #                  445 s of limits + 7 x 5 s of kill grace = 480 s = 8 minutes (a device call may take 10)
 #

@@ -115,6 +115,9 @@ class CudaBackend(Backend):
         return f"{node.op.family}.cu", entry.format(src=node.srcs[0].dtype.label, dst=node.dst.dtype.label,
                                                     cols=_gdn_columns(node))
 
+    def kernel_path(self, node: Node) -> str:
+        return self._kernel(node)[1]
+
     def supports(self, node):
         for t in node.tensors:
             if t.nelements >= INT_LIMIT:

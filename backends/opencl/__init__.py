@@ -39,6 +39,9 @@ PACK_MIN_M = 8  # fewer columns of b, contiguous along k: mul_mat_k1 (no packing
 MIN_SEGMENT, MAX_SEGMENTS = 64, 256  # "segments" grid: least elements per work item, most work items per row
 SORT_LOCAL = 64  # "sort" grid (rows too long for argsort8): most work items per row
 SORT8_LOCAL_BYTES = 256 << 10  # argsort8 (8 rows per work item) while its 64 * NP bytes of keys fit this
+# Defines that carry a size, not a code path (kernel_path keeps their names only); CHUNK (strided or not) and RM = 1
+# (a matrix-vector product) do choose the path.
+SIZE_DEFINES = {"NP", "KP", "D_CONV", "S_V", "RN", "KC", "TM", "CM", "NV"}
 PARAMS_DTYPE = np.dtype([("w", np.int32, PARAM_WORDS)])  # common.cl's Params, passed by value
 
 # op -> (entry point, defines, grid); the kernel file is the op's family (backends/opencl/<family>.cl). Grids: "rows" =
@@ -190,6 +193,14 @@ class OpenCLBackend(Backend):
             return enqueue(queue, knl, gsize, lsize)
         run.kernel, run.launch = knl, launch  # for OpenCLReplay.patch
         return run
+
+    def kernel_path(self, node: Node) -> str:
+        launch = self.launch(node)
+        if launch is None:
+            return "nothing to launch"
+        (file, entry, defines), _, _, _ = launch
+        shown = [d.split("=")[0] if d.split("=")[0] in SIZE_DEFINES else d for d in defines]
+        return " ".join([entry, *("RM" if d.startswith("RM=") and d != "RM=1" else d for d in shown)])
 
     def launch(self, node: Node) -> tuple | None:
         """((file, entry, defines), kernel arguments, global size, local size) of a node; None when it has nothing

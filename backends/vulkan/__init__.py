@@ -452,6 +452,12 @@ class VulkanBackend(Backend):
                         f"lavapipe can bind")
         return None
 
+    def kernel_path(self, node: Node) -> str:
+        if node.dst.nelements == 0:
+            return "nothing to dispatch"
+        name, defines = kernel_for(node)  # sizes (WG=, SDIM=, CHUNK=, ...) dropped: only the specialisations
+        return " ".join([name, *(d.split("=")[0] for d in defines)] + ["FOLDED"] * _folds_batches(node))
+
     def _dispatch(self, node: Node) -> tuple | None:
         """(params tensor, algorithm, one-dispatch sequence) of a bound node, None for an empty dst. Shared by every
         node of the same kernel, grid, buffers and parameter block (pipelines are costly to build)."""

@@ -100,6 +100,22 @@ def acc_cases():
                 for inplace in (False, True):
                     cases.append(Case.of("ACC", Input(a_ne), Input((size, size, ne2, ne3)), nb1=nb[1], nb2=nb[2],
                                          nb3=nb[3], offset=off, inplace=inplace))
+    cases += _delta_net_cases("ACC")
+    return cases
+
+
+def _delta_net_cases(op):
+    """The chunked delta net's kda_o_set (reference/delta_net.py): chunk c of the output, b [S, chunk, 1, B], written
+    into o_all [S, nc*chunk, B] at nb1 = 4S, nb2 = 4S*chunk, nb3 = 4S*chunk*nc, offset c*4S*chunk - a block whose nb3
+    is NOT a's own (a has ne3 = 1), so a kernel that takes dst's natural nb3 instead of the op's is caught; then a
+    block with gaps between its rows, slabs and 3-D blocks (strides larger than b's and a's)."""
+    S, chunk, nc, B = 8, 4, 3, 3
+    cases = [Case.of(op, Input((S, nc * chunk, B)), Input((S, chunk, 1, B)), nb1=4 * S, nb2=4 * S * chunk,
+                     nb3=4 * S * chunk * nc, offset=c * 4 * S * chunk, inplace=inplace)
+             for c in (0, nc - 1) for inplace in (False, True)]
+    # b [5, 3, 2, 3] at element strides 7, 29, 71 from element 11 of a [16, 9, 2, 1] (288 elements)
+    cases += [Case.of(op, Input((16, 9, 2)), Input((5, 3, 2, 3)), nb1=28, nb2=116, nb3=284, offset=44,
+                      inplace=inplace) for inplace in (False, True)]
     return cases
 
 
@@ -114,19 +130,34 @@ def set_cases():
             for inplace in (False, True):
                 cases.append(Case.of("SET", Input(tuple(a_ne), dtype), Input(b_ne, dtype), nb1=nb[1], nb2=nb[2],
                                      nb3=nb[3], offset=nb[dim] * b_ne[dim], inplace=inplace))
-    return cases
+    return cases + _delta_net_cases("SET")
 
 
 # ---- drawn cases ----------------------------------------------------------------------------------------------------
 @st.composite
 def block(draw, op):
-    """b written into contiguous a at byte strides and offset drawn inside a."""
+    """b written into contiguous a at byte strides and offset drawn inside a: a sub-block of a with a's own strides,
+    or (half the draws) a block of its own layout - gaps after each row, slab and 3-D block of b (nb1 > ne0*4,
+    nb2 > nb1*ne1, nb3 > nb2*ne2), so no stride of the op equals a's, the way the delta net's SETs place blocks."""
     dtype = F32 if op == "ACC" else draw(st.sampled_from([F32, I32]))
-    a = draw(d.shapes())
-    b = tuple(draw(st.integers(1, n)) for n in a)
-    nb = contiguous_strides(dtype, a)
-    origin = [draw(st.integers(0, an - bn)) for an, bn in zip(a, b)]
-    offset = sum(o * s for o, s in zip(origin, nb))
+    if draw(st.booleans()):
+        a = draw(d.shapes())
+        b = tuple(draw(st.integers(1, n)) for n in a)
+        nb = contiguous_strides(dtype, a)
+        origin = [draw(st.integers(0, an - bn)) for an, bn in zip(a, b)]
+        offset = sum(o * s for o, s in zip(origin, nb))
+    else:
+        b = (draw(st.sampled_from(d.ROW_SIZES[:12])), *(draw(st.integers(1, 4)) for _ in range(3)))
+        nb = [1]
+        for dim in range(1, 4):
+            nb.append(nb[-1] * b[dim - 1] + draw(st.sampled_from([0, 1, 3, 16])))
+        start = draw(st.sampled_from([0, 1, 5, 64]))
+        extent = start + sum((n - 1) * s for n, s in zip(b, nb)) + 1
+        a0 = draw(st.sampled_from([1, 16, 33, 64]))
+        a1 = draw(st.integers(1, 4))
+        a = (a0, a1, -(-extent // (a0 * a1)) + draw(st.integers(0, 1)), 1)
+        nb = [s * dtype.size for s in nb]
+        offset = start * dtype.size
     return Case.of(op, Input(a, dtype), Input(b, dtype, draw(d.layouts(b))), seed=draw(d.seeds()),
                    nb1=nb[1], nb2=nb[2], nb3=nb[3], offset=offset, inplace=draw(st.booleans()))
 
@@ -158,6 +189,7 @@ _BYTES = Kind("an int (bytes; required)", INT.accept)
 _BLOCK_KINDS = {"nb1": _BYTES, "nb2": _BYTES, "nb3": _BYTES}
 _PERF_PARAMS = block_params(PERF_NE, offset=PERF_NE[0])  # b: half of each row of a, from a quarter in
 
+_NB3_NATURAL = "the block's nb3 read from dst's natural strides instead of the op's nb3 (the stride of b's 3-D blocks)"
 _NB3_BUG = "llama.cpp #19426: Vulkan ACC split the offset with nb2 and nb1 only, ignoring the op's nb3"
 
 register(OpSpec(
@@ -174,6 +206,12 @@ register(OpSpec(
         Mutant("acc_nb3_ignored_vulkan", "vulkan", "bi.w = o / bnb3; br.y = o - bi.w * bnb3;", "bi.w = 0; br.y = o;",
                "stride", _NB3_BUG),
         Mutant("acc_nb3_ignored_cuda", "cuda", "i[3] = o / nb3;", "i[3] = 0;", "stride", _NB3_BUG),
+        # the block's nb3 taken from dst's own layout (a's natural nb3) instead of the op's: right whenever the block
+        # has a's strides (every upstream case), wrong for a block of its own layout (the delta net's kda_o_set)
+        Mutant("acc_nb3_natural_opencl", "opencl",
+               "nb3 = WORD(2), offset = WORD(3);\n    const int neb0",
+               "nb3 = NB(T_DST, 3), offset = WORD(3);\n    const int neb0", "stride", _NB3_NATURAL),
+        Mutant("acc_nb3_natural_vulkan", "vulkan", "bnb3 = op_int(2);", "bnb3 = nb_d.w;", "stride", _NB3_NATURAL),
     )))
 register(OpSpec(
     "SET", 2, _block_ref("set"), same_shape, dict(_BLOCK_PARAMS), _check_block, _block_words,
@@ -181,4 +219,13 @@ register(OpSpec(
     src_dtypes=((F32, I32),), flops=lambda s, d, p: 0, inplace_param="inplace", kinds=_BLOCK_KINDS,
     summary="dst = a; dst[offset + i0*4 + i1*nb1 + i2*nb2 + i3*nb3] = b (byte strides)",
     family=FAMILY, pinned=set_cases, strategy=lambda: block("SET"), ggml=_ggml("set"),
-    perf=Case.of("SET", Input(PERF_NE), Input((PERF_NE[0] // 2, PERF_NE[1])), **_PERF_PARAMS)))
+    perf=Case.of("SET", Input(PERF_NE), Input((PERF_NE[0] // 2, PERF_NE[1])), **_PERF_PARAMS),
+    mutants=(
+        # in place (acc_set_block walks b): the carry from i2 into i3 dropped, so b's later 3-D slabs land on slab 0
+        Mutant("set_block_lost_carry_opencl", "opencl", "if (++i2 == ne2) i2 = 0, ++i3;", "if (++i2 == ne2) i2 = 0;",
+               "carry", "in-place SET/ACC walking b lost the carry from i2 into i3: slabs i3 > 0 overwrite slab 0"),
+        # in place (IN_PLACE_BLOCK): nb3 assumed to be nb2 * ne2 (slabs of the block packed), not the op's nb3
+        Mutant("set_inplace_nb3_packed_vulkan", "vulkan", "ivec4(1, op_int(0), op_int(1), op_int(2));",
+               "ivec4(1, op_int(0), op_int(1), op_int(1) * ne_1.z);", "stride",
+               "in-place SET derived the block's nb3 as nb2 * ne2 (packed slabs) instead of reading the op's nb3"),
+    )))

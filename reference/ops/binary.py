@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from ..case import Case, Input, Layout
 from . import draw as d
 from .ggml_call import GgmlCall, Src, dense_nb0, requires
-from .spec import PERF_NE, OpSpec, register, same_shape
+from .spec import PERF_NE, Mutant, OpSpec, register, same_shape
 
 FAMILY = "binary"
 _FNS = {"ADD": np.add, "SUB": np.subtract, "MUL": np.multiply, "DIV": np.divide}
@@ -48,6 +48,12 @@ def binary_cases(op):
     cases += [Case.of(op, Input(a, layout=Layout(permute=(0, 2, 1, 3))),
                       Input((10, 1, 4, 1), layout=Layout(pad=(2, 0, 1, 0)))),
               Case.of(op, Input((1024, 64)), Input((1024,)))]
+    # b repeated along rows longer than one OpenCL work item's run (CHUNK = 256, not a multiple of b.ne0 = 5): each
+    # run must start b at begin % b.ne0
+    cases += [Case.of(op, Input((1000, 2)), Input((5, 1)))]
+    # a transposed a, with b broadcast along ne0 and not: OpenCL's strided-row path with BCAST0 and without
+    cases += [Case.of(op, Input((64, 5, 4), layout=Layout(permute=(1, 0, 2, 3))), Input(b)) for b in ((1, 5, 4),
+                                                                                              (64, 5, 4))]
     return cases
 
 
@@ -63,6 +69,16 @@ def binary(draw, op):
 _ggml_rules = requires((0, "a", dense_nb0, "apply_binary_op (binary-ops.cpp) asserts nb00 == sizeof(src0_t)"))
 
 
+# ---- planted bugs -------------------------------------------------------------------------------------------------
+_MUTANTS = {
+    "MUL": (Mutant("mul_bcast0_chunk_restart_opencl", "opencl", "j = begin % neb0", "j = 0", "broadcast",
+                   "BCAST0: each work item's run restarted b's row at 0 instead of at begin % b.ne0, so b is "
+                   "misaligned after the first run of a row longer than CHUNK"),),
+    "ADD": (Mutant("add_b_strides_vulkan", "vulkan", "float b = LOAD_F32(S1, at(j, nb_1, off_1));",
+                   "float b = LOAD_F32(S1, at(j, nb_0, off_1));", "stride",
+                   "the broadcast path read b through a's strides (right only when b has a's shape and layout)"),),
+}
+
 # ---- the records ----------------------------------------------------------------------------------------------------
 for _name, _fn in _FNS.items():
     register(OpSpec(
@@ -70,4 +86,4 @@ for _name, _fn in _FNS.items():
         summary=f"a {_name.lower()} b, b repeated over a (ggml_can_repeat)", elementwise=True,
         family=FAMILY, pinned=partial(binary_cases, _name), strategy=partial(binary, _name),
         ggml=GgmlCall(f"ggml_{_name.lower()}", (Src(0), Src(1)), rules=_ggml_rules),
-        perf=Case.of(_name, Input(PERF_NE), Input(PERF_NE))))
+        perf=Case.of(_name, Input(PERF_NE), Input(PERF_NE)), mutants=_MUTANTS.get(_name, ())))

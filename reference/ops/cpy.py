@@ -12,7 +12,7 @@ from ..case import Case, Input, Layout
 from ..tensor import DType
 from . import draw as d
 from .ggml_call import Dst, GgmlCall, Src
-from .spec import PERF_NE, OpSpec, ints, optional, register, same_shape
+from .spec import PERF_NE, Mutant, OpSpec, ints, optional, register, same_shape
 
 F32, F16 = DType.F32, DType.F16
 FAMILY = "cpy"
@@ -41,12 +41,18 @@ def cpy_cases():
         for layout in (Layout(), Layout(permute=(0, 2, 1, 3)), Layout(pad=(1, 2, 0, 0), offset=3)):
             cases.append(Case.of("CPY", Input((256, 4, 4, 4), src, layout), dtype=dst.label))
         cases.append(Case.of("CPY", Input((7, 5, 3), src, Layout(permute=(1, 0, 2, 3))), dtype=dst.label, ne=[35, 3]))
+    # a 4-D view whose nb3 is not nb2 * ne2 (dims 1 and 2 swapped) flattened into another shape (OpenCL's FLAT path)
+    cases.append(Case.of("CPY", Input((4, 3, 2, 3), F32, Layout(permute=(0, 2, 1, 3))), dtype="f16", ne=[72]))
+    # a transposed source, same shape (OpenCL's strided-row path), every type pair
+    cases += [Case.of("CPY", Input((16, 8, 3), src, Layout(permute=(1, 0, 2, 3))), dtype=dst.label)
+              for src, dst in ((F32, F16), (F16, F32), (F32, F32), (F16, F16))]
     return cases
 
 
 def cont_cases():
     return [Case.of("CONT", Input((10, 10, 10, 1), dtype, Layout(permute=perm)))
-            for dtype in (F32, F16) for perm in ((1, 0, 2, 3), (0, 2, 1, 3), (2, 0, 1, 3))]
+            for dtype in (F32, F16) for perm in ((1, 0, 2, 3), (0, 2, 1, 3), (2, 0, 1, 3))] \
+        + [Case.of("CONT", Input((16, 4, 2), dtype)) for dtype in (F32, F16)]  # already contiguous: Vulkan's VEC4
 
 
 # ---- drawn cases ----------------------------------------------------------------------------------------------------
@@ -73,7 +79,16 @@ register(OpSpec(
     lambda s, p: [s[0].dtype.code, DType[p["dtype"].upper()].code], src_dtypes=((F32, F16),),
     kinds={"ne": optional(ints(1, 4))}, flops=lambda s, d, p: 0, elementwise=True,
     summary="copy with type conversion, element order kept (ggml_cpy)",
-    family=FAMILY, pinned=cpy_cases, strategy=cpy, ggml=_GGML_CPY, perf=Case.of("CPY", Input(PERF_NE), dtype="f16")))
+    family=FAMILY, pinned=cpy_cases, strategy=cpy, ggml=_GGML_CPY, perf=Case.of("CPY", Input(PERF_NE), dtype="f16"),
+    mutants=(
+        Mutant("cpy_flat_nb3_natural_opencl", "opencl", "(f / an2) * NB(T_A, 3)", "(f / an2) * NB(T_A, 2) * an2",
+               "stride", "FLAT copy (dst of another shape) stepped src's dim 3 by nb2 * ne2, the natural stride, "
+                         "not the view's nb3"),
+        Mutant("cpy_f16_truncate_vulkan", "vulkan", "uint normal = (m + 0x0FFFu + ((m >> 13) & 1u)) >> 13;",
+               "uint normal = m >> 13;", "precision",
+               "f32 -> f16 truncated the 13 dropped mantissa bits instead of rounding to nearest even",
+               file="common.glsl"),
+    )))
 register(OpSpec(
     "CONT", 1, lambda xs, p: xs[0], same_shape, src_dtypes=((F32, F16),),
     kernel_params=lambda s, p: [s[0].dtype.code, s[0].dtype.code], flops=lambda s, d, p: 0, elementwise=True,

@@ -10,7 +10,7 @@ import numpy as np
 from ..case import Case, Input
 from . import draw as d
 from .ggml_call import GgmlCall, Src, dense_nb0, requires
-from .spec import PERF_NE, OpSpec, register, same_shape
+from .spec import PERF_NE, Mutant, OpSpec, register, same_shape
 
 FAMILY = "cumsum"
 
@@ -43,4 +43,13 @@ register(OpSpec(
     summary="inclusive prefix sum along ne0, per row",
     family=FAMILY, pinned=cumsum_cases, strategy=_drawn,
     ggml=GgmlCall("ggml_cumsum", (Src(0),), rules=_ggml_rules),
-    perf=Case.of("CUMSUM", Input(PERF_NE))))
+    perf=Case.of("CUMSUM", Input(PERF_NE)),
+    mutants=(
+        Mutant("cumsum_carry_reset_opencl", "opencl", "part[l] = run;\n            run += t;",
+               "part[l] = run;\n            run = t;", "carry",
+               "the exclusive scan of segment sums keeps only the previous segment's sum: from the third segment on "
+               "a row misses the sums of all but one segment before it"),
+        Mutant("cumsum_carry_lost_vulkan", "vulkan", "carry += subgroupAdd(run);", "carry = subgroupAdd(run);",
+               "carry", "the row's running carry is replaced by the last tile's total instead of advanced by it: "
+               "from the third tile of subgroup * 8 elements on, earlier tiles are lost"),
+    )))

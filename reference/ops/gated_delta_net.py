@@ -14,7 +14,7 @@ from ..case import Case, Input, Layout
 from ..tensor import DType
 from . import draw as d
 from .ggml_call import GgmlCall, Lit, Src, contiguous, contiguous_rows, requires
-from .spec import OpSpec, register
+from .spec import Mutant, OpSpec, register
 
 F32 = DType.F32
 FAMILY = "gated_delta_net"
@@ -125,4 +125,12 @@ register(OpSpec(
     flops=lambda s, d, p: 6 * s[2].ne[0] * s[2].ne[0] * s[2].ne[1] * s[2].ne[2] * s[2].ne[3],
     summary="gated delta rule over T tokens: output [S*H, T*n] then the final states [S*H, S*n]",
     family=FAMILY, pinned=gated_delta_net_cases, strategy=gated_delta_net, ggml=_GGML,
-    perf=Case.of("GATED_DELTA_NET", *gdn_inputs(128, 32, 512, 1, kda=True))))
+    perf=Case.of("GATED_DELTA_NET", *gdn_inputs(128, 32, 512, 1, kda=True)),
+    mutants=(
+        Mutant("gdn_kda_gate_token_opencl", "opencl", "((__local float*)lg[u])[j] = exp(g[grow + t * NB(T_G, 2)]);",
+               "((__local float*)lg[u])[j] = exp(g[grow + u * NB(T_G, 2)]);", "carry",
+               "KDA gates staged at the token's index within its block of TB (u) instead of t = t0 + u: every "
+               "block after the first reuses the first block's gates"),
+        Mutant("gdn_gqa_head_map_vulkan", "vulkan", "hk = h % hk_count;", "hk = h / (H / hk_count);", "broadcast",
+               "q/k heads shared by grouping consecutive heads (h / (H / H_k)) where the op repeats them (h % H_k)"),
+    )))

@@ -12,7 +12,7 @@ from ..case import Case, Input, Layout
 from ..tensor import DType
 from . import draw as d
 from .ggml_call import GgmlCall, Src, dense_nb0, requires
-from .spec import PERF_NE, OpSpec, index_domain, register
+from .spec import PERF_NE, Mutant, OpSpec, index_domain, register
 
 F32, F16, I32 = DType.F32, DType.F16, DType.I32
 FAMILY = "get_rows"
@@ -35,7 +35,15 @@ def get_rows_cases():
     return [Case.of("GET_ROWS", Input((64, 10)), Input((7,), I32)),
             Case.of("GET_ROWS", Input((64, 10, 3)), Input((5, 3), I32, Layout(pad=(2, 0, 0, 0), offset=1))),
             Case.of("GET_ROWS", Input((64, 10), F16), Input((9,), I32)),
-            Case.of("GET_ROWS", Input((16, 300)), Input((70000,), I32))]  # past CUDA's 65,535 grid rows
+            Case.of("GET_ROWS", Input((16, 300)), Input((70000,), I32)),  # past CUDA's 65,535 grid rows
+            # f16 rows shorter than a Vulkan thread's run (PER = 4 elements cross rows: the id is read per row), and
+            # ids as a transposed view (ids' nb0 != 1)
+            Case.of("GET_ROWS", Input((3, 10, 2), F16), Input((9, 2), I32)),
+            Case.of("GET_ROWS", Input((64, 10, 3)), Input((5, 3), I32, Layout(permute=(1, 0, 2, 3)))),
+            # f32 rows of 3 (no VEC4 on Vulkan), and a transposed a, f32 and f16 (OpenCL's strided-row path)
+            Case.of("GET_ROWS", Input((3, 10)), Input((4,), I32)),
+            *(Case.of("GET_ROWS", Input((17, 6, 2), t, Layout(permute=(1, 0, 2, 3))), Input((4, 2), I32))
+              for t in (F32, F16))]
 
 
 # ---- drawn cases ----------------------------------------------------------------------------------------------------
@@ -65,4 +73,13 @@ register(OpSpec(
     ids={1: ("a has {n} rows (ne1)", lambda s: s[0].ne[1])},
     summary="r[:, k, i1, i2] = a[:, ids[k, i1, i2], i1, i2] (rows gathered by i32 ids; f32 out)",
     family=FAMILY, pinned=get_rows_cases, strategy=get_rows, ggml=_GGML,
-    perf=Case.of("GET_ROWS", Input(PERF_NE), Input((PERF_NE[1],), I32))))
+    perf=Case.of("GET_ROWS", Input(PERF_NE), Input((PERF_NE[1],), I32)),
+    mutants=(
+        Mutant("get_rows_ids_stride_opencl", "opencl", "ids[OFF(T_B) + i1 * NB(T_B, 0) +", "ids[OFF(T_B) + i1 +",
+               "stride", "ids read at unit stride along ne0 (ids assumed contiguous), wrong for a strided ids view"),
+        Mutant("get_rows_row_reload_vulkan", "vulkan",
+               "if (i.x == 0 && k + 1 < end) row = int(S1[at(ivec4(i.y, i.z, i.w, 0), nb_1, off_1)]);",
+               "if (i.x == 0 && k + 1 < end) row = row;", "carry",
+               "the general (f16) path read the row id once per thread, so a run crossing into the next dst row "
+               "copies the previous row's source"),
+    )))

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from ..case import Case, Input, Layout
 from . import draw as d
 from .ggml_call import GgmlCall, Param, Src, dense_nb0, requires
-from .spec import PERF_NE, OpSpec, ints, register
+from .spec import PERF_NE, Mutant, OpSpec, ints, register
 
 FAMILY = "layout"
 
@@ -47,7 +47,8 @@ def repeat_cases():
 
 def pad_cases():
     return [Case.of("PAD", Input((10, 5, 4, 3)), pad=(2, 0, 3, 1)),
-            Case.of("PAD", Input((64, 33, 2), layout=Layout(permute=(0, 2, 1, 3))), pad=(0, 0, 31, 0))]
+            Case.of("PAD", Input((64, 33, 2), layout=Layout(permute=(0, 2, 1, 3))), pad=(0, 0, 31, 0)),
+            Case.of("PAD", Input((16, 3, 5, 4), layout=Layout(permute=(1, 0, 2, 3))), pad=(3, 3, 1, 2))]
 
 
 def concat_cases():
@@ -55,7 +56,9 @@ def concat_cases():
             ((0, (10, 5, 4, 3), (7, 5, 4, 3)), (1, (10, 5, 4, 3), (10, 2, 4, 3)), (2, (10, 5, 4, 3), (10, 5, 1, 3)),
              (3, (10, 5, 4, 3), (10, 5, 4, 2)))] \
         + [Case.of("CONCAT", Input((10, 5, 4), layout=Layout(permute=(1, 0, 2, 3))),
-                   Input((10, 3, 4), layout=Layout(pad=(1, 0, 0, 0), offset=2)), dim=1)]
+                   Input((10, 3, 4), layout=Layout(pad=(1, 0, 0, 0), offset=2)), dim=1)] \
+        + [Case.of("CONCAT", Input((8, 5, 4, 3)), Input(b), dim=dim)  # ne0 % 4 == 0: Vulkan's VEC4 path, dims 1-3
+           for dim, b in ((1, (8, 2, 4, 3)), (2, (8, 5, 1, 3)), (3, (8, 5, 4, 2)))]
 
 
 # ---- drawn cases ----------------------------------------------------------------------------------------------------
@@ -110,4 +113,12 @@ register(OpSpec(
     "CONCAT", 2, lambda xs, p: np.concatenate(xs, axis=3 - p["dim"]), _concat_out, {"dim": 0}, _check_concat,
     lambda s, p: [p["dim"]], flops=lambda s, d, p: 0, summary="a then b along dim",
     family=FAMILY, pinned=concat_cases, strategy=concat, ggml=_GGML_CONCAT,
-    perf=Case.of("CONCAT", Input((PERF_NE[0], PERF_NE[1] // 2)), Input((PERF_NE[0], PERF_NE[1] // 2)), dim=1)))
+    perf=Case.of("CONCAT", Input((PERF_NE[0], PERF_NE[1] // 2)), Input((PERF_NE[0], PERF_NE[1] // 2)), dim=1),
+    mutants=(
+        Mutant("concat_shift_dim1_opencl", "opencl", "if (!from_a) i[dim] -= NE(T_A, dim);",
+               "if (!from_a) i[dim] -= NE(T_A, 1);", "wrong-op",
+               "b's index shifted back by a's ne1 (the KV-cache concat's dim) whatever dim the op concatenates along"),
+        Mutant("concat_vec4_unshifted_vulkan", "vulkan", "S14[at(i - shift, nb_1, off_1) >> 2]",
+               "S14[at(i, nb_1, off_1) >> 2]", "out-of-bounds",
+               "VEC4 path read b at dst's index, not shifted back by a's extent along dim: past b's end"),
+    )))

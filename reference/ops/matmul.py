@@ -12,7 +12,7 @@ from ..case import Case, Input, Layout
 from ..tensor import DType
 from . import draw as d
 from .ggml_call import GgmlCall, Src
-from .spec import OpSpec, index_domain, register
+from .spec import Mutant, OpSpec, index_domain, register
 
 F32, F16, I32 = DType.F32, DType.F16, DType.I32
 FAMILY = "matmul"
@@ -63,7 +63,24 @@ def mul_mat_cases():
             # the heads into columns of one matrix product (Vulkan's _folds_batches). Then heads whose columns do
             # not follow one stride (permuted b), which must not fold.
             Case.of("MUL_MAT", Input((40, 300), layout=Layout(pad=(24, 0, 0, 0))), Input((40, 1, 4))),
-            Case.of("MUL_MAT", Input((40, 300)), Input((40, 3, 4), layout=Layout(permute=(0, 2, 1, 3))))]
+            Case.of("MUL_MAT", Input((40, 300)), Input((40, 3, 4), layout=Layout(permute=(0, 2, 1, 3)))),
+            # Each kernel path taken on purpose (backends' hosts choose by M and layout). OpenCL mul_mat_k1 (M < 8,
+            # contiguous along k) with a broadcast over ne2 (a2 = 2, b2 = 4) and a k tail (K % 8); mul_mat_pack
+            # with K past one packed chunk (KC = 256), so later chunks add onto dst. Vulkan's SHARE tile
+            # (VEC4 operands, M >= 32), once plain and once with folded batches (8 columns x 4 heads).
+            Case.of("MUL_MAT", Input((68, 16, 2, 1)), Input((68, 3, 4, 1))),
+            Case.of("MUL_MAT", Input((300, 48)), Input((300, 16))),
+            Case.of("MUL_MAT", Input((64, 40)), Input((64, 40))),
+            Case.of("MUL_MAT", Input((64, 40)), Input((64, 8, 4))),
+            # f16 a: a matrix-vector product (OpenCL mul_mat_k1 with RM = 1) and K % 4 != 0 (Vulkan's general path)
+            Case.of("MUL_MAT", Input((64, 33), F16), Input((64, 1))),
+            Case.of("MUL_MAT", Input((31, 33, 1, 2), F16), Input((31, 2, 1, 2))),
+            # f16 a: OpenCL mul_mat_k1 with RM > 1, and mul_mat_pack with b strided along K (no BK1); Vulkan's
+            # general path with folded batches (K % 4 != 0)
+            Case.of("MUL_MAT", Input((64, 16), F16), Input((64, 3))),
+            Case.of("MUL_MAT", Input((128, 16), F16), Input((128, 9), layout=t)),
+            *(Case.of("MUL_MAT", Input((31, 12), t), Input((31, 2, 3))) for t in (F32, F16)),
+            Case.of("MUL_MAT", Input((64, 40), F16), Input((64, 40)))]  # Vulkan's SHARE tile on f16 a
 
 
 def mul_mat_id_cases():
@@ -72,6 +89,11 @@ def mul_mat_id_cases():
                                              + [(8, 4, 4, t, F32) for t in (1, 17)] + [(8, 4, 1, 5, F16)]):
         cases.append(Case.of("MUL_MAT_ID", Input((256, 512, n_exp), wtype), Input((256, n_b1, tokens)),
                              Input((n_used, tokens), I32)))
+    # b strided along K (OpenCL's pack path without BK1), and K % 4 != 0 (Vulkan's BY_EXPERT without VEC4)
+    for wtype in (F32, F16):
+        cases += [Case.of("MUL_MAT_ID", Input((64, 16, 4), wtype), Input((64, 1, 5), layout=Layout(permute=(1, 2, 0, 3))),
+                          Input((2, 5), I32)),
+                  Case.of("MUL_MAT_ID", Input((15, 16, 4), wtype), Input((15, 1, 5)), Input((2, 5), I32))]
     return cases
 
 
@@ -115,7 +137,25 @@ register(OpSpec(
     flops=lambda s, d, p: 2 * s[0].ne[0] * d.nelements,
     summary="r[n,m] = sum_k a[k,n] b[k,m]; a's ne2/ne3 broadcast over b's (a index = b index / ratio)",
     family=FAMILY, pinned=mul_mat_cases, strategy=mul_mat, ggml=_GGML_MUL_MAT,
-    perf=Case.of("MUL_MAT", Input((1024, 1024)), Input((1024, 512)))))
+    perf=Case.of("MUL_MAT", Input((1024, 1024)), Input((1024, 512))),
+    mutants=(
+        Mutant("mul_mat_k1_bcast_mod_opencl", "opencl", "ar[r] = a + OFF(T_A) + (i2 / (NE(T_B, 2) / NE(T_A, 2)))",
+               "ar[r] = a + OFF(T_A) + (i2 % NE(T_A, 2))", "broadcast",
+               "mul_mat_k1 broadcast a over b's ne2 by modulo (i2 % a2) where ggml divides (i2 / (b2 / a2))"),
+        Mutant("mul_mat_pack_chunk_overwrite_opencl", "opencl",
+               "vstore8(first ? acc[c][v] : acc[c][v] + vload8(0, p), 0, p);", "vstore8(acc[c][v], 0, p);", "carry",
+               "mul_mat_pack's full-tile store overwrote dst on every k chunk instead of adding chunks after the "
+               "first: only the last KC values of k count once K > KC"),
+        Mutant("mul_mat_plain_bcast_mod_vulkan", "vulkan", "int a_base = off_0 + (i2 / (ne_1.z / ne_0.z))",
+               "int a_base = off_0 + (i2 % ne_0.z)", "broadcast",
+               "the plain (non-SHARE) 4x4 path broadcast a over b's ne2 by modulo (i2 % a2) where ggml divides"),
+        Mutant("mul_mat_general_k_stride_vulkan", "vulkan", "int sa = nb_0.x, sb = nb_1.x;",
+               "int sa = 1, sb = nb_1.x;", "stride",
+               "the general (non-VEC4) path walked a along k at unit stride, a's natural stride, not the view's nb0"),
+        Mutant("mul_mat_share_row7_vulkan", "vulkan", "subgroupBroadcast(a, 7)", "subgroupBroadcast(a, 6)",
+               "wrong-op", "SHARE tile: the last lane's row of a (8r + 7) taken from lane 6, so dst row 8r + 7 "
+                           "repeats row 8r + 6"),
+    )))
 register(OpSpec(
     "MUL_MAT_ID", 3, _mul_mat_id_ref, lambda s, p: (F32, (s[0].ne[1], s[2].ne[0], s[2].ne[1], 1)),
     check=_check_mul_mat_id, src_dtypes=((F32, F16), (F32,), (I32,)), nmse=5e-4,

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from ..case import Case, Input, Layout
 from . import draw as d
 from .ggml_call import GgmlCall, Lit, Param, Src, contiguous, requires
-from .spec import PERF_NE, OpSpec, f32, f32_bits, register, same_shape
+from .spec import PERF_NE, Mutant, OpSpec, f32, f32_bits, register, same_shape
 
 FAMILY = "softmax"
 
@@ -35,13 +35,23 @@ def _soft_max_ref(xs, p):
 
 
 def _soft_max_domain(rng, shape, i, p, shapes=None):
-    """Scores in [-1, 1]; the mask mixes finite values and -inf (a causal mask's), never a whole row of -inf."""
+    """Scores in [-1, 1], every third row shifted so that a * scale is about 100 (exp overflows float32 there
+    unless the row max is subtracted first); the mask mixes finite values and -inf (a causal mask's), never a whole
+    row of -inf."""
     if i == 0:
-        return rng.uniform(-1, 1, shape)
+        a = rng.uniform(-1, 1, shape)
+        rows = a.reshape(-1, shape[-1]) if a.size else a.reshape(0, 1)
+        rows[1::3] += 100.0 / f32(p["scale"]) if p["scale"] else 0.0
+        return a
     m = rng.uniform(-1, 1, shape)
     m[rng.random(shape) < 0.3] = -np.inf
     m[..., 0] = 0.0
     return m
+
+
+# exp(z - max) / sum: a few ulp where z is O(1); where z ~ 100 (the shifted rows) z itself is only known to float32's
+# 7.6e-6 absolute, so exp(z - max) to ~1.5e-5 relative (ggml computes z the same way).
+SOFT_MAX_REL_ERROR = 1e-4
 
 
 # ---- pinned upstream cases ------------------------------------------------------------------------------------------
@@ -76,4 +86,15 @@ register(OpSpec(
     flops=lambda s, d, p: 4 * d.nelements,
     summary="softmax(a * scale + mask) along ne0; mask rows/planes broadcast (max_bias 0)",
     family=FAMILY, pinned=soft_max_cases, strategy=soft_max, ggml=_GGML,
-    perf=Case.of("SOFT_MAX_EXT", Input(PERF_NE), Input(PERF_NE), scale=0.0721)))
+    perf=Case.of("SOFT_MAX_EXT", Input(PERF_NE), Input(PERF_NE), scale=0.0721), max_rel_error=SOFT_MAX_REL_ERROR,
+    mutants=(
+        Mutant("soft_max_partial_sum_dropped_opencl", "opencl",
+               "for (int l = 0; l < lsz; ++l) total +=", "for (int l = 1; l < lsz; ++l) total +=", "hole",
+               "work item 0 combines the segment sums from segment 1 on, dropping segment 0's: every row's "
+               "denominator is short"),
+        Mutant("soft_max_no_max_subtraction_vulkan", "vulkan",
+               "mx = subgroupMax(mx);\n        float part = 0.0;\n#if defined(ROWCACHE)",
+               "mx = 0.0;\n        float part = 0.0;\n#if defined(ROWCACHE)", "wrong-op",
+               "the row max is not subtracted before exp (VEC4 path): exp(z) overflows to inf for scores past "
+               "88.7 and the row becomes inf / inf = NaN; equal to softmax only while scores stay small"),
+    )))

@@ -12,7 +12,7 @@ from ..case import Case, Input
 from ..tensor import DType
 from . import draw as d
 from .ggml_call import GgmlCall, Lit, Src, contiguous, requires
-from .spec import OpSpec, check_square, register
+from .spec import Mutant, OpSpec, check_square, register
 
 F32 = DType.F32
 FAMILY = "solve_tri"
@@ -75,4 +75,13 @@ register(OpSpec(
     family=FAMILY, pinned=solve_tri_cases, strategy=solve_tri,
     ggml=GgmlCall("ggml_solve_tri", (Src(0), Src(1), Lit(True, "left"), Lit(True, "lower"), Lit(False, "uni")),
                   rules=_ggml_rules),
-    perf=Case.of("SOLVE_TRI", Input((64, 64, 32, 64)), Input((64, 64, 32, 64)))))
+    perf=Case.of("SOLVE_TRI", Input((64, 64, 32, 64)), Input((64, 64, 32, 64))),
+    mutants=(
+        Mutant("solve_tri_odd_term_dropped_opencl", "opencl",
+               "if (j < i) s0 -= arow[j * a0] * vload8(0, xb + j * x1);",
+               "if (j + 1 < i) s0 -= arow[j * a0] * vload8(0, xb + j * x1);", "hole",
+               "the two-accumulator loop's leftover term (odd i) is never subtracted: rows of odd index miss "
+               "A[i][i-1] X[i-1]"),
+        Mutant("solve_tri_share_a_term_dropped_vulkan", "vulkan", "TERM(6); TERM(7);", "TERM(6);", "hole",
+               "the shared-A broadcast loop subtracts 7 of every 8 terms: A[i][j] X[j] for j = 7 mod 8 is lost"),
+    )))

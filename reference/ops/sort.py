@@ -12,7 +12,7 @@ from ..case import Case, Input
 from ..tensor import DType
 from . import draw as d
 from .ggml_call import Enum, GgmlCall, Param, Src, contiguous_n, dense_nb0, need
-from .spec import OpSpec, register
+from .spec import Mutant, OpSpec, register
 
 I32 = DType.I32
 FAMILY = "sort"
@@ -58,9 +58,16 @@ def _check_top_k(srcs, p):
         raise ValueError(f"TOP_K needs 1 <= k <= ne0 ({srcs[0].ne[0]}), got k={p['k']}")
 
 
-def _tied(rng, shape, i, p, shapes=None):
-    """Values on a coarse grid, so rows have ties (as near-tied router scores do)."""
-    return rng.integers(-20, 20, shape) / 8.0
+def _rows(rng, shape, i, p, shapes=None):
+    """Even rows (flat over ne1, ne2, ne3) hold distinct values, a shuffled arange scaled (exact in float32): only
+    one answer is right there, so an index chosen one place off (the k-th of TOP_K, a neighbour swap) fails even
+    where ties would have let it pass. Odd rows hold values on a grid of 8, so even short rows have ties (as
+    near-tied router scores do), which the tie-tolerant checks (_rows_sorted, _top_k_set) accept in any order."""
+    n = shape[-1]
+    rows = rng.integers(-4, 4, shape).reshape(-1, n) / 8.0 if n else np.zeros((0, 0))
+    for r in range(0, rows.shape[0], 2):
+        rows[r] = (rng.permutation(n) - n // 2) / 8.0
+    return rows.reshape(shape)
 
 
 # ---- pinned upstream cases ------------------------------------------------------------------------------------------
@@ -69,7 +76,7 @@ def sort_cases(op):
     if op == "ARGSORT":
         return [Case.of(op, Input((n, 3)), order=o) for n in widths for o in ("ASC", "DESC")]
     return [Case.of(op, Input((n, 3)), k=k) for n in widths for k in (1, 8) if k <= n] \
-        + [Case.of(op, Input((256, 5)), k=8)]  # Kimi's router: 8 of 256 experts
+        + [Case.of(op, Input((256, r)), k=8) for r in (1, 5, 32)]  # Kimi's router: 8 of 256 experts
 
 
 # ---- drawn cases ----------------------------------------------------------------------------------------------------
@@ -97,16 +104,41 @@ def _ggml_rules(op: str):
 register(OpSpec(
     "ARGSORT", 1, lambda xs, p: np.argsort(xs[0] if p["order"] == "ASC" else -xs[0], axis=-1, kind="stable"),
     lambda s, p: (I32, s[0].ne), {"order": "ASC"}, _check_order,
-    lambda s, p: [0 if p["order"] == "ASC" else 1], domain=_tied, verify=_rows_sorted,
+    lambda s, p: [0 if p["order"] == "ASC" else 1], domain=_rows, verify=_rows_sorted,
     summary="i32 indices that sort each row (ASC or DESC; ties in any order)",
     family=FAMILY, pinned=lambda: sort_cases("ARGSORT"), strategy=lambda: sort_rows("ARGSORT"),
     ggml=GgmlCall("ggml_argsort", (Src(0), Enum("GGML_SORT_ORDER_", "order")), rules=_ggml_rules("argsort")),
-    perf=Case.of("ARGSORT", Input((256, 16384)), order="DESC")))
+    perf=Case.of("ARGSORT", Input((256, 16384)), order="DESC"),
+    mutants=(
+        Mutant("argsort_rank_ties_vulkan", "vulkan", "bool b = MODE == 0 ? BEFORE_EQ(y, x[c])",
+               "bool b = MODE == 0 ? BEFORE(y, x[c])", "wrong-op",
+               "rank counting (rows longer than one subgroup pass) does not count equal earlier elements: tied "
+               "elements share a rank, so one position is written twice and another never"),
+    )))
 register(OpSpec(
     "TOP_K", 1, lambda xs, p: np.argsort(-xs[0], axis=-1, kind="stable")[..., :p["k"]],
     lambda s, p: (I32, (p["k"], *s[0].ne[1:])), {"k": 1}, _check_top_k, lambda s, p: [p["k"]],
-    domain=_tied, verify=_top_k_set,
+    domain=_rows, verify=_top_k_set,
     summary="i32 indices of the k largest of each row (a set: any order, ties at the edge either way)",
     family=FAMILY, pinned=lambda: sort_cases("TOP_K"), strategy=lambda: sort_rows("TOP_K"),
     ggml=GgmlCall("ggml_top_k", (Src(0), Param("k")), rules=_ggml_rules("top_k")),
-    perf=Case.of("TOP_K", Input((256, 16384)), k=8)))
+    perf=Case.of("TOP_K", Input((256, 16384)), k=8),
+    mutants=(
+        Mutant("top_k_prune_from_one_opencl", "opencl", "for (int i = 0; i < KP; ++i) {",
+               "for (int i = 1; i < KP; ++i) {", "off-by-one",
+               "the bitonic top-k prune loop starts at 1: key 0 of each pruned block is left as it was, so the "
+               "block's k-th choice can be the (k+1)-th largest, a stale or a repeated key (k = 1: nothing pruned)"),
+        Mutant("top_k_merge_one_stage_short_opencl", "opencl",
+               "for (int j = KP / 2; j > 0; j >>= 1) cx_step(v, len, j, KP);",
+               "for (int j = KP / 2; j > 1; j >>= 1) cx_step(v, len, j, KP);", "off-by-one",
+               "the re-merge after each top-k prune stops one stage early (j > 1): neighbouring keys stay unordered, "
+               "so the next prune can keep the (k+1)-th largest in place of the k-th (on one router row, 256 "
+               "experts and k = 8: wrong in ~60% of distinct rows, ~40% of rows with ties)"),
+        Mutant("top_k_keep_off_by_one_vulkan", "vulkan", "rank[c] < keep)", "rank[c] <= keep)", "out-of-bounds",
+               "rank counting (rows past one subgroup pass) stores ranks 0..k, one index past the k of the row: it "
+               "lands in the next row or past the output"),
+        Mutant("top_k_tie_break_lost_vulkan", "vulkan", "return BEFORE(w, v) || (v == w && i > j);",
+               "return BEFORE(w, v);", "wrong-op",
+               "the bitonic network compares values only, not (value, index) keys: for a tied pair both sides of a "
+               "compare-exchange keep the same key, so an index is chosen twice and another lost"),
+    )))

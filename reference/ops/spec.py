@@ -185,6 +185,10 @@ class OpSpec:
     ggml: GgmlCall | None = None  # how ggml calls it: the ggml backend and the test-backend-ops reproducer
     # Bugs planted on purpose in its kernels, to prove its tests catch them (Mutant, python -m cases.mutants)
     mutants: tuple = ()
+    # For ops whose result is a correctly rounded function of its input (unary maps, norms, softmax): the largest
+    # relative error an output element may have where |reference| is not tiny (cases/harness.py check_rel_error),
+    # besides the NMSE bound, which a few percent of bad small elements pass. None: NMSE only.
+    max_rel_error: float | None = None
     param_kinds: dict = field(init=False, repr=False, compare=False, default=None)  # every parameter's Kind
 
     def __post_init__(self):

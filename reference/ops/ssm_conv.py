@@ -12,7 +12,7 @@ from ..case import Case, Input
 from ..tensor import DType
 from . import draw as d
 from .ggml_call import GgmlCall, Src, need
-from .spec import OpSpec, register
+from .spec import Mutant, OpSpec, register
 
 F32 = DType.F32
 FAMILY = "ssm_conv"
@@ -87,4 +87,15 @@ register(OpSpec(
     summary="causal depthwise conv: x[ch,t,s] = sum_i sx[t+i,ch,s] * c[i,ch]",
     family=FAMILY, pinned=ssm_conv_cases, strategy=ssm_conv,
     ggml=GgmlCall("ggml_ssm_conv", (Src(0), Src(1)), rules=_ggml_rules),
-    perf=Case.of("SSM_CONV", Input((1024 + 3, 4096, 1)), Input((4, 4096)))))  # 4096 channels over 1024 tokens
+    perf=Case.of("SSM_CONV", Input((1024 + 3, 4096, 1)), Input((4, 4096))),
+    mutants=(
+        Mutant("ssm_conv_taps_reversed_opencl", "opencl", "taps[i] = cr[i * NB(T_B, 0)];",
+               "taps[i] = cr[(D_CONV - 1 - i) * NB(T_B, 0)];", "wrong-op",
+               "the taps are read last first: a textbook convolution (flipped kernel) where ggml's ssm_conv is a "
+               "correlation, sum_i sx[t + i] * c[i]"),
+        Mutant("ssm_conv_window_shift_vulkan", "vulkan",
+               "[[unroll]] for (int j = 0; j + 1 < DCONV; ++j) win[j] = win[j + 1];",
+               "[[unroll]] for (int j = 0; j + 2 < DCONV; ++j) win[j] = win[j + 1];", "off-by-one",
+               "the sliding window shifts one tap short: from the block's second token on, tap DCONV - 2 keeps the "
+               "previous token's input"),
+    )))  # 4096 channels over 1024 tokens

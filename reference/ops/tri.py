@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from ..case import Case, Input, Layout
 from . import draw as d
 from .ggml_call import Enum, GgmlCall, Param, Src, contiguous, dense_nb0, requires
-from .spec import PERF_NE, OpSpec, check_square, f32, f32_bits, register, same_shape
+from .spec import PERF_NE, Mutant, OpSpec, check_square, f32, f32_bits, register, same_shape
 
 FAMILY = "tri"
 
@@ -57,17 +57,23 @@ def _diag_out(srcs, p):
 
 
 # ---- pinned upstream cases ------------------------------------------------------------------------------------------
+TRANSPOSED = Layout(permute=(1, 0, 2, 3))  # rows strided: OpenCL's strided-row path, Vulkan's general one
+
+
 def tri_cases():
-    return [Case.of("TRI", Input((10, 10, 4, 3)), type=t) for t in TRI_TYPES]
+    return [Case.of("TRI", Input((10, 10, 4, 3)), type=t) for t in TRI_TYPES] \
+        + [Case.of("TRI", Input((10, 10, 4, 3), layout=TRANSPOSED), type="LOWER_DIAG")]  # strided rows, no VEC4
 
 
 def fill_cases():
     return [Case.of("FILL", Input((10, 10, 4, 3)), c=c) for c in (0.0, 2.0, -152.0, 3.5)] \
-        + [Case.of("FILL", Input((10, 10, 4, 3), layout=Layout(pad=(2, 0, 1, 0), offset=3)), c=1.0, inplace=True)]
+        + [Case.of("FILL", Input((10, 10, 4, 3), layout=Layout(pad=(2, 0, 1, 0), offset=3)), c=1.0, inplace=True),
+           Case.of("FILL", Input((65, 3, 7), layout=TRANSPOSED), c=-2.5, inplace=True)]
 
 
 def diag_cases():
-    return [Case.of("DIAG", Input((10, 1, 4, 3))), Case.of("DIAG", Input((128, 1, 2, 1)))]
+    return [Case.of("DIAG", Input((10, 1, 4, 3))), Case.of("DIAG", Input((128, 1, 2, 1))),
+            Case.of("DIAG", Input((16, 1, 5, 2), layout=Layout(permute=(2, 0, 3, 1))))]  # a strided view
 
 
 # ---- drawn cases ----------------------------------------------------------------------------------------------------
@@ -110,7 +116,14 @@ register(OpSpec(
     flops=lambda s, d, p: 0, summary="keep one triangle of each ne0 x ne1 matrix, zero the rest",
     family=FAMILY, pinned=tri_cases, strategy=_tri_drawn,
     ggml=GgmlCall("ggml_tri", (Src(0), Enum("GGML_TRI_TYPE_", "type")), rules=_tri_rules),
-    perf=Case.of("TRI", Input((1024, 1024, 4)), type="LOWER_DIAG")))
+    perf=Case.of("TRI", Input((1024, 1024, 4)), type="LOWER_DIAG"),
+    mutants=(
+        Mutant("tri_lower_diag_no_diagonal_opencl", "opencl", "const int hi = type == 1 ? i1 + 1 :",
+               "const int hi = type == 1 ? i1 :", "off-by-one",
+               "LOWER_DIAG keeps columns [0, i1) instead of [0, i1]: the diagonal is zeroed (LOWER's bound)"),
+        Mutant("tri_upper_diag_no_diagonal_vulkan", "vulkan", "tri_type == 3 ? i.x >= i.y", "tri_type == 3 ? i.x > i.y",
+               "off-by-one", "UPPER_DIAG keeps i0 > i1 instead of i0 >= i1: the diagonal is zeroed (UPPER's test)"),
+    )))
 register(OpSpec(
     "FILL", 1, _fill_ref, same_shape, {"c": 0.0, "inplace": False},
     kernel_params=lambda s, p: [f32_bits(p["c"])], flops=lambda s, d, p: 0, inplace_param="inplace",
