@@ -63,7 +63,7 @@ class Buffers:
 
 
 def spy_prepare(monkeypatch, backend) -> list:
-    """Records every node the backend prepares (run_graph prepares a node right before running it)."""
+    """Records every node the backend prepares (a compiled graph prepares all its nodes before any runs)."""
     prepared, real = [], backend.prepare
 
     def prepare(node):
