@@ -8,6 +8,21 @@ index sets. The logits' top-1 token is compared per row.
 Against llama.cpp (`--against llama.cpp`) the reference runs the same GGUF the way llama.cpp is fed (each
 sequence's prompt, then one decode call per sequence per step) and every node whose llama.cpp callback name matches
 one of ours is compared under LLAMA_CPP_NMSE.
+
+Quantized files (read_gguf keeps each tensor's ggml type): the reference computes dequantized weights (ggml's own
+dequantization, bit for bit) times float activations. llama.cpp's CPU matmul quantizes the activations first (Q8_0
+for the legacy types, Q8_K for the K-quants) and multiplies integer blocks, so it differs from the reference by
+that rounding: measured on tiny-256 quantized by llama.cpp (the parity scenario, 680 nodes), one matmul of layer 0
+(kda_beta-0) differs by NMSE 3-4e-5, and the difference grows through the layers to at most 4.0e-3 (Q8_0), 4.6e-3
+(Q4_K_M), 3.3e-3 (Q2_K) at a node, logits 7.5e-4, 1.3e-3, 1.3e-3; f32 stays at 5e-12. Those nodes are compared
+under LLAMA_CPP_QUANT_NMSE (4x the worst measured); a dequantizer bug (a nibble order, a dropped dmin) moves the
+first node it touches to NMSE ~1. The same rounding flips the top-1 token where the reference's two best logits
+nearly tie (97% agreement measured), so a top-1 disagreement on a quantized file is excused when the reference's
+logit gap between the two tokens is under NEAR_TIE_RMS times the row's RMS logit difference (and counted in
+top1_excused). A discrete choice flips the same way: where a router picks k < n_expert experts, a near tie sends a
+token to another expert, changing its FFN output by O(1), so node-by-node parity on a quantized file needs a model
+whose router uses every expert (tiny-256 does); on a real checkpoint expect the MoE nodes after a flip to fail.
+Against our backends (`--backend B --model q.gguf`) both sides read the same dequantized weights: the f32 bounds.
 """
 from __future__ import annotations
 
@@ -31,6 +46,8 @@ ROUTED = ("ffn_moe_weights", "ffn_moe_weights_norm", "ffn_moe_weights_scaled", "
 # NMSE 3.5e-10 (flash attention off). The bound is test-backend-ops' default; a semantic slip (a wrong scale, eps or
 # gate) moves a node far past it.
 LLAMA_CPP_NMSE = 1e-7
+LLAMA_CPP_QUANT_NMSE = 2e-2  # quantized files: llama.cpp's Q8 activations, measured <= 4.6e-3 (module docstring)
+NEAR_TIE_RMS = 3.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +80,7 @@ class ParityResult:
     rows: list[dict] = field(default_factory=list)  # one per (step, node)
     top1: list[bool] = field(default_factory=list)
     logits_nmse: list[float] = field(default_factory=list)
+    top1_excused: int = 0  # disagreements on near ties of a quantized file (counted as agreeing in top1)
 
     @property
     def failures(self) -> list[dict]:
@@ -79,7 +97,7 @@ class ParityResult:
                 "first_failure": first["problem"] if first else None,
                 "max_nmse": max((r["nmse"] for r in self.rows if r["nmse"] is not None), default=0.0),
                 "max_logits_nmse": max(self.logits_nmse, default=0.0),
-                "top1_agreement": float(np.mean(self.top1)) if self.top1 else 0.0}
+                "top1_agreement": float(np.mean(self.top1)) if self.top1 else 0.0, "top1_excused": self.top1_excused}
 
 
 def expert_orders(got: dict, ref: dict) -> dict[str, np.ndarray | None]:
@@ -135,9 +153,24 @@ def compare_nodes(step: str, got: dict, ref: dict, ops: dict[str, str], bound: f
     return rows
 
 
-def _score_logits(result: ParityResult, got: np.ndarray, ref: np.ndarray) -> None:
-    result.top1 += [bool(x) for x in np.argmax(got, axis=-1) == np.argmax(ref, axis=-1)]
+def _score_logits(result: ParityResult, got: np.ndarray, ref: np.ndarray, excuse_near_ties: bool = False) -> None:
+    """Top-1 per row and the logits' NMSE. excuse_near_ties (quantized files against llama.cpp): a row whose top-1
+    differs still agrees when the reference scores the two tokens within NEAR_TIE_RMS x the row's RMS difference."""
+    got, ref = got.reshape(-1, got.shape[-1]), ref.reshape(-1, ref.shape[-1])
+    theirs, ours = np.argmax(got, axis=-1), np.argmax(ref, axis=-1)
+    for row, (a, b) in enumerate(zip(theirs, ours)):
+        agree = bool(a == b)
+        if not agree and excuse_near_ties:
+            rms = np.sqrt(np.mean((got[row] - ref[row]) ** 2))
+            agree = bool(ref[row, b] - ref[row, a] < NEAR_TIE_RMS * rms)
+            result.top1_excused += agree
+        result.top1.append(agree)
     result.logits_nmse.append(float(np.sum((got - ref) ** 2) / np.sum(ref ** 2)))
+
+
+def is_quantized(weights: dict) -> bool:
+    """Whether the weights were read from a file holding quantized tensors (read_gguf's FileWeights)."""
+    return any(t.qtype.quantized for t in getattr(weights, "stored", {}).values())
 
 
 def run_parity(backend_name: str, c: KimiConfig, weights: dict, variant: str, form: str,
@@ -167,6 +200,8 @@ def run_llama_parity(gguf_path, c: KimiConfig, weights: dict, variant: str, form
     seqs = [(list(map(int, t[:scenario.prompt])), list(map(int, t[scenario.prompt:]))) for t in toks]
     theirs = llama_cpp_run(gguf_path, seqs, nodes=["*"], ubatch=scenario.n_ubatch)
     result = ParityResult("llama.cpp")
+    quantized = is_quantized(weights)
+    bound = LLAMA_CPP_QUANT_NMSE if quantized else LLAMA_CPP_NMSE
     n_ctx = scenario.prompt + scenario.decode
     calls_per_seq: dict[int, int] = {}
     with ModelSession(get_backend("numpy"), c, weights, scenario.n_seqs, n_ctx, variant, form) as session:
@@ -176,8 +211,8 @@ def run_llama_parity(gguf_path, c: KimiConfig, weights: dict, variant: str, form
             ref = session.ubatch(toks[seq:seq + 1, first:first + count], first_slot=seq, outputs="all", keep="nodes")
             got = theirs["nodes"][(seq, call)]
             ops = {node.name: node.op for node in session.last_graph.nodes if node.name in got}
-            result.rows += compare_nodes(f"seq{seq} [{first}:{first + count}]", got, ref, ops, LLAMA_CPP_NMSE)
-            _score_logits(result, theirs["logits"][seq][first:first + count], ref["logits"])
+            result.rows += compare_nodes(f"seq{seq} [{first}:{first + count}]", got, ref, ops, bound)
+            _score_logits(result, theirs["logits"][seq][first:first + count], ref["logits"], quantized)
     return result
 
 
@@ -210,7 +245,8 @@ def run_cli(backends: list[str], c: KimiConfig, weights: dict, model: str, varia
         print(f"\n{info['backend']} vs {'llama.cpp' if against == 'llama.cpp' else 'the reference'}: "
               f"{'PASS' if summary['passed'] else 'FAIL'}, {summary['nodes_checked']} node results, "
               f"max NMSE {summary['max_nmse']:.3g}, logits NMSE {summary['max_logits_nmse']:.3g}, "
-              f"top-1 agreement {100 * summary['top1_agreement']:.1f}%")
+              f"top-1 agreement {100 * summary['top1_agreement']:.1f}%"
+              + (f" ({summary['top1_excused']} near ties excused)" if summary["top1_excused"] else ""))
         if summary["first_failing_node"]:
             print(f"first node past its bound: {summary['first_failing_node']} ({summary['first_failure']})")
         print(node_table(result.rows, show))

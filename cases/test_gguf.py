@@ -1,13 +1,17 @@
-"""GGUF round trips (exact in F32, the dtype's rounding in F16/BF16) and every refusal of read_gguf/write_gguf."""
+"""GGUF round trips (exact in F32, the dtype's rounding in F16/BF16) and every refusal of read_gguf/write_gguf;
+llama.cpp-quantized files read and compared with llama.cpp (issue 13); the layouts llama.cpp accepts."""
 import os
+from collections import Counter
 
 import gguf
 import numpy as np
 import pytest
 
+from bench import parity
+from reference import quants
 from reference.config import get_config
-from reference.gguf_io import ARCH, read_gguf, stays_f32, write_gguf
-from reference.weights import random_weights
+from reference.gguf_io import ARCH, GgufLayout, quantize_gguf, read_gguf, stays_f32, write_gguf
+from reference.weights import random_weights, stored_nbytes
 
 TINY = get_config("tiny")
 Q = gguf.GGMLQuantizationType
@@ -106,9 +110,9 @@ def test_rewrite_of_good_file_reads(tmp_path, good_file, tiny_weights):
 
 def _edited_tensors(weights, edit):
     tensors = _f32_tensors(weights)
-    if edit == "quantized":
+    if edit == "unread-type":  # a ggml type read_gguf does not dequantize
         name = "blk.1.attn_q.weight"
-        tensors[name] = (gguf.quants.quantize(weights[name], Q.Q8_0), Q.Q8_0)
+        tensors[name] = (gguf.quants.quantize(weights[name], Q.MXFP4), Q.MXFP4)
     elif edit == "missing":
         del tensors["blk.2.ssm_beta.weight"]
     elif edit == "extra":
@@ -123,7 +127,7 @@ A = gguf.GGUFValueType.ARRAY
 
 
 @pytest.mark.parametrize("edit, match", [
-    ("quantized", r"tensor blk\.1\.attn_q\.weight is Q8_0"),
+    ("unread-type", r"tensor blk\.1\.attn_q\.weight is MXFP4, which is not read; read: F32, F16, BF16, Q8_0"),
     ("missing", r"missing tensor\(s\) blk\.2\.ssm_beta\.weight"),
     ("extra", r"tensor blk\.0\.attn_kv_b\.weight is not part of model"),
     ("shape", r"tensor blk\.3\.attn_kv_a_norm\.weight has ne \[31\], expected \[32\]"),
@@ -288,3 +292,211 @@ def test_bench_refuses_a_damaged_model(tmp_path, good_file, tiny_weights, capsys
     err = capsys.readouterr().err
     assert err.startswith("python -m bench: error: " + message.format(path=path, size=good_file.stat().st_size)), err
     assert err.count("\n") == 1, err
+
+
+# ---- quantized files (issue 13): llama.cpp's quantizer, every type read, parity with llama.cpp --------------------
+T256 = get_config("tiny-256")
+# the types llama.cpp's quantizer gives tiny-256 (head-sized rows of 64 fall back to legacy 32-blocks)
+FTYPE_TYPES = {"Q8_0": {"Q8_0", "F32"}, "Q4_K_M": {"Q4_K", "Q6_K", "Q5_0", "F32"},
+               "Q2_K": {"Q2_K", "Q3_K", "Q6_K", "Q4_0", "F32"}}
+
+
+@pytest.fixture(scope="module")
+def t256_weights():
+    return random_weights(T256, seed=0)
+
+
+@pytest.fixture(scope="module")
+def quantized_files(tmp_path_factory, t256_weights):
+    """tiny-256 written as f32, then quantized by llama.cpp to each ftype of FTYPE_TYPES."""
+    folder = tmp_path_factory.mktemp("quantized")
+    write_gguf(folder / "f32.gguf", T256, t256_weights)
+    for ftype in FTYPE_TYPES:
+        quantize_gguf(folder / "f32.gguf", folder / f"{ftype}.gguf", ftype)
+    return folder
+
+
+@pytest.mark.parametrize("ftype", list(FTYPE_TYPES))
+def test_llama_cpp_quantized_file_reads(quantized_files, t256_weights, ftype):
+    """Every tensor of a llama.cpp-quantized file is read: the config as written, the weights near the originals,
+    the stored blocks kept (their dequantization is the weights, by gguf's and by ggml's own code), the quantized
+    size below f32's, and the 3-D conv kernels llama.cpp's quantizer writes."""
+    config, weights = read_gguf(quantized_files / f"{ftype}.gguf")
+    assert config == T256
+    types = Counter(t.qtype.name for t in weights.stored.values())
+    assert set(types) == FTYPE_TYPES[ftype], types
+    assert weights.layout == GgufLayout(conv_dims=3)
+    for name, w in t256_weights.items():
+        assert weights[name].shape == w.shape and weights[name].dtype == np.float32, name
+        nmse = float(np.sum((weights[name] - w) ** 2) / np.sum(w ** 2))
+        assert nmse < 0.2, (name, nmse)  # Q2_K's 2-bit blocks lose the most: ~0.1
+        stored = weights.stored[name]
+        if stored.qtype.quantized:
+            assert stored.ne[0] % stored.qtype.block == 0 and nmse > 0, name
+            truth = quants.ggml_to_float(stored.raw, stored.qtype).reshape(w.shape)
+            np.testing.assert_array_equal(weights[name], truth, err_msg=name)
+    f32 = sum(w.nbytes for w in t256_weights.values())
+    assert stored_nbytes(weights) < {"Q8_0": 0.3, "Q4_K_M": 0.17, "Q2_K": 0.11}[ftype] * f32
+
+
+def test_quantize_gguf_refuses(tmp_path, good_file, monkeypatch):
+    with pytest.raises(ValueError, match=r"ftype must be one of Q8_0, .*, got 'Q7_K'"):
+        quantize_gguf(good_file, tmp_path / "q.gguf", "Q7_K")
+    with pytest.raises(ValueError, match=r"Q4_K_M quantizes rows in blocks of 256 elements: model 'tiny' has "
+                                         r"d_model 64"):
+        quantize_gguf(good_file, tmp_path / "q.gguf", "q4_k_m")
+    with pytest.raises(ValueError, match=r"not a readable GGUF file"):
+        quantize_gguf(tmp_path / "absent.gguf", tmp_path / "q.gguf", "Q8_0")
+    import importlib.util
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(RuntimeError, match=r"llama-cpp-python is not installed"):
+        quantize_gguf(good_file, tmp_path / "q.gguf", "Q8_0")
+    assert not (tmp_path / "q.gguf").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ftype", list(FTYPE_TYPES))
+def test_quantized_parity_against_llama_cpp(quantized_files, ftype):
+    """The reference (dequantized weights x f32 activations) against llama.cpp (Q8 activations) on the same
+    quantized file, node by node under parity.LLAMA_CPP_QUANT_NMSE (measured <= 4.6e-3)."""
+    path = quantized_files / f"{ftype}.gguf"
+    config, weights = read_gguf(path)
+    summary = parity.run_llama_parity(path, config, weights, "chunk16", "absorbed").summary()
+    assert summary["passed"], summary
+    assert summary["nodes_checked"] > 600 and 1e-5 < summary["max_nmse"] < parity.LLAMA_CPP_QUANT_NMSE
+    assert summary["top1_excused"] <= 8  # near ties only: measured 4-5 of 146 rows
+
+
+def _nibbles_swapped(raw: np.ndarray, t) -> np.ndarray:
+    """Q4_K blocks as a dequantizer reading each byte's high nibble first would see them (qs: bytes 16..143)."""
+    blocks = raw.reshape(-1, 144).copy()
+    blocks[:, 16:] = (blocks[:, 16:] << 4) | (blocks[:, 16:] >> 4)
+    return blocks.reshape(raw.shape)
+
+
+def _dmin_dropped(raw: np.ndarray, t) -> np.ndarray:
+    """Q2_K blocks as a dequantizer that forgets the minimum (dmin, bytes 82..83) would see them."""
+    blocks = raw.reshape(-1, 84).copy()
+    blocks[:, 82:84] = 0
+    return blocks.reshape(raw.shape)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ftype, qtype, bug", [("Q4_K_M", "Q4_K", _nibbles_swapped), ("Q2_K", "Q2_K", _dmin_dropped)],
+                         ids=["q4_k-nibble-order", "q2_k-dmin-dropped"])
+def test_quantized_parity_catches_a_broken_dequantizer(quantized_files, monkeypatch, ftype, qtype, bug):
+    """A dequantizer bug planted in reference/quants.py makes parity against llama.cpp fail at the first node."""
+    honest = quants.dequantize
+
+    def broken(raw, t):
+        return honest(bug(np.asarray(raw), t) if quants.quant_type(t).name == qtype else raw, t)
+
+    monkeypatch.setattr(quants, "dequantize", broken)
+    path = quantized_files / f"{ftype}.gguf"
+    config, weights = read_gguf(path)
+    result = parity.run_llama_parity(path, config, weights, "chunk16", "absorbed", parity.Scenario(prompt=8, decode=1))
+    assert not result.passed
+    assert result.failures[0]["nmse"] > 10 * parity.LLAMA_CPP_QUANT_NMSE, result.failures[0]
+
+
+@pytest.mark.parametrize("backend", ["opencl", "vulkan"])
+def test_quantized_parity_on_backend(quantized_files, backend):
+    """`bench parity --backend B --model q.gguf`: both sides read the same dequantized weights, f32 bounds."""
+    from backends import TESTED_BACKENDS
+    from conftest import device_backend
+
+    assert backend in TESTED_BACKENDS
+    device_backend(backend)
+    config, weights = read_gguf(quantized_files / "Q4_K_M.gguf")
+    summary = parity.run_parity(backend, config, weights, "chunk16", "absorbed",
+                                parity.Scenario(prompt=20, decode=2)).summary()
+    assert summary["passed"] and summary["top1_agreement"] == 1.0, summary
+
+
+# ---- the layouts llama.cpp accepts ------------------------------------------------------------------------------
+@pytest.mark.parametrize("layout", [GgufLayout(conv_dims=3), GgufLayout(ssm_a_dims=4), GgufLayout(kv_b="merged"),
+                                    GgufLayout(conv_dims=3, ssm_a_dims=4, kv_b="merged")],
+                         ids=["conv-3d", "ssm_a-4d", "kv_b-merged", "all"])
+def test_layout_round_trip(tmp_path, tiny_weights, layout):
+    """Each spelling is written as asked and read back to the same weights, in weight_shapes' form, bit for bit; a
+    merged attn_kv_b is split exactly, and the decompressed form's attn_kv_b rebuilt from the split is the file's."""
+    from reference.weights import kv_b_from_split
+
+    path = tmp_path / "variant.gguf"
+    write_gguf(path, TINY, tiny_weights, layout=layout)
+    dims = {t.name: len(t.shape) for t in gguf.GGUFReader(path).tensors}
+    assert dims["blk.0.ssm_conv1d_q.weight"] == layout.conv_dims and dims["blk.0.ssm_a"] == layout.ssm_a_dims
+    assert ("blk.3.attn_kv_b.weight" in dims) == (layout.kv_b == "merged")
+    assert ("blk.3.attn_k_b.weight" in dims) == (layout.kv_b == "split")
+    config, weights = read_gguf(path)
+    assert config == TINY and weights.layout == layout
+    for name, w in tiny_weights.items():
+        np.testing.assert_array_equal(weights[name], w, err_msg=name)
+    if layout.kv_b == "merged":
+        rebuilt = kv_b_from_split(weights["blk.3.attn_k_b.weight"], weights["blk.3.attn_v_b.weight"])
+        np.testing.assert_array_equal(rebuilt, weights.stored["blk.3.attn_kv_b.weight"].raw)
+
+
+def test_layout_refusals(tmp_path, tiny_weights):
+    with pytest.raises(ValueError, match=r"GgufLayout: conv_dims must be 3 or 4, .* got 2, 2, 'split'"):
+        GgufLayout(conv_dims=2)
+    with pytest.raises(ValueError, match=r"kv_b one of split, merged; got 4, 2, 'unsplit'"):
+        GgufLayout(kv_b="unsplit")
+    path = tmp_path / "mixed.gguf"  # a merged-layout file that still holds the split pair
+    write_gguf(path, TINY, tiny_weights, layout=GgufLayout(kv_b="merged"))
+    tensors = _f32_tensors(tiny_weights)
+    tensors["blk.3.attn_kv_b.weight"] = (gguf.GGUFReader(path).tensors[0].data * 0 + 1, Q.F32)
+    _rewrite(path, tmp_path / "both.gguf", tensors=tensors)
+    with pytest.raises(ValueError, match=r"tensor blk\.3\.attn_k_b\.weight is not part of model 'tiny' \(merged "):
+        read_gguf(tmp_path / "both.gguf")
+
+
+def test_llama_cpp_runs_the_3d_conv_and_4d_ssm_a_layout(tmp_path, tiny_weights):
+    """llama.cpp loads both spellings and computes the same logits from them, bit for bit, and parity holds."""
+    from backends.llama_cpp import llama_cpp_run
+
+    seqs = [(list(range(5, 25)), [3])]
+    write_gguf(tmp_path / "plain.gguf", TINY, tiny_weights)
+    write_gguf(tmp_path / "variant.gguf", TINY, tiny_weights, layout=GgufLayout(conv_dims=3, ssm_a_dims=4))
+    plain, variant = (llama_cpp_run(tmp_path / f"{n}.gguf", seqs)["logits"][0] for n in ("plain", "variant"))
+    np.testing.assert_array_equal(plain, variant)
+    config, weights = read_gguf(tmp_path / "variant.gguf")
+    summary = parity.run_llama_parity(tmp_path / "variant.gguf", config, weights, "chunk16", "absorbed",
+                                      parity.Scenario(prompt=20, decode=1)).summary()
+    assert summary["passed"] and summary["top1_agreement"] == 1.0, summary
+
+
+def test_llama_cpp_on_the_legacy_kv_b_layout(tmp_path, tiny_weights):
+    """llama.cpp 0.3.36 loads a merged attn_kv_b file (its MLA cache off, a per-head K/V cache instead) and runs it,
+    but its logits are not the split file's: that branch of kimi-linear.cpp concatenates K as [k_pe | k_nope] while
+    Q stays [q_nope | q_pe]. Our reader splits attn_kv_b exactly, so the reference is the same model either way.
+    If this starts to fail, llama.cpp fixed its legacy branch: compare node by node then."""
+    from backends.llama_cpp import llama_cpp_run
+
+    seqs = [(list(range(5, 25)), [3])]
+    write_gguf(tmp_path / "split.gguf", TINY, tiny_weights)
+    write_gguf(tmp_path / "merged.gguf", TINY, tiny_weights, layout=GgufLayout(kv_b="merged"))
+    split, merged = (llama_cpp_run(tmp_path / f"{n}.gguf", seqs)["logits"][0] for n in ("split", "merged"))
+    assert np.all(np.isfinite(merged)) and np.std(merged) > 0.1
+    assert np.max(np.abs(merged - split)) > 0.1 * np.max(np.abs(split))
+
+
+def test_q_lora_round_trip_and_llama_cpp_refusal(tmp_path):
+    """A q-LoRA model (attn_q_a, attn_q_a_norm, attn_q_b; q_lora_rank in the metadata) is written and read back
+    exactly. llama.cpp 0.3.36 declares the tensors but never reads q_lora_rank for kimi-linear (and its graph
+    always multiplies by attn_q), so it refuses the file at load."""
+    import dataclasses
+
+    from backends.llama_cpp import llama_cpp_run
+
+    config = dataclasses.replace(TINY, name="tiny-q-lora", q_lora=48)
+    weights = random_weights(config, seed=0)
+    assert "blk.3.attn_q_a.weight" in weights and "blk.3.attn_q.weight" not in weights
+    path = tmp_path / "q_lora.gguf"
+    write_gguf(path, config, weights, layout=GgufLayout(conv_dims=3))
+    got_config, got = read_gguf(path)
+    assert got_config == config and got.stored["blk.3.attn_q_a_norm.weight"].qtype.name == "F32"
+    for name, w in weights.items():
+        np.testing.assert_array_equal(got[name], w, err_msg=name)
+    with pytest.raises(RuntimeError, match=r"tensor 'blk\.3\.attn_q_a_norm\.weight' has wrong shape; expected +0"):
+        llama_cpp_run(path, [([1, 2, 3], [])])

@@ -34,6 +34,7 @@ class KimiConfig:
     expert_scale: float = 2.446
     eps: float = 1e-5
     n_ctx_train: int = 1_048_576
+    q_lora: int = 0  # q-LoRA rank of the MLA layers (q = q_b(rms_norm(q_a(x)))); 0: one attn_q matrix, as Kimi-Linear
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -68,7 +69,8 @@ class KimiConfig:
 
     @property
     def mla(self) -> MlaConfig:
-        return MlaConfig(self.d_model, self.n_head, self.kv_lora, self.qk_nope, self.qk_rope, self.v_head, self.eps)
+        return MlaConfig(self.d_model, self.n_head, self.kv_lora, self.qk_nope, self.qk_rope, self.v_head, self.eps,
+                         self.q_lora)
 
     @property
     def moe(self) -> MoeConfig:
@@ -100,6 +102,12 @@ PRESETS = {
     "tiny": KimiConfig("tiny", n_vocab=256, d_model=64, n_layer=4, n_head=4, head_dim=16, d_conv=4, kv_lora=32,
                        qk_nope=16, qk_rope=8, v_head=16, n_expert=4, n_expert_used=2, d_expert=32, n_shared=1,
                        d_ff=128),
+    # The smallest model llama.cpp quantizes to K-quants as users get them: rows of 256 (d_model, d_inner, kv_lora,
+    # d_expert), so Q4_K/Q2_K reach every large matrix; the head-sized matrices (ssm_f_b, ssm_g_b, attn_k_b) fall back
+    # to llama.cpp's legacy types as they do in the real model.
+    "tiny-256": KimiConfig("tiny-256", n_vocab=256, d_model=256, n_layer=4, n_head=4, head_dim=64, d_conv=4,
+                           kv_lora=256, qk_nope=64, qk_rope=32, v_head=64, n_expert=4, n_expert_used=4, d_expert=256,
+                           n_shared=1, d_ff=512),
     "small": KimiConfig("small", n_vocab=4096, d_model=512, n_layer=8, n_head=8, head_dim=64, d_conv=4, kv_lora=128,
                         qk_nope=64, qk_rope=32, v_head=64, n_expert=16, n_expert_used=4, d_expert=256, n_shared=1,
                         d_ff=1536),
@@ -132,8 +140,12 @@ def weight_shapes(c: KimiConfig) -> dict[str, tuple[int, ...]]:
                            b + "ssm_g_b.weight": (S, Di), b + "ssm_norm.weight": (S,),
                            b + "attn_output.weight": (Di, D)})
         else:
-            shapes.update({b + "attn_q.weight": (D, H * (c.qk_nope + c.qk_rope)),
-                           b + "attn_kv_a_mqa.weight": (D, c.kv_lora + c.qk_rope),
+            if c.q_lora:
+                shapes.update({b + "attn_q_a.weight": (D, c.q_lora), b + "attn_q_a_norm.weight": (c.q_lora,),
+                               b + "attn_q_b.weight": (c.q_lora, H * (c.qk_nope + c.qk_rope))})
+            else:
+                shapes[b + "attn_q.weight"] = (D, H * (c.qk_nope + c.qk_rope))
+            shapes.update({b + "attn_kv_a_mqa.weight": (D, c.kv_lora + c.qk_rope),
                            b + "attn_kv_a_norm.weight": (c.kv_lora,),
                            b + "attn_k_b.weight": (c.qk_nope, c.kv_lora, H),
                            b + "attn_v_b.weight": (c.kv_lora, c.v_head, H),

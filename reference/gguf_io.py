@@ -1,10 +1,19 @@
-"""Kimi-Linear models as GGUF files that llama.cpp loads, and back: write_gguf(path, config, weights, dtype) and
-read_gguf(path) -> (config, weights).
+"""Kimi-Linear models as GGUF files that llama.cpp loads, and back: write_gguf(path, config, weights, dtype, layout),
+read_gguf(path) -> (config, weights), and quantize_gguf(src, dst, ftype) through llama.cpp's own quantizer.
 
 Tensor names are exactly the keys of weight_shapes(config); metadata is what llama.cpp's kimi-linear loader reads
 (shared/docs/runtimes.md). Small tensors stay F32 whatever dtype is asked, by the rule of llama.cpp's converter:
 1-D tensors and norms, everything not named *.weight (ssm_a, ssm_dt.bias, exp_probs_b.bias), the MoE router
-(ffn_gate_inp) and the conv kernels. Reading accepts F32, F16 and BF16 tensors and refuses anything else by name.
+(ffn_gate_inp) and the conv kernels.
+
+Reading accepts every type of reference.quants.QUANT_TYPES (F32, F16, BF16, the legacy, K- and most IQ quants):
+weights come back dequantized to float32 (ggml's to_float, bit for bit), and the returned dict (a FileWeights) keeps
+each tensor as stored - type and raw blocks - in .stored, for the quantized size and for kernels that read blocks.
+It also accepts the layouts llama.cpp's kimi-linear loader accepts (GgufLayout): conv kernels 3-D [d_conv, 1,
+d_inner] (what llama.cpp's quantizer writes: it drops trailing 1s) or 4-D; ssm_a [1, n_head] or [1, n_head, 1, 1];
+and the legacy unsplit attn_kv_b in place of attn_k_b/attn_v_b, which is split at load (split_kv_b: a reshape and
+a transpose, exact) so one weight set serves both MLA forms - the decompressed form rebuilds attn_kv_b from the
+split pair bit for bit. Weights always come back in weight_shapes' shapes, whatever the file's layout.
 
 Before the gguf package parses a file, check_complete walks its header with bounds checks and compares the file's
 size with what the header promises: a file cut short (a partial download or copy) is refused as "not a complete
@@ -14,16 +23,22 @@ otherwise blame on the reference.
 """
 from __future__ import annotations
 
+import importlib.util
 import mmap
 import re
 import struct
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
 import numpy as np
 
+from . import quants
 from .config import KimiConfig, weight_shapes
-from .weights import check_weights
+from .mla import split_kv_b
+from .weights import FileWeights, check_weights, kv_b_from_split, trim_ne
 
 ARCH = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.KIMI_LINEAR]  # "kimi-linear"
 _QTYPE = gguf.GGMLQuantizationType
@@ -52,7 +67,6 @@ _INT_FIELDS = {
     _key(_K.LLM.EXPERT_SHARED_COUNT): "n_shared",
     _key(_K.Attention.HEAD_COUNT): "n_head",
     _key(_K.Attention.KV_LORA_RANK): "kv_lora",
-    _key(_K.Attention.VALUE_LENGTH_MLA): "v_head",
     _key(_K.Rope.DIMENSION_COUNT): "qk_rope",
     _key(_K.SSM.CONV_KERNEL): "d_conv",
     _key(_K.KDA.HEAD_DIM): "head_dim",
@@ -65,21 +79,66 @@ _HEAD_COUNT_KV = _key(_K.Attention.HEAD_COUNT_KV)
 _KEY_LENGTH = _key(_K.Attention.KEY_LENGTH)
 _VALUE_LENGTH = _key(_K.Attention.VALUE_LENGTH)
 _KEY_LENGTH_MLA = _key(_K.Attention.KEY_LENGTH_MLA)
+_VALUE_LENGTH_MLA = _key(_K.Attention.VALUE_LENGTH_MLA)
+_Q_LORA_RANK = _key(_K.Attention.Q_LORA_RANK)  # written only for a q-LoRA model (config.q_lora > 0)
 _GATING_FUNC = _key(_K.LLM.EXPERT_GATING_FUNC)
 _WEIGHTS_NORM = _key(_K.LLM.EXPERT_WEIGHTS_NORM)
+KV_B_LAYOUTS = ("split", "merged")
 
 
-def _derived_metadata(c: KimiConfig) -> dict:
+@dataclass(frozen=True)
+class GgufLayout:
+    """How a file spells the tensors llama.cpp's kimi-linear loader accepts in more than one form (kimi-linear.cpp
+    load_arch_tensors). The defaults are what llama.cpp's converter writes.
+
+    conv_dims   ssm_conv1d_{q,k,v}: 4 ([d_conv, 1, d_inner, 1]) or 3 ([d_conv, 1, d_inner], as llama.cpp's
+                quantizer rewrites them)
+    ssm_a_dims  ssm_a: 2 ([1, n_head]) or 4 ([1, n_head, 1, 1])
+    kv_b        "split": attn_k_b + attn_v_b (the MLA latent cache); "merged": the legacy unsplit attn_kv_b, with
+                the legacy metadata llama.cpp then needs to load it (key_length_mla = value_length_mla = 0,
+                key_length = qk_nope + qk_rope, value_length = v_head, head_count_kv = n_head on MLA layers), which
+                turns its MLA KV cache off (a per-head K/V cache instead)
+    """
+    conv_dims: int = 4
+    ssm_a_dims: int = 2
+    kv_b: str = "split"
+
+    def __post_init__(self):
+        if self.conv_dims not in (3, 4) or self.ssm_a_dims not in (2, 4) or self.kv_b not in KV_B_LAYOUTS:
+            raise ValueError(f"GgufLayout: conv_dims must be 3 or 4, ssm_a_dims 2 or 4, kv_b one of "
+                             f"{', '.join(KV_B_LAYOUTS)}; got {self.conv_dims}, {self.ssm_a_dims}, {self.kv_b!r}")
+
+
+def _derived_metadata(c: KimiConfig, kv_b: str = "split") -> dict:
     """The keys llama.cpp needs that are functions of the config (read back only to check them)."""
-    return {
-        # 0 marks a KDA (recurrent) layer, 1 an MLA layer: the converter stores MLA as MQA over the latent.
-        _HEAD_COUNT_KV: [0 if c.is_kda(il) else 1 for il in range(c.n_layer)],
-        _KEY_LENGTH: c.kv_lora + c.qk_rope,  # the cached latent plus the (unrotated) rope part
-        _VALUE_LENGTH: c.kv_lora,
-        _KEY_LENGTH_MLA: c.qk_nope + c.qk_rope,
-        _GATING_FUNC: int(gguf.ExpertGatingFuncType.SIGMOID),
-        _WEIGHTS_NORM: True,
-    }
+    if kv_b == "merged":  # per-head K and V of the decompressed form are what llama.cpp then caches
+        attention = {_HEAD_COUNT_KV: [0 if c.is_kda(il) else c.n_head for il in range(c.n_layer)],
+                     _KEY_LENGTH: c.qk_nope + c.qk_rope, _VALUE_LENGTH: c.v_head,
+                     _KEY_LENGTH_MLA: 0, _VALUE_LENGTH_MLA: 0}
+    else:  # 0 marks a KDA (recurrent) layer, 1 an MLA layer: the converter stores MLA as MQA over the latent.
+        attention = {_HEAD_COUNT_KV: [0 if c.is_kda(il) else 1 for il in range(c.n_layer)],
+                     _KEY_LENGTH: c.kv_lora + c.qk_rope,  # the cached latent plus the (unrotated) rope part
+                     _VALUE_LENGTH: c.kv_lora,
+                     _KEY_LENGTH_MLA: c.qk_nope + c.qk_rope, _VALUE_LENGTH_MLA: c.v_head}
+    return {**attention, _GATING_FUNC: int(gguf.ExpertGatingFuncType.SIGMOID), _WEIGHTS_NORM: True}
+
+
+def file_shapes(c: KimiConfig, layout: GgufLayout = GgufLayout()) -> dict[str, tuple[int, ...]]:
+    """The tensors of a file in `layout`, by name, as ggml ne (weight_shapes with the layout's spellings)."""
+    shapes = {}
+    for name, ne in weight_shapes(c).items():
+        kind = name.split(".")[-2] if name.endswith(".weight") else name.split(".")[-1]
+        if kind.startswith("ssm_conv1d_") and layout.conv_dims == 3:
+            ne = ne[:3]
+        elif kind == "ssm_a" and layout.ssm_a_dims == 4:
+            ne = ne + (1, 1)
+        elif kind in ("attn_k_b", "attn_v_b") and layout.kv_b == "merged":
+            if kind == "attn_k_b":
+                name, ne = name.replace("attn_k_b", "attn_kv_b"), (c.kv_lora, c.n_head * (c.qk_nope + c.v_head))
+            else:
+                continue
+        shapes[name] = ne
+    return shapes
 
 
 def stays_f32(name: str) -> bool:
@@ -228,22 +287,31 @@ def _refuse_nonfinite(path, name: str, values: np.ndarray, what: str) -> None:
                      f"(element {first})")
 
 
-def write_gguf(path, config: KimiConfig, weights: dict[str, np.ndarray], dtype: str = "f32") -> None:
+def write_gguf(path, config: KimiConfig, weights: dict[str, np.ndarray], dtype: str = "f32",
+               layout: GgufLayout = GgufLayout()) -> None:
     """Write config and weights ({GGUF name: float array, numpy shape = reversed ne}) as a llama.cpp GGUF file.
     dtype ("f32", "f16", "bf16") applies to the large matrices; see stays_f32 for the rest. bf16 rounds to nearest
-    even, as ggml does."""
+    even, as ggml does. layout: the spellings llama.cpp also accepts (GgufLayout); weights are always given in
+    weight_shapes' form (attn_k_b/attn_v_b are merged here for layout.kv_b == "merged"). Quantized files:
+    quantize_gguf."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    shapes = weight_shapes(config)
-    extra = sorted(set(weights) - set(shapes))
+    if not isinstance(layout, GgufLayout):
+        raise ValueError(f"layout must be a GgufLayout, got {layout!r}")
+    extra = sorted(set(weights) - set(weight_shapes(config)))
     if extra:
         raise ValueError(f"model {config.name!r}: tensor(s) not in the model: {', '.join(extra)}")
     check_weights(config, weights)
 
     tensors = []  # every tensor converted and checked before the file is created
-    for name, ne in shapes.items():
+    for name, ne in file_shapes(config, layout).items():
         qtype = _QTYPE.F32 if stays_f32(name) else DTYPES[dtype]
-        data = np.asarray(weights[name], dtype=np.float32).reshape(tuple(reversed(ne)))
+        if name.endswith("attn_kv_b.weight"):
+            values = kv_b_from_split(weights[name.replace("attn_kv_b", "attn_k_b")],
+                                     weights[name.replace("attn_kv_b", "attn_v_b")])
+        else:
+            values = weights[name]
+        data = np.asarray(values, dtype=np.float32).reshape(tuple(reversed(ne)))
         _refuse_nonfinite(path, name, data, "has")
         with np.errstate(over="ignore"):  # an overflow to inf is refused, by name, just below
             raw = gguf.quants.quantize(data, qtype)
@@ -257,9 +325,11 @@ def write_gguf(path, config: KimiConfig, weights: dict[str, np.ndarray], dtype: 
     writer.add_tokenizer_model("none")  # no tokenizer: llama.cpp then takes the vocabulary size from vocab_size
     for key, field in _INT_FIELDS.items():
         writer.add_uint32(key, getattr(config, field))
+    if config.q_lora:
+        writer.add_uint32(_Q_LORA_RANK, config.q_lora)
     for key, field in _FLOAT_FIELDS.items():
         writer.add_float32(key, getattr(config, field))
-    for key, value in _derived_metadata(config).items():
+    for key, value in _derived_metadata(config, layout.kv_b).items():
         if isinstance(value, list):
             writer.add_array(key, value)
         elif isinstance(value, bool):
@@ -275,11 +345,13 @@ def write_gguf(path, config: KimiConfig, weights: dict[str, np.ndarray], dtype: 
     writer.close()
 
 
-def read_gguf(path) -> tuple[KimiConfig, dict[str, np.ndarray]]:
-    """Read a Kimi-Linear GGUF: the config rebuilt from its metadata and every tensor as a float32 array (numpy
-    shape = reversed ne; F16 and BF16 widened exactly). Refuses, naming the key or tensor: a file that is not GGUF,
-    another architecture, a missing or inconsistent metadata key, a layer pattern other than config.is_kda, a
-    quantized tensor, a missing, extra or misshapen tensor, a tensor with NaN or inf values; and a file cut short
+def read_gguf(path) -> tuple[KimiConfig, FileWeights]:
+    """Read a Kimi-Linear GGUF: the config rebuilt from its metadata and every tensor as a float32 array in
+    weight_shapes' form (numpy shape = reversed ne; F16, BF16 and quantized blocks dequantized as ggml does), in a
+    FileWeights that also holds each tensor as stored (.stored) and the file's layout (.layout). Refuses, naming the
+    key or tensor: a file that is not GGUF, another architecture, a missing or inconsistent metadata key, a layer
+    pattern other than config.is_kda, a tensor type not read (reference.quants.QUANT_TYPES), rows that are not whole
+    blocks, a missing, extra or misshapen tensor, a tensor with NaN or inf values; and a file cut short
     (check_complete) before the gguf package parses it."""
     path = Path(path)
     check_complete(path)
@@ -305,33 +377,119 @@ def read_gguf(path) -> tuple[KimiConfig, dict[str, np.ndarray]]:
     ints = {field: get(key, int) for key, field in _INT_FIELDS.items()}
     # float32 in the file: take the shortest decimal that rounds to it, so 2.446 reads back as 2.446.
     floats = {field: float(str(np.float32(get(key, float)))) for key, field in _FLOAT_FIELDS.items()}
-    qk_nope = get(_KEY_LENGTH_MLA, int) - ints["qk_rope"]
-    config = KimiConfig(name=fields.get(_K.General.NAME) or path.stem, qk_nope=qk_nope, **ints, **floats)
+    # key_length_mla 0 marks the legacy layout (unsplit attn_kv_b): the head sizes are then the plain key/value lengths
+    kv_b = "merged" if get(_KEY_LENGTH_MLA, int) == 0 else "split"
+    key_length, value_length = (_KEY_LENGTH, _VALUE_LENGTH) if kv_b == "merged" else (_KEY_LENGTH_MLA,
+                                                                                      _VALUE_LENGTH_MLA)
+    q_lora = get(_Q_LORA_RANK, int) if _Q_LORA_RANK in fields else 0
+    config = KimiConfig(name=fields.get(_K.General.NAME) or path.stem, qk_nope=get(key_length, int) - ints["qk_rope"],
+                        v_head=get(value_length, int), q_lora=q_lora, **ints, **floats)
 
     head_count_kv = get(_HEAD_COUNT_KV, list)
     if len(head_count_kv) != config.n_layer:
         raise ValueError(f"{path}: {_HEAD_COUNT_KV} has {len(head_count_kv)} entries for {config.n_layer} layers")
-    for key, expected in _derived_metadata(config).items():
+    for key, expected in _derived_metadata(config, kv_b).items():
         got = fields.get(key)
         if got is None:
             raise ValueError(f"{path}: missing metadata key {key}")
         if key == _HEAD_COUNT_KV:
             for il, (g, e) in enumerate(zip(got, expected)):
-                if g != e:
-                    kinds = {0: "KDA (0)", 1: "MLA (1)"}
-                    raise ValueError(f"{path}: layer {il} is {kinds.get(g, g)} in {key} but the Kimi-Linear layer "
-                                     f"pattern makes it {kinds[e]}")
-        elif got != expected:
+                if (g == 0) != (e == 0):
+                    kinds = {0: "KDA (0)"}
+                    raise ValueError(f"{path}: layer {il} is {kinds.get(g, f'MLA ({g})')} in {key} but the "
+                                     f"Kimi-Linear layer pattern makes it {kinds.get(e, f'MLA ({e})')}")
+        if got != expected:
             raise ValueError(f"{path}: metadata key {key} is {got!r}, expected {expected!r} for this config")
 
-    shapes = weight_shapes(config)
-    weights = {}
+    shapes = file_shapes(config, GgufLayout(kv_b=kv_b))
+    canonical = weight_shapes(config)
+    found, stored, dims = {}, {}, {}
     for t in reader.tensors:
         if t.name not in shapes:
-            raise ValueError(f"{path}: tensor {t.name} is not part of model {config.name!r}")
-        if t.tensor_type not in DTYPES.values():
-            raise ValueError(f"{path}: tensor {t.name} is {t.tensor_type.name}; only F32, F16 and BF16 are read")
-        weights[t.name] = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
-        _refuse_nonfinite(path, t.name, weights[t.name], "has")  # widening keeps NaN/inf: one check covers all types
+            raise ValueError(f"{path}: tensor {t.name} is not part of model {config.name!r}"
+                             + (f" ({kv_b} attn_kv_b layout)" if re.search(r"attn_kv?_b|attn_v_b", t.name) else ""))
+        if t.tensor_type.name not in quants.QUANT_TYPES:
+            raise ValueError(f"{path}: tensor {t.name} is {t.tensor_type.name}, which is not read; read: "
+                             f"{', '.join(quants.QUANT_TYPES)}")
+        qtype = quants.quant_type(t.tensor_type)
+        ne = tuple(int(n) for n in t.shape)
+        qtype.check_row(ne[0], f"{path}: tensor {t.name}")
+        found[t.name] = quants.dequantize(t.data, qtype).reshape(tuple(reversed(ne)))
+        _refuse_nonfinite(path, t.name, found[t.name], "has")  # dequantizing keeps NaN/inf: one check for all
+        stored[t.name] = quants.StoredTensor(qtype, ne, t.data)  # a view of the file's memory map
+        dims[t.name.split(".")[-2] if t.name.endswith(".weight") else t.name.split(".")[-1]] = len(ne)
+    missing = sorted(set(shapes) - set(found))
+    if missing:
+        raise ValueError(f"model {config.name!r}: missing tensor(s) {', '.join(missing[:5])}"
+                         + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+    for name, ne in shapes.items():  # each spelling llama.cpp accepts (trailing 1s aside) and only those
+        got = tuple(reversed(found[name].shape))
+        if trim_ne(got) != trim_ne(ne):
+            raise ValueError(f"model {config.name!r}: tensor {name} has ne {list(got)}, expected {list(ne)}")
+    weights = {}
+    for name, ne in canonical.items():
+        if name in found:
+            weights[name] = found[name].reshape(tuple(reversed(ne)))
+    for il in config.mla_layers if kv_b == "merged" else ():
+        b = f"blk.{il}."
+        weights[b + "attn_k_b.weight"], weights[b + "attn_v_b.weight"] = split_kv_b(
+            found[b + "attn_kv_b.weight"], config.mla)
+    layout = GgufLayout(conv_dims=3 if dims.get("ssm_conv1d_q", 4) == 3 else 4,
+                        ssm_a_dims=4 if dims.get("ssm_a", 2) == 4 else 2, kv_b=kv_b)
+    weights = FileWeights({name: weights[name] for name in canonical}, stored, layout)
     check_weights(config, weights)
     return config, weights
+
+
+# ---- quantized files through llama.cpp's quantizer -----------------------------------------------------------
+# The ftypes llama.cpp quantizes without an importance matrix (its IQ1/IQ2/IQ3 ftypes need one).
+QUANTIZE_FTYPES = ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q2_K_S", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S",
+                   "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS", "F16", "BF16")
+_NEEDS_256 = ("_K", "IQ4_XS")  # ftypes whose main type has 256-element blocks
+
+
+def quantize_gguf(src, dst, ftype: str, n_threads: int = 2, timeout_s: float = 600) -> None:
+    """Quantize the GGUF `src` into `dst` with llama.cpp's own quantizer (llama_model_quantize, llama-cpp-python),
+    as `llama-quantize src dst FTYPE` does: per-tensor types chosen by llama.cpp (Q4_K_M mixes Q4_K, Q6_K, Q5_0,
+    ...), small tensors kept F32. Runs in a child process (a failed GGML_ASSERT aborts). Refuses before anything
+    runs: an unknown ftype, llama-cpp-python missing, a source read_gguf refuses, and a K-quant ftype for a model
+    whose hidden size (the rows of the large matrices) is not a multiple of 256."""
+    ftype = ftype.upper()
+    if ftype not in QUANTIZE_FTYPES:
+        raise ValueError(f"ftype must be one of {', '.join(QUANTIZE_FTYPES)}, got {ftype!r}")
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise RuntimeError("quantize_gguf needs llama.cpp's quantizer: llama-cpp-python is not installed in this "
+                           "environment (run scripts/setup.sh)")
+    config, _ = read_gguf(src)
+    if any(tag in ftype for tag in _NEEDS_256) and config.d_model % 256:
+        raise ValueError(f"{ftype} quantizes rows in blocks of 256 elements: model {config.name!r} has d_model "
+                         f"{config.d_model}, not a multiple of 256")
+    code = ("import sys; from reference.gguf_io import _quantize_here; "
+            "_quantize_here(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))")
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, str(src), str(dst), ftype, str(n_threads)],
+                              cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
+                              timeout=timeout_s)
+    except subprocess.TimeoutExpired as e:
+        raise RuntimeError(f"llama.cpp's quantizer did not finish {src} -> {ftype} within {timeout_s} s") from e
+    if proc.returncode != 0:
+        raise RuntimeError(f"llama.cpp's quantizer failed on {src} -> {ftype} (exit status {proc.returncode}):\n"
+                           f"{proc.stderr[-4000:]}")
+
+
+def _quantize_here(src: str, dst: str, ftype: str, n_threads: int) -> None:
+    """The child's side of quantize_gguf: llama.cpp's log kept to warnings and errors."""
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback
+    def log(level, text, _user_data):
+        if level in (3, 4):  # GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR
+            sys.stderr.write(text.decode(errors="replace"))
+
+    llama_cpp.llama_log_set(log, None)
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = int(gguf.LlamaFileType[f"MOSTLY_{ftype}"])
+    params.nthread = n_threads
+    status = llama_cpp.llama_model_quantize(src.encode(), dst.encode(), params)
+    if status != 0:
+        raise SystemExit(f"llama_model_quantize returned {status}")

@@ -4,7 +4,10 @@
   absorbed      q_nope folded through wk_b, attention over the 576-float latent cache directly (MQA), wv_b after
 
 Both keep llama.cpp's cache of kv_lora_rank + rope floats per token (c_n | k_pe) per sequence and append the new
-tokens with SET, so prefill and decode run the same graph. Scores are scaled by 1/sqrt(qk_nope + qk_rope)."""
+tokens with SET, so prefill and decode run the same graph. Scores are scaled by 1/sqrt(qk_nope + qk_rope).
+
+The query is one matrix (attn_q, Kimi-Linear's) or, with q_lora > 0, DeepSeek's q-LoRA: q = q_b(rms_norm(q_a(x)) *
+q_a_norm), the weights wq_a, q_a_norm and wq_b in place of wq."""
 from __future__ import annotations
 
 import math
@@ -26,6 +29,7 @@ class MlaConfig:
     qk_rope: int = 64
     v_head: int = 128
     eps: float = 1e-5
+    q_lora: int = 0
 
     @property
     def qk(self) -> int:
@@ -45,7 +49,13 @@ def check_form(form: str) -> str:
 def mla_weights(gr: Graph, c: MlaConfig) -> dict[str, GTensor]:
     """Both forms' weights: wkv_b for the decompressed form, its per-head split wk_b / wv_b for the absorbed one."""
     H = c.n_head
-    return {"wq": gr.input("attn_q", (c.d_model, H * c.qk)),
+    if c.q_lora:
+        query = {"wq_a": gr.input("attn_q_a", (c.d_model, c.q_lora)),
+                 "q_a_norm": gr.input("attn_q_a_norm", (c.q_lora,)),
+                 "wq_b": gr.input("attn_q_b", (c.q_lora, H * c.qk))}
+    else:
+        query = {"wq": gr.input("attn_q", (c.d_model, H * c.qk))}
+    return {**query,
             "wkv_a": gr.input("attn_kv_a_mqa", (c.d_model, c.cache_width)),
             "kv_norm": gr.input("attn_kv_a_norm", (c.kv_lora,)),
             "wkv_b": gr.input("attn_kv_b", (c.kv_lora, H * (c.qk_nope + c.v_head))),
@@ -72,7 +82,14 @@ def mla_attention(gr: Graph, x: GTensor, cache: GTensor, mask: GTensor, pos: int
     if not pos + T <= n_kv <= cache.ne[1]:
         raise ValueError(f"mask covers {n_kv} keys; it needs {pos + T}..{cache.ne[1]} (the cache's length)")
     f = 4  # bytes per f32
-    q = gr.reshape(gr.op("MUL_MAT", w["wq"], x, name=f"{name}_q"), (c.qk, H, T))
+    if c.q_lora:
+        q_a = gr.op("MUL_MAT", w["wq_a"], x, name=f"{name}_q_a")
+        q_a = gr.op("MUL", gr.op("RMS_NORM", q_a, eps=c.eps, name=f"{name}_q_a_norm_raw"), w["q_a_norm"],
+                    name=f"{name}_q_a_norm")
+        q = gr.op("MUL_MAT", w["wq_b"], q_a, name=f"{name}_q")
+    else:
+        q = gr.op("MUL_MAT", w["wq"], x, name=f"{name}_q")
+    q = gr.reshape(q, (c.qk, H, T))
     ckv = gr.op("MUL_MAT", w["wkv_a"], x, name=f"{name}_kv_a")  # [576, T]
     latent = gr.view(ckv, (c.kv_lora, T), nb=(f, ckv.desc.nb[1]))
     k_pe = gr.view(ckv, (c.qk_rope, T), nb=(f, ckv.desc.nb[1]), offset=c.kv_lora * f)
@@ -135,10 +152,12 @@ def build_mla_graph(c: MlaConfig, seqs: list[tuple[int, int]], n_ctx: int, form:
 def mla_loop(x: np.ndarray, w: dict, c: MlaConfig) -> np.ndarray:
     """Spec 5.1, token by token in float64, decompressed, causal over the whole sequence x [T, D]."""
     H = c.n_head
-    q = (x @ w["attn_q"].T).reshape(len(x), H, c.qk)
+    rms = lambda u, weight: u / np.sqrt(np.mean(u ** 2, axis=-1, keepdims=True) + c.eps) * weight
+    q = rms(x @ w["attn_q_a"].T, w["attn_q_a_norm"]) @ w["attn_q_b"].T if c.q_lora else x @ w["attn_q"].T
+    q = q.reshape(len(x), H, c.qk)
     ckv = x @ w["attn_kv_a_mqa"].T
     lat, k_pe = ckv[:, :c.kv_lora], ckv[:, c.kv_lora:]
-    c_n = lat / np.sqrt(np.mean(lat ** 2, axis=-1, keepdims=True) + c.eps) * w["attn_kv_a_norm"]
+    c_n = rms(lat, w["attn_kv_a_norm"])
     kv = (c_n @ w["attn_kv_b"].T).reshape(len(x), H, c.qk_nope + c.v_head)
     out = np.zeros((len(x), H * c.v_head))
     for t in range(len(x)):

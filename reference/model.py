@@ -193,7 +193,8 @@ def _kda_layer(gr, c: KimiConfig, x, w, b, states, il, T, n, first_slot, variant
 
 def _mla_layer(gr, c: KimiConfig, x, w, b, cache_all, masks, positions, first_slot, n_ctx, form, T) -> GTensor:
     m = c.mla
-    names = {"wq": "attn_q", "wkv_a": "attn_kv_a_mqa", "kv_norm": "attn_kv_a_norm", "wk_b": "attn_k_b",
+    names = {"wq": "attn_q", "wq_a": "attn_q_a", "q_a_norm": "attn_q_a_norm", "wq_b": "attn_q_b",
+             "wkv_a": "attn_kv_a_mqa", "kv_norm": "attn_kv_a_norm", "wk_b": "attn_k_b",
              "wv_b": "attn_v_b", "wkv_b": "attn_kv_b", "wo": "attn_output"}  # the form's weights are present
     mw = {key: w[b + name + ".weight"] for key, name in names.items() if b + name + ".weight" in w}
     D = c.d_model
@@ -254,8 +255,8 @@ def model_loop(c: KimiConfig, weights: dict[str, np.ndarray], tokens) -> np.ndar
             attn = (rms(o[0], w[b + "ssm_norm.weight"]) * sigmoid(z)).reshape(T, c.d_inner)
             h = h + attn @ w[b + "attn_output.weight"].T
         else:
-            mw = {name: w[b + name + ".weight"] for name in ("attn_q", "attn_kv_a_mqa", "attn_kv_a_norm",
-                                                             "attn_output")}
+            query = ("attn_q_a", "attn_q_a_norm", "attn_q_b") if c.q_lora else ("attn_q",)
+            mw = {name: w[b + name + ".weight"] for name in (*query, "attn_kv_a_mqa", "attn_kv_a_norm", "attn_output")}
             mw["attn_kv_b"] = kv_b_from_split(w[b + "attn_k_b.weight"], w[b + "attn_v_b.weight"])
             h = h + mla_loop(x, mw, c.mla)
         y = rms(h, w[b + "ffn_norm.weight"])

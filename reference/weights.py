@@ -40,6 +40,24 @@ def random_weights(c: KimiConfig, seed: int = 0) -> dict[str, np.ndarray]:
     return weights
 
 
+class FileWeights(dict):
+    """{GGUF name: float32 array} read from a file, with the tensors as the file stores them:
+    stored {file tensor name: quants.StoredTensor} (ggml type, ne and raw blocks; a legacy attn_kv_b stays under its
+    own name) and the file's layout (gguf_io.GgufLayout)."""
+
+    def __init__(self, weights: dict, stored: dict, layout):
+        super().__init__(weights)
+        self.stored = stored
+        self.layout = layout
+
+
+def stored_nbytes(weights: dict) -> int:
+    """Bytes the weights take as stored: a file's (quantized) tensor data for FileWeights, else the arrays'."""
+    if isinstance(weights, FileWeights):
+        return sum(t.nbytes for t in weights.stored.values())
+    return sum(np.asarray(w).nbytes for w in weights.values())
+
+
 def check_weights(c: KimiConfig, weights: dict[str, np.ndarray]) -> None:
     """Every tensor the config needs is present with its shape (size-1 trailing dims optional); nothing extra."""
     shapes = weight_shapes(c)
@@ -49,11 +67,11 @@ def check_weights(c: KimiConfig, weights: dict[str, np.ndarray]) -> None:
                          + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
     for name, ne in shapes.items():
         got = tuple(reversed(weights[name].shape))
-        if _trim(got) != _trim(ne):
+        if trim_ne(got) != trim_ne(ne):
             raise ValueError(f"model {c.name!r}: tensor {name} has ne {list(got)}, expected {list(ne)}")
 
 
-def _trim(ne) -> tuple:
+def trim_ne(ne) -> tuple:
     ne = tuple(ne)
     while len(ne) > 1 and ne[-1] == 1:
         ne = ne[:-1]
