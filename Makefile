@@ -15,10 +15,11 @@ test: setup
 mutants: setup
 	KBO_REQUIRE=opencl,vulkan $(PY) -m cases.mutants --no-record
 
-# llama-bench's pp512 and tg128 after 8192 tokens of context, tiny model, every available backend. Three repetitions
-# (the command's default is llama-bench's five) keep it within 5 minutes on 2 cores, where lavapipe's tg128 dominates.
+# llama-bench's pp512 and tg128 after 8192 tokens of context, tiny model, every available backend. Five repetitions
+# (llama-bench's default): with 3 a side no rank test can reach p < 0.05 (3 vs 3: 0.1), so `bench compare` could never
+# flag a regression; 5 vs 5 reaches 0.008. lavapipe's tg128 dominates the run time on 2 cores.
 bench: setup
-	$(PY) -m bench pp512 tg128 --depth 8192 --model tiny --backend all -r 3
+	$(PY) -m bench pp512 tg128 --depth 8192 --model tiny --backend all -r 5
 
 bench-ops: setup
 	$(PY) -m bench ops

@@ -6,8 +6,14 @@ HYPOTHESIS_PROFILE. Every profile keeps failing examples in .hypothesis/ so the 
 
 KBO_REQUIRE=opencl,vulkan (set by .ci/run) turns "runtime missing" from a skip into a failure for those backends,
 so a broken driver install cannot pass CI as a wall of skips.
+
+test-backend-ops' habits (pytest --help, group "kimi-backend-ops"): --op ACC,SET selects the tests of those ops by
+name (-o), --params REGEX the pinned cases whose parameters match (-p), --list-ops and --show-coverage print the ops
+and the support and kernel-path tables, then exit. Selection reads each test's parameters (a Case, an OpSpec or a
+parameter named `op`), not its id, so `--op SET` never picks ACC through "offset" as `-k set` does.
 """
 import os
+import re
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -36,12 +42,101 @@ def device_backend(name: str):
     return get_backend(name)
 
 
-# ---- conformance counts into the result history (python -m pytest --record-history) --------------------------------
 def pytest_addoption(parser):
-    parser.addoption("--record-history", action="store_true",
-                     help="append pass/fail/skip counts per backend and op to reports/history.jsonl")
+    group = parser.getgroup("kimi-backend-ops")
+    group.addoption("--record-history", action="store_true",
+                    help="append pass/fail/skip counts per backend and op to reports/history.jsonl")
+    group.addoption("--op", metavar="OPS",
+                    help="run only the tests of these ops (comma-separated exact names, any case, e.g. ACC,SET; like "
+                         "test-backend-ops -o): tests parametrised by a case or an op name; the others are deselected")
+    group.addoption("--params", metavar="REGEX",
+                    help="run only the pinned cases whose parameter string (type=f32,ne_a=[...],..., the part of the "
+                         "id in parentheses) matches REGEX (re.search; like test-backend-ops -p); tests without a "
+                         "pinned case (drawn, model, CLI tests) are deselected")
+    group.addoption("--list-ops", action="store_true",
+                    help="print every registered op (family, pinned cases, backends that run it, summary) and exit")
+    group.addoption("--show-coverage", action="store_true",
+                    help="print the op x source types x backend support table and the kernel paths each backend's "
+                         "pinned cases reach, then exit (no GPU needed: a missing runtime shows as n/a)")
 
 
+# ---- test-backend-ops' -o, -p and list/support modes -----------------------------------------------------------------
+def pytest_cmdline_main(config):
+    """--list-ops and --show-coverage print and exit before any collection (and before xdist starts workers)."""
+    if config.option.help or config.option.version:
+        return None  # --help and --version win, as they do over every other option
+    if config.getoption("--list-ops") or config.getoption("--show-coverage"):
+        from cases import coverage
+
+        print(coverage.list_ops_report() if config.getoption("--list-ops") else coverage.show_coverage_report())
+        return 0
+    return None
+
+
+_selection_key = pytest.StashKey[tuple]()
+
+
+def pytest_configure(config):
+    """Checks --op and --params once per process (controller and every xdist worker alike): a bad one is a usage
+    error before anything is collected."""
+    ops = None
+    if config.getoption("--op") is not None:
+        from reference.ops import get_op
+
+        names = [n.strip() for n in config.getoption("--op").split(",") if n.strip()]
+        if not names:
+            raise pytest.UsageError("--op needs at least one op name, e.g. --op ACC,SET")
+        try:
+            ops = {get_op(n).name for n in names}
+        except ValueError as err:
+            raise pytest.UsageError(f"--op: {err}") from None
+    pattern = None
+    if config.getoption("--params") is not None:
+        try:
+            pattern = re.compile(config.getoption("--params"))
+        except re.error as err:
+            raise pytest.UsageError(f"--params: bad regular expression {config.getoption('--params')!r}: {err}") \
+                from None
+    config.stash[_selection_key] = (ops, pattern)
+
+
+def item_case_and_op(item):
+    """(the pinned Case the test runs or None, the op name it tests or None), read from its parameters."""
+    from reference.case import Case
+    from reference.ops import OpSpec
+
+    case = op = None
+    for name, value in getattr(getattr(item, "callspec", None), "params", {}).items():
+        if isinstance(value, Case):
+            case, op = value, value.op
+        elif isinstance(value, OpSpec):
+            op = value.name
+        elif name == "op" and isinstance(value, str):
+            op = value.upper()
+    return case, op
+
+
+def case_vars(case) -> str:
+    """The parameter part of the case's label: OP(vars) -> vars, what test-backend-ops -p matches."""
+    return case.label()[len(case.op) + 1:-1]
+
+
+def pytest_collection_modifyitems(config, items):
+    ops, pattern = config.stash[_selection_key]
+    if ops is None and pattern is None:
+        return
+    selected, deselected = [], []
+    for item in items:
+        case, op = item_case_and_op(item)
+        keep = ((ops is None or op in ops)
+                and (pattern is None or (case is not None and pattern.search(case_vars(case)) is not None)))
+        (selected if keep else deselected).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
+
+
+# ---- conformance counts into the result history (python -m pytest --record-history) --------------------------------
 _counts: dict = {}
 
 

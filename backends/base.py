@@ -33,6 +33,25 @@ MAX_TENSORS = 7  # dst + up to 6 sources (GATED_DELTA_NET has 6)
 OP_WORDS = 12
 OP_WORDS_AT = TENSOR_WORDS * MAX_TENSORS
 PARAM_WORDS = OP_WORDS_AT + OP_WORDS
+# STREAM kernels (McCalpin's copy and triad, and a write-only fill): name -> how many sources they read.
+STREAM_SOURCES = {"copy": 1, "triad": 2, "fill": 0}
+STREAM_SCALAR = 3.0  # STREAM's s
+
+
+@functools.lru_cache(maxsize=None)
+def host_last_level_cache_bytes() -> int | None:
+    """The host CPU's largest cache (Linux sysfs, cpu0's highest level), None when it cannot be read."""
+    sizes = []
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            text = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        sizes.append(int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text))
+    return max(sizes) if sizes else None
+
+
 def pow2_at_least(n: int) -> int:
     """The smallest power of two >= n (1 for n <= 1): work-group and block sizes, padded sort widths."""
     return 1 << max(0, int(n) - 1).bit_length()
@@ -227,9 +246,38 @@ class Backend:
         None when the host's NumPy/BLAS is the ceiling (CPU drivers)."""
         return None
 
-    def copy_launch(self, src: Buffer, dst: Buffer) -> Callable[[], None]:
-        """The runtime's own buffer-to-buffer copy: the bandwidth ceiling per-op figures are compared with."""
-        raise NotImplementedError
+    # ---- bandwidth ceilings (bench ops) ---------------------------------------------------------------------------
+    # What measures this backend's STREAM kernels, named in the records and the report.
+    stream_source = "?"
+    # The element counts the stream kernels take are multiples of this (a kernel without bounds checks).
+    stream_granule = 1
+
+    def stream(self, kernel: str, arrays: list[Buffer], n: int, scalar: float = STREAM_SCALAR) -> Callable[[], None]:
+        """A STREAM kernel of this runtime over the first `n` f32 elements of `arrays` = [out, *ins], as a callable
+        that enqueues one run (synchronize() waits): "copy" c = a ([c, a]), "triad" a = b + s*c ([a, b, c]), "fill"
+        a = s ([a]). Bad arguments are refused before anything is compiled."""
+        if kernel not in STREAM_SOURCES:
+            raise ValueError(f"unknown stream kernel {kernel!r}; known: {', '.join(STREAM_SOURCES)}")
+        if len(arrays) != 1 + STREAM_SOURCES[kernel]:
+            raise ValueError(f"stream {kernel} takes {1 + STREAM_SOURCES[kernel]} buffers, got {len(arrays)}")
+        if n < 1 or n % self.stream_granule:
+            raise ValueError(f"{self.name} stream kernels take a positive multiple of {self.stream_granule} elements, "
+                             f"got {n}")
+        short = [b.nbytes for b in arrays if b.nbytes < 4 * n]
+        if short:
+            raise ValueError(f"stream {kernel} over {n} f32 elements needs {4 * n}-byte buffers, got {short[0]} bytes")
+        if len({id(b) for b in arrays}) != len(arrays):
+            raise ValueError(f"stream {kernel}: its buffers must be distinct")
+        return self._stream(kernel, arrays, n, float(scalar))
+
+    def _stream(self, kernel: str, arrays: list[Buffer], n: int, scalar: float) -> Callable[[], None]:
+        raise NotImplementedError(f"{self.name} has no stream kernels")
+
+    def last_level_cache_bytes(self) -> int | None:
+        """The largest cache between this backend's kernels and its memory: data smaller than this may be read from
+        cache, not memory (why an op can beat the STREAM ceiling). This default, for backends whose buffers live in
+        host memory and run on its cores, is the host CPU's last-level cache."""
+        return host_last_level_cache_bytes()
 
 
 class Replay:

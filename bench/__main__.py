@@ -6,31 +6,37 @@ each on stderr), a throughput run that cannot fit the backend's memory, a histor
 are printed before they are appended to the history; when that append fails anyway the error names the file, the
 records are saved elsewhere (the message says where) and the exit code is 1.
 
-  python -m bench pp512 tg128 [--depth 0,8192] [--backend vulkan,opencl|all] [--model tiny|<preset>|<file.gguf>]
-                  [--variant chunk16] [--form absorbed] [-b 2048 -ub 512] [-r 5] [-o md|csv|json|jsonl]
+  python -m bench [pp512 tg128] [-p 512] [-n 128] [-d 0,8192] [-b 2048 -ub 512] [-r 5] [-o md|csv|json|jsonl|sql]
+                  [--backend vulkan,opencl|all] [--model tiny|<preset>|<file.gguf>] [--variant chunk16]
+                  [--form absorbed] [--history PATH] [--no-record]
   python -m bench parity [--backend all] [--model tiny] [--variant chunk16] [--form absorbed] [--against llama.cpp]
-  python -m bench ops [--op CUMSUM,ADD] [--backend opencl,vulkan|all] [--budget 0.5] [-o md|csv|json]
+  python -m bench ops [--op CUMSUM,ADD] [--backend opencl,vulkan|all] [--budget 0.5] [-r 5] [-o md|csv|json|jsonl|sql]
   python -m bench support [--backend all]
   python -m bench delta-net [--backend all] [--variant all] [--S 128 --H 32 --T 512 --n-seqs 1] [--gda] [-r 3]
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 import pandas as pd
 
 import backends as backend_registry
 from backends import BACKENDS, TESTED_BACKENDS, check_name
-from bench import reporting
+from bench import llama_bench, reporting
 from reference.delta_net import VARIANTS, check_variant
 from reference.mla import check_form
 from reference.ops import REGISTRY, get_op
 from reports import history
 
+
+# The name the user typed: the `kbo` console script or `python -m bench`, for usage lines and errors.
+PROG = "kbo" if os.path.basename(sys.argv[0]) == "kbo" else "python -m bench"
 
 def _list(value: str, known: list[str], what: str, check) -> list[str]:
     if value == "all":
@@ -48,17 +54,12 @@ def _runnable(value: str, known: list[str]) -> list[str]:
     return backend_registry.select(_list(value, known, "backends", check_name), every=value == "all")
 
 
-def _int_list(flag: str, value: str, minimum: int) -> list[int]:
-    """A comma-separated list of integers >= minimum; ValueError naming `flag` otherwise."""
-    items = [v.strip() for v in value.split(",")]
-    try:
-        numbers = [int(v) for v in items]
-    except ValueError:
-        raise ValueError(f"{flag} takes comma-separated integers, got {value!r}") from None
-    for n in numbers:
-        if n < minimum:
-            raise ValueError(f"{flag} must be >= {minimum}, got {n}")
-    return numbers
+def _int_values(flag: str, given: list[str] | None, minimum: int, default: list[int]) -> list[int]:
+    """The values of a repeatable flag in llama-bench's syntax (llama_bench.parse_int_range), in order, each once;
+    `default` when the flag was not given."""
+    if given is None:
+        return default
+    return list(dict.fromkeys(n for text in given for n in llama_bench.parse_int_range(flag, text, minimum)))
 
 
 def _seconds(value: str) -> float:
@@ -72,10 +73,23 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def _history_path(args) -> Path:
+    """--history, else the default history (history.HISTORY, read at call time: tests point it elsewhere)."""
+    given = getattr(args, "history", None)
+    return Path(given) if given else history.HISTORY
+
+
+def _record_args(p) -> None:
+    """--no-record and --history, on every command that appends its results to the history."""
+    p.add_argument("--no-record", dest="record", action="store_false", help="do not append the results to the history")
+    p.add_argument("--history", metavar="PATH",
+                   help=f"the history file to append to (default {history.HISTORY}, or $KBO_HISTORY)")
+
+
 def _check_history(args) -> None:
     """Refuses (before any work) a history that cannot be appended to, unless --no-record."""
     if args.record:
-        why = history.writable(history.HISTORY)  # read at call time: tests point history.HISTORY elsewhere
+        why = history.writable(_history_path(args))
         if why:
             raise ValueError(f"{why}; fix that, or pass --no-record to run without recording")
 
@@ -85,7 +99,7 @@ def _record(records: list[dict], args) -> int:
     file and where the records were saved instead (or prints them), so no result is lost."""
     if not args.record or not records:
         return 0
-    path = history.HISTORY
+    path = _history_path(args)
     try:
         history.append(records, path)
         return 0
@@ -101,7 +115,7 @@ def _record(records: list[dict], args) -> int:
 
         print("\n".join(json.dumps(history.stamp(r), sort_keys=True, default=str) for r in records), file=sys.stderr)
         kept = "they are printed above as JSON lines"
-    print(f"python -m bench: error: {problem}; {kept}", file=sys.stderr, flush=True)
+    print(f"{PROG}: error: {problem}; {kept}", file=sys.stderr, flush=True)
     return 1
 
 
@@ -117,20 +131,47 @@ def _print_table(df: pd.DataFrame, fmt: str) -> None:
 def cmd_ops(args) -> int:
     from bench import ops as ops_bench
 
+    if args.repetitions < 1:
+        raise ValueError(f"-r/--repetitions must be >= 1, got {args.repetitions}")
     op_names = [get_op(o).name for o in _list(args.op, sorted(REGISTRY), "ops", get_op)]
     backends = _runnable(args.backend, TESTED_BACKENDS)
     _check_history(args)
-    records = ops_bench.run(op_names, backends, args.budget)
-    rows = [r for r in records if r["kind"] == "ops" and r.get("supported")]
-    if rows:
-        df = pd.DataFrame(rows)
-        cols = ["backend", "op", "us_per_run", "gb_s", "gflops", "copy_gb_s", "frac_copy"]
-        df["frac_copy"] = (100 * df["frac_copy"]).round(1)
-        if "frac_ceiling" in df:
-            df["frac_ceiling"] = (100 * df["frac_ceiling"]).round(1)
-            cols += ["ceiling_gflops", "frac_ceiling"]
-        _print_table(df[cols].rename(columns={"frac_copy": "% of copy", "frac_ceiling": "% of BLAS"}), args.output)
+    records = ops_bench.run(op_names, backends, args.budget, args.repetitions)
+    if args.output in ("json", "jsonl"):  # whole records: every round's sample, the ceilings' too
+        import json
+        print(json.dumps(records, indent=1) if args.output == "json" else "\n".join(json.dumps(r) for r in records))
+    elif args.output == "sql":
+        import datetime as dt
+
+        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        print(ops_bench.to_sql(records, history.commit(), now))
+    else:
+        table = ops_table(records, percent=args.output == "md")
+        if not table.empty:
+            _print_table(table if args.output == "csv" else table.astype(object).where(table.notna(), None),
+                         args.output)  # None: a blank cell, where NaN prints nan
     return _record(records, args)
+
+
+def ops_table(records: list[dict], percent: bool) -> pd.DataFrame:
+    """The supported ops' figures, each beside the ceiling it is held against (and why it exceeds it, where it does);
+    fractions as percentages with `percent` (the markdown table), else as plain numbers (csv)."""
+    rows = [r for r in records if r["kind"] == "ops" and r.get("supported")]
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame(rows)
+    cols = ["backend", "op", "us_per_run", "gb_s", "gflops", "bw_ceiling", "bw_ceiling_gb_s", "frac_bw_ceiling"]
+    if "frac_ceiling" in df:
+        cols += ["ceiling", "ceiling_gflops", "frac_ceiling"]
+    cols.append("over_ceiling_why")
+    df = df[cols]
+    if not percent:
+        return df
+    return df.assign(frac_bw_ceiling=(100 * df["frac_bw_ceiling"]).round(1),
+                     **({"frac_ceiling": (100 * df["frac_ceiling"]).round(1)} if "frac_ceiling" in df else {})).rename(
+        columns={"bw_ceiling": "ceiling", "bw_ceiling_gb_s": "ceiling GB/s", "frac_bw_ceiling": "% of ceiling",
+                 "ceiling": "library", "ceiling_gflops": "library GFLOPS", "frac_ceiling": "% of library",
+                 "over_ceiling_why": "above its ceiling because"})
 
 
 def cmd_support(args) -> int:
@@ -193,13 +234,13 @@ def _model_args(p, several_variants: bool) -> None:
     p.add_argument("--variant", default="chunk16", help="delta-net form of multi-token ubatches: recurrent, chunk64, "
                    "chunk16, block16" + (" (comma-separated, or all)" if several_variants else ""))
     p.add_argument("--form", default="absorbed", help="MLA form: absorbed (llama.cpp's cache) or decompressed")
-    p.add_argument("--no-record", dest="record", action="store_false", help="do not append to reports/history.jsonl")
+    _record_args(p)
 
 
-def _fitting(backends: list[str], args, need: dict, every: bool) -> list[str]:
-    """The backends the run fits (bench.throughput.check_memory). One named explicitly that it does not fit is an
-    error; with `every` (`--backend all`) such backends are skipped, one line each on stderr, and it is an error when
-    none is left."""
+def _fitting(backends: list[str], run: str, need: dict, every: bool) -> list[str]:
+    """The backends the run (described by `run`) fits (bench.throughput.check_memory). One named explicitly that it
+    does not fit is an error; with `every` (`--backend all`) such backends are skipped, one line each on stderr, and
+    it is an error when none is left."""
     from bench import throughput
 
     fitting, refusals = [], {}
@@ -210,8 +251,8 @@ def _fitting(backends: list[str], args, need: dict, every: bool) -> list[str]:
         else:
             refusals[name] = why
     if refusals and (not every or not fitting):
-        raise ValueError(f"{' '.join(args.tests)} at --depth {args.depth} does not fit: {'; '.join(refusals.values())}"
-                         f". Lower --depth, the test sizes or -ub, or pick a smaller --model")
+        raise ValueError(f"{run} does not fit: {'; '.join(refusals.values())}. Lower -d, the test sizes or -ub, or "
+                         f"pick a smaller --model")
     for name, why in refusals.items():
         print(f"{name}: skipped ({why})", file=sys.stderr, flush=True)
     return fitting
@@ -241,61 +282,64 @@ def vs_llama_cpp(df: pd.DataFrame) -> list[str]:
     figure for that test."""
     from bench.throughput import LLAMA_CPP
 
-    anchor = df[df.backend == LLAMA_CPP].set_index("test")["avg_ts"]
-    return [f"{ts / anchor[test]:.2f}x" if test in anchor else "" for test, ts in zip(df.test, df.avg_ts)]
+    keys = ["test", "n_batch", "n_ubatch"]
+    anchor = df[df.backend == LLAMA_CPP].set_index(keys)["avg_ts"].to_dict()
+    return [f"{ts / anchor[key]:.2f}x" if key in anchor else "" for key, ts in
+            zip(df[keys].itertuples(index=False, name=None), df.avg_ts)]
 
 
-def cmd_throughput(argv: list[str]) -> int:
-    from bench import throughput
+RANGES = "N, first-last, first-last+step or first-last*mult; comma-separated or repeated"
 
-    p = argparse.ArgumentParser(prog="python -m bench", description="llama-bench tests: ppN (prompt of N tokens), "
-                                "tgN (N generated tokens), each after --depth tokens of context")
-    p.add_argument("tests", nargs="+", help="ppN and tgN tests, e.g. pp512 tg128")
-    p.add_argument("--depth", "-d", default="0", help="comma-separated context depths (default 0)")
-    p.add_argument("--backend", default="all", help="comma-separated backends, or all")
-    p.add_argument("-b", "--batch-size", type=int, default=2048, help="logical batch (default 2048)")
-    p.add_argument("-ub", "--ubatch-size", type=int, default=512, help="physical batch (default 512)")
-    p.add_argument("-r", "--repetitions", type=int, default=5)
-    p.add_argument("-o", "--output", choices=["md", "csv", "json", "jsonl"], default="md")
+
+def throughput_parser() -> argparse.ArgumentParser:
+    """The pp/tg command, llama-bench's flags and value syntax."""
+    p = argparse.ArgumentParser(prog=PROG, description="llama-bench tests: ppN (prompt of N tokens), "
+                                "tgN (N generated tokens), each after -d tokens of context. Every -p, -n, -d, -b "
+                                f"and -ub takes {RANGES}.")
+    p.add_argument("tests", nargs="*", metavar="TEST", help="ppN and tgN tests, e.g. pp512 tg128 (run with -p/-n's)")
+    p.add_argument("-p", "--n-prompt", action="append", metavar="N",
+                   help="prompt lengths, a ppN test each; 0: none (default 512 when no TEST is named)")
+    p.add_argument("-n", "--n-gen", action="append", metavar="N",
+                   help="generation lengths, a tgN test each; 0: none (default 128 when no TEST is named)")
+    p.add_argument("-d", "--n-depth", "--depth", dest="depth", action="append", metavar="N",
+                   help="tokens of context before each test (default 0)")
+    p.add_argument("-b", "--batch-size", action="append", metavar="N", help="logical batch sizes (default 2048)")
+    p.add_argument("-ub", "--ubatch-size", action="append", metavar="N",
+                   help="physical batch sizes, clamped to the batch as llama.cpp does (default 512)")
+    p.add_argument("-r", "--repetitions", type=int, default=5, metavar="N",
+                   help="timed repetitions of each test, after one warm-up (default 5)")
+    p.add_argument("-o", "--output", choices=llama_bench.FORMATS, default="md",
+                   help="md: our table; csv, json, jsonl, sql: llama-bench's fields (scripts/compare-llama-bench.py "
+                        "reads them) with ours after them (default md)")
+    p.add_argument("--backend", default="all", help="comma-separated backends, or all; llama.cpp adds its figures")
     p.add_argument("--profile", type=int, nargs="?", const=15, default=0, metavar="N",
                    help="print kernel time per op and the N nodes with the most (default 15) for each test (stderr)")
     _model_args(p, several_variants=True)
-    args = p.parse_args(argv)
-    try:
-        if args.profile < 0:
-            raise ValueError(f"--profile must be >= 0, got {args.profile}")
-        tests = [throughput.BenchTest.parse(t) for t in args.tests]
-        depths = _int_list("--depth", args.depth, 0)
-        for flag, value in (("-r", args.repetitions), ("-b", args.batch_size), ("-ub", args.ubatch_size)):
-            if value < 1:
-                raise ValueError(f"{flag} must be >= 1, got {value}")
-        variants = _list(args.variant, list(VARIANTS), "variants", check_variant)
-        check_form(args.form)
-        ours, with_llama_cpp = _bench_backends(args.backend)
-        c, weights = model_config(args.model, args.n_layer, args.n_expert)
-        n_ubatch = min(args.batch_size, args.ubatch_size)  # llama.cpp's clamp
-        if n_ubatch < args.ubatch_size:
-            print(f"n_ubatch {args.ubatch_size} > n_batch {args.batch_size}: running ubatches of {n_ubatch} "
-                  f"(llama.cpp's clamp)", file=sys.stderr)
-        backends = _runnable(ours, TESTED_BACKENDS) if ours else []
-        _check_history(args)
-        backends = _fitting(backends, args, throughput.memory_need(c, tests, depths, variants, args.form,
-                                                                   args.batch_size, n_ubatch), ours == "all")
-        backends += [throughput.LLAMA_CPP] if with_llama_cpp else []
-        if weights is None:
-            from reference.weights import random_weights
+    return p
 
-            weights = random_weights(c, args.seed)
-        records = throughput.run(tests, depths, backends, c, weights, args.model, variants, args.form,
-                                 args.batch_size, n_ubatch, args.repetitions, args.profile)
-    except ValueError as err:
-        p.exit(2, f"python -m bench: error: {err}\n")
+
+def bench_tests(args) -> list:
+    """The TESTs named, then a ppN per -p value and a tgN per -n value (0: none), each once; llama-bench's -p 512
+    and -n 128 stand for a flag not given when no TEST is named."""
+    from bench.throughput import BenchTest
+
+    named = [BenchTest.parse(t) for t in args.tests]
+    prompts = _int_values("-p", args.n_prompt, 0, [] if named else [512])
+    gens = _int_values("-n", args.n_gen, 0, [] if named else [128])
+    tests = list(dict.fromkeys(named + [BenchTest("pp", n) for n in prompts if n] +
+                               [BenchTest("tg", n) for n in gens if n]))
+    if not tests:
+        raise ValueError("no test to run: name ppN/tgN tests or give -p/-n values other than 0")
+    return tests
+
+
+def print_results(records: list[dict], fmt: str) -> None:
+    """md: our table, then a line per unsupported result; csv, json, jsonl, sql: llama-bench's printers over the
+    results (bench.llama_bench), the unsupported lines on stderr so that stdout stays machine-readable."""
     rows = [r for r in records if r.get("supported")]
-    if args.output in ("json", "jsonl"):  # whole records, per-sample t/s included (llama-bench's json adds them too)
-        import json
-        print(json.dumps(records, indent=1) if args.output == "json" else "\n".join(json.dumps(r) for r in records))
-        return _record(records, args)
-    if rows:
+    if fmt != "md":
+        print(llama_bench.PRINTERS[fmt](rows), end="")
+    elif rows:
         memory = {"weights_bytes": "weights MiB", "state_bytes": "state MiB",
                   "compute_planned_bytes": "compute planned MiB", "compute_measured_bytes": "compute measured MiB"}
         df = pd.DataFrame(rows)
@@ -309,10 +353,55 @@ def cmd_throughput(argv: list[str]) -> int:
         cols = ["model", "backend", "variant", "n_batch", "n_ubatch", "test", "t/s", "vs llama.cpp", "harness %",
                 *memory.values()]
         table = df[cols].astype(object)
-        _print_table(table.where(table.notna(), None), args.output)  # None: a blank cell, where NaN prints nan
+        _print_table(table.where(table.notna(), None), fmt)  # None: a blank cell, where NaN prints nan
     for r in records:
         if not r.get("supported"):
-            print(f"{r['backend']}: {r['test']} unsupported: {r['reason']}")
+            print(f"{r['backend']}: {r['test']} unsupported: {r['reason']}", file=sys.stdout if fmt == "md" else
+                  sys.stderr)
+
+
+def cmd_throughput(argv: list[str]) -> int:
+    from bench import throughput
+
+    p = throughput_parser()
+    args = p.parse_intermixed_args(argv)
+    try:
+        if args.profile < 0:
+            raise ValueError(f"--profile must be >= 0, got {args.profile}")
+        if args.repetitions < 1:
+            raise ValueError(f"-r must be >= 1, got {args.repetitions}")
+        tests = bench_tests(args)
+        depths = _int_values("-d", args.depth, 0, [0])
+        batches = [(b, ub) for b, ub in itertools.product(_int_values("-b", args.batch_size, 1, [2048]),
+                                                          _int_values("-ub", args.ubatch_size, 1, [512]))]
+        variants = _list(args.variant, list(VARIANTS), "variants", check_variant)
+        check_form(args.form)
+        ours, with_llama_cpp = _bench_backends(args.backend)
+        c, weights = model_config(args.model, args.n_layer, args.n_expert)
+        backends = _runnable(ours, TESTED_BACKENDS) if ours else []
+        _check_history(args)
+        runs = []  # (n_batch, n_ubatch, backends) per batch setting, every one checked before the first runs
+        for n_batch, ubatch in batches:
+            n_ubatch = min(n_batch, ubatch)  # llama.cpp's clamp
+            if n_ubatch < ubatch:
+                print(f"n_ubatch {ubatch} > n_batch {n_batch}: running ubatches of {n_ubatch} (llama.cpp's clamp)",
+                      file=sys.stderr)
+            run = (f"{' '.join(t.label(0) for t in tests)} at depth {','.join(map(str, depths))} with -b {n_batch} "
+                   f"-ub {n_ubatch}")
+            need = throughput.memory_need(c, tests, depths, variants, args.form, n_batch, n_ubatch)
+            runs.append((n_batch, n_ubatch, _fitting(backends, run, need, ours == "all") +
+                         ([throughput.LLAMA_CPP] if with_llama_cpp else [])))
+        if weights is None:
+            from reference.weights import random_weights
+
+            weights = random_weights(c, args.seed)
+        records = []
+        for n_batch, n_ubatch, names in runs:
+            records += throughput.run(tests, depths, names, c, weights, args.model, variants, args.form, n_batch,
+                                      n_ubatch, args.repetitions, args.profile)
+    except ValueError as err:
+        p.exit(2, f"{PROG}: error: {err}\n")
+    print_results(records, args.output)
     return _record(records, args)
 
 
@@ -345,18 +434,27 @@ COMMANDS = ("ops", "support", "delta-net", "parity", *reporting.COMMANDS)
 
 
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv) or ["pp512", "tg128"]  # llama-bench's default tests
-    if not argv[0].startswith("-") and argv[0] not in COMMANDS:
-        return cmd_throughput(argv)  # llama-bench style: the first word is a test (pp512, tg128)
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in (*COMMANDS, "-h", "--help"):
+        return cmd_throughput(argv)  # llama-bench style: tests (pp512) or its flags (-p 512), or nothing
+    # --help ends with the pp/tg command's own help: its flags have no subcommand to be found under
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+                                     epilog="pp/tg, the command when no other is named:\n\n"
+                                            + throughput_parser().format_help(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("ops", help="per-op us/run, GB/s, GFLOPS vs the backend's copy bandwidth")
+    p = sub.add_parser("ops", help="per-op us/run, GB/s, GFLOPS (test-backend-ops perf mode) vs the backend's own "
+                       "STREAM bandwidth and the library's GFLOPS")
     p.add_argument("--op", default="all", help="comma-separated op names, or all")
     p.add_argument("--backend", default="all", help="comma-separated backends, or all")
-    p.add_argument("--budget", type=_seconds, default=0.5, help="seconds of timed runs per op (default 0.5)")
-    p.add_argument("--no-record", dest="record", action="store_false", help="do not append to reports/history.jsonl")
-    p.add_argument("-o", "--output", choices=["md", "csv", "json"], default="md")
+    p.add_argument("--budget", type=_seconds, default=0.5,
+                   help="seconds of timed runs per op, shared by its rounds (default 0.5)")
+    p.add_argument("-r", "--repetitions", type=int, default=5,
+                   help="rounds, interleaved over every op; us/run is their median (default 5)")
+    _record_args(p)
+    p.add_argument("-o", "--output", choices=["md", "csv", "json", "jsonl", "sql"], default="md",
+                   help="md or csv: the table; json or jsonl: the whole records; sql: test-backend-ops' "
+                        "test_backend_ops table")
     p.set_defaults(func=cmd_ops)
     p = sub.add_parser("support", help="the op x backend support matrix (test-backend-ops support mode)")
     p.add_argument("--backend", default="all")
@@ -371,7 +469,7 @@ def main(argv=None) -> int:
     p.add_argument("--n-seqs", type=int, default=1)
     p.add_argument("--gda", action="store_true", help="one gate per head (Qwen3-Next GDA) instead of KDA's per channel")
     p.add_argument("-r", "--reps", type=int, default=3)
-    p.add_argument("--no-record", dest="record", action="store_false")
+    _record_args(p)
     p.add_argument("-o", "--output", choices=["md", "csv", "json"], default="md")
     p.set_defaults(func=cmd_delta_net)
     p = sub.add_parser("parity", help="the model graph on backends vs the reference (or the reference vs llama.cpp)")
@@ -389,7 +487,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except ValueError as err:
-        parser.exit(2, f"python -m bench: error: {err}\n")
+        parser.exit(2, f"{PROG}: error: {err}\n")
 
 
 if __name__ == "__main__":

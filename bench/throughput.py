@@ -15,6 +15,10 @@ n_ubatch (so n_ubatch is clamped to n_batch, as llama.cpp does, and -b 24 -ub 16
 
 Before anything is allocated, `memory_need` works out what a run asks of memory (weights and state from the config,
 the compute buffer from the graph planner) and `check_memory` refuses a run that cannot fit the backend.
+
+Every record also carries llama-bench's fields (bench.llama_bench.fields), and long work shows a progress bar on
+stderr when it is a terminal: the untimed depth prefill (ubatches), the warm-up and repetitions of each test, and
+llama.cpp's anchor runs (one per depth).
 """
 from __future__ import annotations
 
@@ -27,10 +31,11 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm import tqdm
 
 from backends import usable
 from backends.session import ModelSession
-from bench import timing
+from bench import llama_bench, timing
 from reference.graph import node_storages
 from reference.model import F32, KV_PAD, build_ubatch_graph, graph_weight_shapes, state_shapes
 from reference.tensor import aligned_size
@@ -65,11 +70,21 @@ def ubatch_spans(n_tokens: int, n_batch: int, n_ubatch: int) -> list[tuple[int, 
             for u in range(b, min(b + n_batch, n_tokens), ub)]
 
 
-def prefill(session: ModelSession, tokens: np.ndarray, n_ubatch: int, n_batch: int | None = None) -> None:
+def progress(total: int, what: str, unit: str) -> tqdm:
+    """A progress bar on sys.stderr as it is at the call; shown only when that is a terminal, and cleared when done
+    so that the result lines stay as they were."""
+    return tqdm(total=total, desc=what, unit=unit, file=sys.stderr, disable=None, leave=False, dynamic_ncols=True)
+
+
+def prefill(session: ModelSession, tokens: np.ndarray, n_ubatch: int, n_batch: int | None = None,
+            what: str = "prefill") -> None:
     """tokens [n_seqs, T] into slots 0.., in batches of n_batch (default: one batch) split into ubatches of at
-    most n_ubatch tokens per sequence."""
-    for start, end in ubatch_spans(tokens.shape[1], n_batch or tokens.shape[1], n_ubatch):
-        session.ubatch(tokens[:, start:end])
+    most n_ubatch tokens per sequence; a progress bar of the ubatches, labelled `what`."""
+    spans = ubatch_spans(tokens.shape[1], n_batch or tokens.shape[1], n_ubatch)
+    with progress(len(spans), what, "ubatch") as bar:
+        for start, end in spans:
+            session.ubatch(tokens[:, start:end])
+            bar.update()
 
 
 class _Peak:
@@ -95,17 +110,17 @@ class _Peak:
 
 
 def depth_snapshot(session: ModelSession, depth: int, n_ubatch: int, seed: int = 0,
-                   n_batch: int | None = None) -> tuple:
+                   n_batch: int | None = None, what: str = "") -> tuple:
     """The state after `depth` tokens of context in slot 0 (prefilled once, restored before every repetition)."""
     session.reset()
     if depth:
         tokens = np.random.default_rng([seed, depth]).integers(0, session.config.n_vocab, size=(1, depth))
-        prefill(session, tokens, n_ubatch, n_batch)
+        prefill(session, tokens, n_ubatch, n_batch, what=f"{what} prefill d{depth}".strip())
     return session.snapshot()
 
 
 def run_test(session: ModelSession, test: BenchTest, snapshot: tuple, n_ubatch: int, reps: int,
-             seed: int = 0, n_batch: int | None = None) -> dict:
+             seed: int = 0, n_batch: int | None = None, what: str = "") -> dict:
     """One llama-bench test from a depth snapshot: a warm-up (compiles every kernel once), then `reps` timed runs,
     each from the snapshot (restored untimed), then one profiled run (each node timed by the backend's timer, not
     part of t/s). Returns t/s per repetition with their mean and sample standard deviation (timing.mean_std),
@@ -124,8 +139,12 @@ def run_test(session: ModelSession, test: BenchTest, snapshot: tuple, n_ubatch: 
             else:
                 session.ubatch(work[:, start:end], timings=timings)
 
-    seconds = timing.measure(one_run, session.backend.synchronize, reps, before=lambda: session.restore(snapshot),
-                             after=peak.settle)
+    with progress(reps + 1, f"{what} {test.label(0)} warm-up + reps".strip(), "run") as bar:
+        def settled() -> None:
+            peak.settle()
+            bar.update()
+        seconds = timing.measure(one_run, session.backend.synchronize, reps,
+                                 before=lambda: session.restore(snapshot), after=settled)
     ts = [test.n_tokens / s for s in seconds]
     avg_ts, stddev_ts = timing.mean_std(ts)
     session.restore(snapshot)
@@ -159,7 +178,15 @@ def run(tests: list[BenchTest], depths: list[int], backends: list[str], c, weigh
             records += _run_variant(backend, base, tests, depths, c, weights, variant, form, n_ctx, ub, reps, profile)
     if LLAMA_CPP in backends:
         records += run_llama_cpp(tests, depths, c, weights, model, n_batch, ub, reps)
-    return records
+    n_params = sum(int(w.size) for w in weights.values())
+    return [{**r, **llama_bench.fields(r, c.n_layer, n_params)} for r in records]
+
+
+def gguf_tensor_bytes(path: str) -> int:
+    """The bytes of a GGUF's tensor data, what llama.cpp's llama_model_size counts for it."""
+    import gguf
+
+    return sum(int(t.n_bytes) for t in gguf.GGUFReader(path).tensors)
 
 
 def run_llama_cpp(tests: list[BenchTest], depths: list[int], c, weights: dict, model: str, n_batch: int,
@@ -176,11 +203,14 @@ def run_llama_cpp(tests: list[BenchTest], depths: list[int], c, weights: dict, m
             "model_config": c.name, "variant": "-", "form": "absorbed", "flash_attn": True, "n_threads": n_threads,
             "n_batch": n_batch, "n_ubatch": n_ubatch, "reps": reps}
     records = []
-    with tempfile.TemporaryDirectory(prefix="kbo-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="kbo-bench-") as tmp, \
+            progress(len(depths), f"{LLAMA_CPP} runs", "depth") as bar:
         path = model if model.endswith(".gguf") else os.path.join(tmp, f"{c.name}.gguf")
         if path != model:
             write_gguf(path, c, weights)
+        base["model_size"] = gguf_tensor_bytes(path)  # llama-bench's figure for what llama.cpp loads
         for depth in depths:
+            started = llama_bench.now()
             try:
                 results = llama_cpp_bench(path, [(t.kind, t.n_tokens) for t in tests], depth, n_batch, n_ubatch,
                                           reps, n_threads, flash_attn=base["flash_attn"])
@@ -188,8 +218,10 @@ def run_llama_cpp(tests: list[BenchTest], depths: list[int], c, weights: dict, m
                 print(f"{LLAMA_CPP}: unsupported: {err}", file=sys.stderr, flush=True)
                 records += [{**base, **_test_fields(t, depth), "supported": False, "reason": str(err)} for t in tests]
                 continue
+            finally:
+                bar.update()
             for test, result in zip(tests, results):
-                rec = {**base, **_test_fields(test, depth), "supported": True, **result}
+                rec = {**base, **_test_fields(test, depth), "test_time": started, "supported": True, **result}
                 print(f"{LLAMA_CPP}: {rec['test']:>14s} {rec['avg_ts']:10.2f} ± {rec['stddev_ts']:.2f} t/s",
                       file=sys.stderr, flush=True)
                 records.append(rec)
@@ -223,10 +255,11 @@ def _run_variant(backend, base, tests, depths, c, weights, variant, form, n_ctx,
         mem = {"weights_bytes": session.weights_bytes, "state_bytes": session.state_bytes, "n_ctx": n_ctx}
         for depth in depths:
             try:
-                snapshot = depth_snapshot(session, depth, ub, n_batch=base["n_batch"])
+                what = f"{base['backend']} {variant}"
+                snapshot = depth_snapshot(session, depth, ub, n_batch=base["n_batch"], what=what)
                 for test in tests:
-                    rec = {**base, **_test_fields(test, depth), **mem, "supported": True,
-                           **run_test(session, test, snapshot, ub, reps, n_batch=base["n_batch"])}
+                    rec = {**base, **_test_fields(test, depth), **mem, "supported": True,  # test_time: at the start
+                           **run_test(session, test, snapshot, ub, reps, n_batch=base["n_batch"], what=what)}
                     print(f"{base['backend']}: {variant:9s} {rec['test']:>14s} {rec['avg_ts']:10.2f} ± "
                           f"{rec['stddev_ts']:.2f} t/s, harness {100 * rec['harness_overhead']:.0f}% of wall",
                           file=sys.stderr, flush=True)
@@ -261,7 +294,7 @@ def print_profile(rec: dict, node_ns: dict, top: int) -> None:
 
 def _test_fields(test: BenchTest, depth: int) -> dict:
     return {"test": test.label(depth), "test_kind": test.kind, "n_prompt": test.n_tokens if test.kind == "pp" else 0,
-            "n_gen": test.n_tokens if test.kind == "tg" else 0, "n_depth": depth}
+            "n_gen": test.n_tokens if test.kind == "tg" else 0, "n_depth": depth, "test_time": llama_bench.now()}
 
 
 # ---- memory: what a run needs, what the backend has ------------------------------------------------------------

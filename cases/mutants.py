@@ -25,7 +25,7 @@ import pandas as pd
 from backends import availability
 from backends.base import MUTANT_ENV
 from reference.ops import get_op
-from reference.ops.spec import mutants
+from reference.ops.spec import SLOWDOWN, mutants
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 300
@@ -89,11 +89,14 @@ def run_mutant(name: str, seed: int) -> dict:
 
 
 def select(backends: list[str] | None, ops: list[str] | None, names: list[str] | None) -> list[str]:
-    """The registered mutants matching the filters (all when none), refused when a filter names nothing known."""
-    known = mutants()
+    """The registered mutants matching the filters (all when none), refused when a filter names nothing known.
+    Slowdowns are correct kernels, not bugs to catch: they are left out (python -m bench calibrate runs them)."""
+    known = {n: (op, m) for n, (op, m) in mutants().items() if m.kind != SLOWDOWN}
     for name in names or ():
         if name not in known:
-            raise ValueError(f"no mutant {name!r}; --list shows them")
+            slowdown = name in mutants()
+            raise ValueError(f"mutant {name!r} is a slowdown: python -m bench calibrate --slowdown {name} measures it"
+                             if slowdown else f"no mutant {name!r}; --list shows them")
     for op in ops or ():
         get_op(op)
     chosen = [n for n, (op, m) in sorted(known.items(), key=lambda kv: (kv[1][1].backend, kv[1][0].name, kv[0]))

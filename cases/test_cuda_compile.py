@@ -60,8 +60,9 @@ def test_cuda_compile_all_covers_every_program():
 
 
 def test_cuda_kernel_table_names_existing_entry_points():
-    """Every op's entry point (and in-place entry) is in its family's file; every file is some family's."""
-    assert {f"{op.family}.cu" for op in REGISTRY.values()} == set(FILES)
+    """Every op's entry point (and in-place entry) is in its family's file; every file is some family's, but
+    stream.cu (the bandwidth ceiling's kernels, not an op's)."""
+    assert {f"{op.family}.cu" for op in REGISTRY.values()} == set(FILES) - {"stream.cu"}
     for op, entry in [*KERNELS.items(), *IN_PLACE.items()]:
         file = f"{REGISTRY[op].family}.cu"
         names = [entry.format(src=s, dst=d, cols=c)

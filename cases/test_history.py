@@ -117,3 +117,46 @@ def test_kill_9_mid_appends_leaves_every_line_whole(tmp_path):
     assert len(recs) >= 40 and skipped in ([], [(lines, "not JSON (a torn write?)")])
     history.append([op(-1)], path)
     assert history.load(path)[-1]["x"] == -1 and len(history.load(path)) == len(recs) + 1
+
+
+# ---- issue 14: run ids and where the history lives -------------------------------------------------------------------
+def test_records_carry_the_run_id_of_kbo_run_id_or_of_their_process(tmp_path, monkeypatch):
+    path = tmp_path / "h.jsonl"
+    monkeypatch.setenv("KBO_RUN_ID", "nightly-7")
+    history.append([op(1)], path)
+    monkeypatch.delenv("KBO_RUN_ID")
+    history.append([op(2)], path)
+    history.append([op(3)], path)
+    history.append([op(4, run_id="given")], path)  # a record that has one keeps it
+    ids = [r["run_id"] for r in history.load(path)]
+    assert ids[0] == "nightly-7" and ids[1] == ids[2] == history.run_id() != "nightly-7" and ids[3] == "given"
+
+
+def test_a_run_id_that_is_not_text_is_skipped(tmp_path):
+    path = tmp_path / "h.jsonl"
+    history.append([op(1, run_id=7)], path)
+    skipped = []
+    assert history.load(path, skipped=skipped) == [] and skipped == [(1, "ops record: run_id is 7")]
+
+
+def test_the_default_history_lives_in_the_user_data_folder_not_the_repository(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    repo = Path(history.__file__).resolve().parent.parent
+    monkeypatch.delenv("KBO_HISTORY", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert history.default_path() == tmp_path / "data" / "kimi-backend-ops" / "history.jsonl"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    default = history.default_path()
+    assert default == tmp_path / "home" / ".local" / "share" / "kimi-backend-ops" / "history.jsonl"
+    assert repo not in default.parents
+    monkeypatch.setenv("KBO_HISTORY", str(tmp_path / "mine.jsonl"))
+    assert history.default_path() == tmp_path / "mine.jsonl"
+
+
+def test_appends_and_loads_follow_history_at_call_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(history, "HISTORY", tmp_path / "patched.jsonl")
+    assert history.writable() is None
+    history.append([op(1)])
+    assert [r["x"] for r in history.load()] == [1] and (tmp_path / "patched.jsonl").exists()

@@ -1,6 +1,8 @@
 """The Kimi-Linear model graph end to end: it matches an independent float64 loop in every delta-net variant and MLA
 form; prefill in ubatches then decode equals one long prefill; sequences in neighbouring slots do not leak; every
 backend matches the reference node by node (bench parity); and the reference matches llama.cpp on the same GGUF."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -38,6 +40,31 @@ def test_graph_matches_loop(variant, form):
         got = s.ubatch(toks, outputs="all")["logits"].reshape(2, 70, -1)
     for j in range(2):
         assert nmse(got[j], model_loop(TINY, WEIGHTS, toks[j])) < GRAPH_NMSE
+
+
+Q_LORA = dataclasses.replace(TINY, name="tiny-q-lora", q_lora=48)
+Q_LORA_WEIGHTS = random_weights(Q_LORA, seed=0)
+
+
+@pytest.mark.parametrize("form", ["absorbed", "decompressed"])
+def test_q_lora_graph_matches_loop(form):
+    """q = q_b(rms_norm(q_a(x)) * q_a_norm) in the MLA layers: the graph against the float64 loop, and the loop
+    reads the q-LoRA weights (changing attn_q_a_norm moves the logits)."""
+    toks = tokens(1, 20)
+    with ModelSession(NumpyBackend(), Q_LORA, Q_LORA_WEIGHTS, n_ctx=32, form=form) as s:
+        got = s.ubatch(toks, outputs="all")["logits"]
+    expected = model_loop(Q_LORA, Q_LORA_WEIGHTS, toks[0])
+    assert nmse(got, expected) < GRAPH_NMSE
+    changed = dict(Q_LORA_WEIGHTS, **{"blk.3.attn_q_a_norm.weight": Q_LORA_WEIGHTS["blk.3.attn_q_a_norm.weight"] * 1.1})
+    assert nmse(model_loop(Q_LORA, changed, toks[0]), expected) > 1e3 * GRAPH_NMSE
+
+
+@pytest.mark.parametrize("backend", [b for b in TESTED_BACKENDS])
+def test_q_lora_backend_parity(backend):
+    device_backend(backend)
+    summary = parity.run_parity(backend, Q_LORA, Q_LORA_WEIGHTS, "chunk16", "absorbed",
+                                parity.Scenario(prompt=20, decode=1)).summary()
+    assert summary["passed"] and summary["top1_agreement"] == 1.0, f"{backend}: {summary}"
 
 
 def test_loop_is_sensitive():
@@ -207,9 +234,9 @@ def test_throughput_records(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("argv,message", [
     (["pp0"], "unknown test or command 'pp0'"),
     (["tg128", "--backend", "metal"], "unknown backend 'metal'"),
-    (["pp512", "--model", "huge"], "unknown model 'huge': give a preset (tiny, small, kimi-linear-48b-a3b)"),
+    (["pp512", "--model", "huge"], "unknown model 'huge': give a preset (tiny, tiny-256, small, kimi-linear-48b-a3b)"),
     (["pp512", "--variant", "chunk32"], "known variants: recurrent, chunk64, chunk16, block16"),
-    (["pp512", "--depth", "-1"], "--depth must be >= 0"),
+    (["pp512", "--depth", "-1"], "-d takes N, first-last"),
     (["parity", "--model", "tiny", "--form", "latent"], "known forms: decompressed, absorbed"),
 ])
 def test_bench_refuses_bad_input(argv, message, capsys):

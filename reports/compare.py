@@ -1,57 +1,99 @@
 """Baseline comparison of history records, like llama.cpp's scripts/compare-llama-bench.py plus what asv and
-pytest-benchmark add for a nightly job: results matched by config and machine, a significance test over the samples,
-and a threshold.
+pytest-benchmark add for a nightly job: one whole earlier run as the baseline, results matched by config and machine,
+a rank test over independent repetitions, a bootstrap interval of the speed ratio and a minimum effect size.
 
-Speed is compared, so a ratio above 1 is faster: mean t/s for "bench" records, and for "ops" records the inverse of
-us_per_run (base us / new us), tested on the per-batch speeds 1/us.
+Runs. Every record carries the run_id of the process (or nightly) that wrote it; records written before run ids
+existed form one run per commit and machine. Per kind of record, the current run is the newest run of the current
+commit (or `current_run` itself, or the newest run when no commit is given), and the baseline is ONE earlier run of
+the same machine (CPU model and cores): "previous" = the newest run whose commit differs from the current one, a
+commit prefix = that commit's newest run, a date = the newest run on or before that UTC day. Configs are never mixed
+from several runs.
 
-Significance: an exact two-sided permutation test on the difference of the sample means, in NumPy. It assumes no
-normality (timings are skewed by the occasional disturbed run), needs no new dependency, and is exact for the sample
-sizes the suite takes (5 repetitions a side: C(10, 5) = 252 arrangements, smallest p = 2/252 = 0.008). With only 3
-samples a side the smallest possible p is 0.1, so no result can be called significant at alpha = 0.05; more
-repetitions are the cure, not a looser alpha.
+Machines. A config is matched on its settings and its fingerprint: the CPU model and cores of the machine, and the
+device and driver of the record. Different budgets or repetition counts are different configs.
+
+Speed (higher is better): t/s for "bench" records (samples_ts, one per repetition), runs/s for "ops" records (1e6 /
+samples_us, one per interleaved round). The ratio is median(new) / median(base). Significance: a two-sided
+Mann-Whitney U test (scipy.stats.mannwhitneyu, exact for small samples): no normality assumed, and robust to the
+occasional disturbed repetition. With n and m samples the smallest possible two-sided p is 2 / C(n + m, n): 0.1 for
+3 vs 3, 0.029 for 4 vs 4, 0.008 for 5 vs 5. When it cannot fall below alpha the verdict is "inconclusive", never
+"same". The interval is a percentile bootstrap of the ratio of medians (scipy.stats.bootstrap, fixed seed).
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import itertools
 import json
 import math
 import re
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
-# What identifies "the same measurement" across runs, per record kind (host = the machine's name).
+# What identifies "the same measurement" across runs, per record kind; fingerprint = the machine and device.
 CONFIG_KEYS = {
-    "bench": ["test", "backend", "model", "variant", "form", "n_batch", "n_ubatch", "host"],
-    "ops": ["op", "backend", "case", "host"],
-    "delta_net": ["variant", "backend", "S", "H", "T", "n_seqs", "gate", "host"],
-    "conformance": ["backend", "op", "host"],
-    "parity": ["backend", "against", "model", "variant", "form", "host"],
+    "bench": ["test", "backend", "model", "variant", "form", "n_batch", "n_ubatch", "reps", "fingerprint"],
+    "ops": ["op", "backend", "case", "reps", "budget_s", "fingerprint"],
+    "delta_net": ["variant", "backend", "S", "H", "T", "n_seqs", "gate", "fingerprint"],
+    "conformance": ["backend", "op", "fingerprint"],
+    "parity": ["backend", "against", "model", "variant", "form", "fingerprint"],
 }
+SPEED_KINDS = ("bench", "ops")
 PASS_FAIL_KINDS = ("conformance", "parity")
 UNITS = {"bench": "t/s", "ops": "runs/s", "conformance": "passed", "parity": "passed"}
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 COMMIT = re.compile(r"^[0-9a-f]{4,40}$")
-MAX_EXACT_ARRANGEMENTS = 20_000  # beyond this the permutation test samples arrangements at random
+MIN_EFFECT = 0.10  # default: A/A comparisons on the 2-core development VM stay quiet (python -m bench calibrate)
+EXACT_MAX_SAMPLES = 40  # both sides together; beyond, the normal approximation of U is close and much cheaper
+BOOTSTRAP_RESAMPLES = 2000
+# Verdicts that fail `compare` and the nightly.
+FAILING = ("regression", "missing", "new failure", "still failing", "no tests ran")
+
+
+def _machine(record: dict) -> dict:
+    return record.get("machine") or {}
 
 
 def _host(record: dict):
-    return (record.get("machine") or {}).get("host")
+    return _machine(record).get("host")
+
+
+def machine_key(record: dict) -> str:
+    """The machine a record ran on: CPU model and cores (its host name says nothing about the hardware)."""
+    return json.dumps([_machine(record).get("cpu"), _machine(record).get("cores")])
+
+
+def fingerprint(record: dict) -> str:
+    """The machine and device a figure belongs to: CPU model and cores, and the record's device and driver."""
+    m = _machine(record)
+    parts = [f"{m.get('cpu')} x{m.get('cores')}", record.get("device"), record.get("driver")]
+    return " / ".join(str(p) for p in parts if p not in (None, ""))  # no "|": it goes into markdown tables
+
+
+def _bare(commit) -> str:
+    return str(commit).removesuffix("-dirty")
+
+
+def run_label(record: dict) -> str:
+    """The run a record belongs to: its run_id, or "commit <c>" for records written before run ids existed."""
+    return record.get("run_id") or f"commit {_bare(record.get('commit'))}"
 
 
 def config_id(record: dict) -> str:
     """The record's config as one string, built from the raw values so a missing key or an int read back as float
     by pandas cannot split one config in two."""
-    return json.dumps([_host(record) if k == "host" else record.get(k) for k in CONFIG_KEYS[record["kind"]]])
+    return json.dumps([fingerprint(record) if k == "fingerprint" else record.get(k)
+                       for k in CONFIG_KEYS[record["kind"]]])
 
 
 def frame(records: list[dict], kind: str) -> pd.DataFrame:
-    """The records of one kind as a DataFrame sorted by time, with `host` flattened out of `machine`, `time` as UTC
-    datetimes, `config_id`, and every config key present (missing ones as NA)."""
-    rows = [{**r, "host": _host(r), "config_id": config_id(r)} for r in records if r.get("kind") == kind]
-    df = pd.DataFrame(rows, columns=None if rows else ["time", "commit", "config_id", *CONFIG_KEYS[kind]])
+    """The records of one kind as a DataFrame sorted by time, with `host`, `fingerprint`, `machine_key` and `run`
+    flattened out, `time` as UTC datetimes, `config_id`, and every config key present (missing ones as NA)."""
+    rows = [{**r, "host": _host(r), "fingerprint": fingerprint(r), "machine_key": machine_key(r), "run": run_label(r),
+             "config_id": config_id(r)} for r in records if r.get("kind") == kind]
+    df = pd.DataFrame(rows, columns=None if rows else ["time", "commit", "config_id", "run", "machine_key",
+                                                         *CONFIG_KEYS[kind]])
     for key in CONFIG_KEYS[kind]:
         if key not in df:
             df[key] = pd.NA
@@ -64,31 +106,31 @@ def latest(df: pd.DataFrame) -> pd.DataFrame:
     return df.groupby("config_id", sort=False).tail(1).reset_index(drop=True)
 
 
-def _bare(commit) -> str:
-    return str(commit).removesuffix("-dirty")
+# ---- which runs are compared -----------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """A checked --baseline: rule "previous", "commit" (value = the full commit) or "date" (value = the day)."""
+    rule: str
+    value: object = None
+    text: str = "previous"
 
 
-def split(records: list[dict], baseline: str, current_commit: str | None = None) -> tuple[list, list]:
-    """(baseline records, current records) for a baseline given as a commit prefix, a date (YYYY-MM-DD: the records
-    on or before that UTC day) or "previous" (the records of commits other than `current_commit`, which defaults to
-    the newest record's commit; current = that commit's records). Otherwise current = the records outside the
-    baseline selection. ValueError when the baseline matches nothing."""
+def parse_baseline(records: list[dict], baseline: str) -> Baseline:
+    """The baseline named by a commit prefix, a date YYYY-MM-DD or "previous", checked against the history:
+    ValueError when it matches nothing, so a bad baseline is refused before any work runs."""
     if not records:
         raise ValueError("the history holds no records")
     if baseline == "previous":
-        current = _bare(current_commit or max(records, key=lambda r: r.get("time", ""))["commit"])
-        base = [r for r in records if _bare(r.get("commit")) != current]
-        return base, [r for r in records if _bare(r.get("commit")) == current]
+        return Baseline("previous")
     if DATE.match(baseline):
         try:
             day = dt.date.fromisoformat(baseline)
         except ValueError:
             raise ValueError(f"baseline {baseline!r} is not a valid date") from None
-        base = [r for r in records if dt.datetime.fromisoformat(r["time"]).date() <= day]
-        if not base:
-            first = min(r["time"] for r in records)[:10]
+        first = min(r["time"] for r in records)[:10]
+        if first > baseline:
             raise ValueError(f"no records on or before {baseline}; the history starts on {first}")
-        return base, [r for r in records if dt.datetime.fromisoformat(r["time"]).date() > day]
+        return Baseline("date", day, baseline)
     if COMMIT.match(baseline.lower()):
         commits = {_bare(r.get("commit")) for r in records}
         matched = sorted(c for c in commits if c.startswith(baseline.lower()))
@@ -97,104 +139,271 @@ def split(records: list[dict], baseline: str, current_commit: str | None = None)
                              f"{', '.join(sorted(commits))}")
         if len(matched) > 1:
             raise ValueError(f"commit prefix {baseline!r} is ambiguous: {', '.join(matched)}")
-        base = [r for r in records if _bare(r.get("commit")) == matched[0]]
-        return base, [r for r in records if _bare(r.get("commit")) != matched[0]]
+        return Baseline("commit", matched[0], baseline)
     raise ValueError(f"baseline {baseline!r} is neither a commit prefix (4-40 hex digits), a date (YYYY-MM-DD) "
                      "nor 'previous'")
 
 
-def permutation_p(a, b) -> float:
-    """Two-sided p-value of the difference of means of samples a and b: exact over every arrangement of the pooled
-    samples when there are at most MAX_EXACT_ARRANGEMENTS, else over that many random ones (seeded). NaN when a side
-    has fewer than 2 samples."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if len(a) < 2 or len(b) < 2:
-        return float("nan")
-    pooled = np.concatenate([a, b])
-    n, total = len(a), len(pooled)
-    observed = abs(a.mean() - b.mean())
-    exact = math.comb(total, n) <= MAX_EXACT_ARRANGEMENTS
-    if exact:
-        picks = np.array(list(itertools.combinations(range(total), n)))
+@dataclasses.dataclass
+class RunPair:
+    """The two runs compared for one kind of record: their ids, commits and last record times, and their records
+    (frames); `base` is None, with `why`, when no baseline run qualifies."""
+    kind: str
+    new_run: str
+    new_commit: str
+    new_time: object
+    new: pd.DataFrame
+    base_run: str | None = None
+    base_commit: str | None = None
+    base_time: object = None
+    base: pd.DataFrame | None = None
+    why: str = ""
+
+
+def _runs(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, machine) of a frame: its commit and the time of its last record, oldest first."""
+    return (df.assign(bare=df["commit"].map(_bare)).groupby(["run", "machine_key"], sort=False)
+            .agg(commit=("bare", "last"), time=("time", "max")).reset_index().sort_values("time", kind="stable"))
+
+
+def _pick_baseline(candidates: pd.DataFrame, rule: Baseline, new_commit: str) -> tuple[pd.Series | None, str]:
+    """The newest candidate run the rule allows, or (None, why not)."""
+    if rule.rule == "previous":
+        chosen, why = candidates[candidates["commit"] != new_commit], f"no run of a commit other than {new_commit}"
+    elif rule.rule == "commit":
+        chosen, why = candidates[candidates["commit"] == rule.value], f"no run of commit {rule.value}"
     else:
-        rng = np.random.default_rng(0)
-        picks = np.argsort(rng.random((MAX_EXACT_ARRANGEMENTS, total)), axis=1)[:, :n]
-    sums = pooled[picks].sum(axis=1)
-    diffs = np.abs(sums / n - (pooled.sum() - sums) / (total - n))
-    # Relative slack: an arrangement equal to the observed one must count despite rounding.
-    hits = np.count_nonzero(diffs >= observed * (1 - 1e-9))
-    return hits / len(diffs) if exact else (hits + 1) / (len(diffs) + 1)
+        chosen = candidates[candidates["time"].dt.date <= rule.value]
+        why = f"no run on or before {rule.value}"
+    return (None, why + " on this machine") if chosen.empty else (chosen.iloc[-1], "")
 
 
-def _speeds(kind: str, row) -> tuple[float, list[float]]:
-    """(the figure compared, higher is better; its samples in the same unit)."""
-    def samples(key):  # a record without samples reads back as NaN when its frame has others with them
-        value = row.get(key)
-        return value if isinstance(value, list) else []
+def select_runs(records: list[dict], baseline: str, current_commit: str | None = None,
+                current_run: str | None = None) -> list[RunPair]:
+    """For each compared kind with a current run: that run and the baseline run (see the module's doc)."""
+    rule = parse_baseline(records, baseline)
+    if current_run is not None:  # its machine, even for kinds it recorded nothing of (those are all missing)
+        from reports import history
 
-    if kind == "bench":
-        return float(row["avg_ts"]), samples("samples_ts")
-    return 1e6 / float(row["us_per_run"]), [1e6 / s for s in samples("samples_us")]
+        own = [r for r in records if r.get("run_id") == current_run]
+        here = machine_key(own[0] if own else {"machine": history.machine()})
+    pairs = []
+    for kind in (*SPEED_KINDS, *PASS_FAIL_KINDS):
+        df = frame(records, kind)
+        runs = _runs(df)
+        if current_run is not None:
+            mine = runs[runs["run"] == current_run]
+            new_commit = mine["commit"].iloc[-1] if len(mine) else _bare(current_commit)
+            new = (current_run, new_commit, mine["time"].max() if len(mine) else None)
+        else:
+            mine = runs[runs["commit"] == _bare(current_commit)] if current_commit else runs
+            if mine.empty:
+                continue
+            newest = mine.iloc[-1]
+            here, new = newest["machine_key"], (newest["run"], newest["commit"], newest["time"])
+        candidates = runs[(runs["machine_key"] == here) & (runs["run"] != new[0])]
+        chosen, why = _pick_baseline(candidates, rule, new[1])
+        new_records = df[(df["run"] == new[0]) & (df["machine_key"] == here)]
+        if chosen is None and new_records.empty:
+            continue
+        pair = RunPair(kind, *new, new_records, why=why)
+        if chosen is not None:
+            pair.base_run, pair.base_commit, pair.base_time = chosen["run"], chosen["commit"], chosen["time"]
+            pair.base = df[(df["run"] == chosen["run"]) & (df["machine_key"] == here)]
+        pairs.append(pair)
+    return pairs
+
+
+def pair_of_runs(records: list[dict], kind: str, base_run: str, new_run: str) -> RunPair:
+    """Two named runs of one kind of record (e.g. `python -m bench calibrate`'s): ValueError when one has none."""
+    df = frame(records, kind)
+    sides = []
+    for run in (base_run, new_run):
+        rows = df[df["run"] == run]
+        if rows.empty:
+            raise ValueError(f"run {run} has no {kind} records")
+        sides.append((run, _bare(rows["commit"].iloc[-1]), rows["time"].max(), rows))
+    (base, new) = sides
+    return RunPair(kind, *new, *base)
+
+
+def runs_summary(pairs: list[RunPair]) -> pd.DataFrame:
+    """Which runs were compared, per kind: ids, commits and the time of their last record."""
+    def when(t):
+        return "" if t is None or pd.isna(t) else t.strftime("%Y-%m-%d %H:%M")
+
+    return pd.DataFrame([{"kind": p.kind, "baseline run": p.base_run or f"none ({p.why})",
+                          "baseline commit": p.base_commit or "", "baseline time": when(p.base_time),
+                          "current run": p.new_run, "current commit": p.new_commit, "current time": when(p.new_time)}
+                         for p in pairs])
+
+
+# ---- statistics ------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class SpeedTest:
+    base: float  # median speeds
+    new: float
+    ratio: float  # new / base: above 1 is faster
+    ci_low: float  # (1 - alpha) bootstrap interval of the ratio; NaN with fewer than 2 samples a side
+    ci_high: float
+    p_value: float
+    verdict: str  # regression, improvement, same or inconclusive
+    note: str = ""
+
+
+def smallest_p(n: int, m: int) -> float:
+    """The smallest two-sided p-value a rank test can give with n and m samples: both extreme orderings of 2 among
+    C(n + m, n)."""
+    return min(1.0, 2 / math.comb(n + m, n)) if n and m else 1.0
+
+
+def _median_ratio(new, base, axis=-1):
+    return np.median(new, axis=axis) / np.median(base, axis=axis)
+
+
+def speed_test(base, new, min_effect: float = MIN_EFFECT, alpha: float = 0.05) -> SpeedTest:
+    """Compares two sets of independent speed samples (higher is faster), see the module's doc."""
+    base, new = np.asarray(base, dtype=float), np.asarray(new, dtype=float)
+    ratio = float(_median_ratio(new, base))
+    low = high = p = float("nan")
+    if len(base) >= 2 and len(new) >= 2:
+        method = "exact" if len(base) + len(new) <= EXACT_MAX_SAMPLES else "asymptotic"
+        p = float(stats.mannwhitneyu(new, base, alternative="two-sided", method=method).pvalue)
+        if np.ptp(base) == 0 and np.ptp(new) == 0:  # identical repetitions: every resample gives the same ratio
+            low = high = ratio
+        else:
+            ci = stats.bootstrap((new, base), _median_ratio, vectorized=True, n_resamples=BOOTSTRAP_RESAMPLES,
+                                 confidence_level=1 - alpha, method="percentile", rng=np.random.default_rng(0))
+            low, high = float(ci.confidence_interval.low), float(ci.confidence_interval.high)
+    floor = smallest_p(len(base), len(new))
+    if floor >= alpha:
+        return SpeedTest(float(np.median(base)), float(np.median(new)), ratio, low, high, p, "inconclusive",
+                         f"{len(base)} vs {len(new)} samples: the smallest possible p is {floor:.2g} >= alpha {alpha}")
+    verdict = ("regression" if p < alpha and ratio < 1 - min_effect else
+               "improvement" if p < alpha and ratio > 1 + min_effect else "same")
+    return SpeedTest(float(np.median(base)), float(np.median(new)), ratio, low, high, p, verdict)
+
+
+def _samples(kind: str, row) -> list[float]:
+    """The speed samples of a record, higher is better; its one figure when it has no samples."""
+    key = "samples_ts" if kind == "bench" else "samples_us"
+    values = row.get(key)
+    if not isinstance(values, list) or not values:  # older records; NaN in a frame where others have samples
+        values = [row["avg_ts"] if kind == "bench" else row["us_per_run"]]
+    return list(values) if kind == "bench" else [1e6 / us for us in values]
+
+
+# ---- the comparison table --------------------------------------------------------------------------------------------
+COLUMNS = ["kind", "backend", "test", "config", "fingerprint", "base", "new", "unit", "ratio", "ci_low", "ci_high",
+           "p_value", "verdict", "note", "base_run", "new_run", "base_commit", "new_commit"]
 
 
 def _label(kind: str, row) -> tuple[str, str]:
     """(test name, the rest of its config) for the table."""
-    keys = [k for k in CONFIG_KEYS[kind] if k not in ("backend", "host")]
+    keys = [k for k in CONFIG_KEYS[kind] if k not in ("backend", "fingerprint")]
     name_key = keys.pop(0)
     rest = " ".join(f"{k}={row[k]}" for k in keys if not pd.isna(row[k]))
     return str(row[name_key]), rest
 
 
-def _pairs(base: list[dict], new: list[dict], kind: str) -> list[tuple[pd.Series, pd.Series]]:
-    """(baseline row, current row) for each config present on both sides, latest record per side."""
-    b, n = (latest(frame(side, kind)).set_index("config_id", drop=False) for side in (base, new))
-    return [(b.loc[key], n.loc[key]) for key in b.index.intersection(n.index, sort=False)]
+def _row(kind: str, pair: RunPair, row, verdict: str, base=float("nan"), new=float("nan"), note: str = "",
+         test: SpeedTest | None = None) -> dict:
+    name, config = _label(kind, row)
+    figures = dataclasses.asdict(test) if test else {"base": base, "new": new, "verdict": verdict, "note": note}
+    return {"kind": kind, "backend": row["backend"], "test": name, "config": config, "fingerprint": row["fingerprint"],
+            "unit": UNITS[kind], "ratio": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
+            "p_value": float("nan"), **figures, "base_run": pair.base_run, "new_run": pair.new_run,
+            "base_commit": pair.base_commit, "new_commit": pair.new_commit}
 
 
-def compare(records: list[dict], baseline: str, threshold: float = 0.05, alpha: float = 0.05,
-            current_commit: str | None = None) -> pd.DataFrame:
-    """One row per config present in both the baseline and the current records: speed ratio new/base, p-value and a
-    verdict - "regression" when ratio < 1 - threshold and p < alpha, "improvement" when ratio > 1 + threshold and
-    p < alpha, else "same"; and "new failure" for a conformance or parity config that passed in the baseline and
-    fails now. See `split` for how baseline and current records are chosen."""
-    if not 0 < threshold < 1 or not 0 < alpha < 1:
-        raise ValueError(f"threshold and alpha must lie in (0, 1), got {threshold} and {alpha}")
-    base, new = split(records, baseline, current_commit)
+def _unsupported(value) -> bool:
+    """Whether a record's `supported` says no (a record without the field was measured)."""
+    return isinstance(value, (bool, np.bool_)) and not value
+
+
+def _measured(df: pd.DataFrame) -> pd.DataFrame:
+    return df[~df["supported"].map(_unsupported)] if "supported" in df else df
+
+
+def _speed_rows(pair: RunPair, min_effect: float, alpha: float) -> list[dict]:
+    """Each config the baseline run measured: its speed test against the current run, or "missing" when the current
+    run did not measure it (absent, or now unsupported)."""
+    kind, rows = pair.kind, []
+    new = latest(pair.new).set_index("config_id", drop=False)
+    for _, old in latest(_measured(pair.base)).iterrows():
+        cur = new.loc[old["config_id"]] if old["config_id"] in new.index else None
+        if cur is None or _unsupported(cur.get("supported")):
+            why = "not measured in the current run" if cur is None else f"unsupported now: {cur.get('reason', '')}"
+            rows.append(_row(kind, pair, old, "missing", base=float(np.median(_samples(kind, old))), note=why))
+            continue
+        result = speed_test(_samples(kind, old), _samples(kind, cur), min_effect, alpha)
+        rows.append(_row(kind, pair, cur, result.verdict, test=result))
+    return rows
+
+
+def _outcome(kind: str, row) -> str:
+    """passed, failed, or (conformance) no tests ran: every test of the config was skipped."""
+    if kind == "parity":
+        return "passed" if row["passed"] else "failed"
+    if int(row["failed"]) > 0:
+        return "failed"
+    return "passed" if int(row["passed"]) > 0 else "no tests ran"
+
+
+PASS_FAIL_VERDICTS = {  # (baseline outcome, current outcome) -> verdict; None: no baseline record
+    ("passed", "failed"): "new failure", (None, "failed"): "new failure", ("no tests ran", "failed"): "new failure",
+    ("failed", "failed"): "still failing", ("failed", "passed"): "fixed", ("no tests ran", "passed"): "fixed",
+    ("passed", "passed"): "same",
+}
+
+
+def _pass_fail_rows(pair: RunPair) -> list[dict]:
+    """Each config of either run: a failure, a config where no test ran, or a config of the baseline that the
+    current run lacks (missing) fails; a passing config new in the current run is not listed."""
+    kind, rows = pair.kind, []
+    base = latest(pair.base).set_index("config_id", drop=False) if pair.base is not None else None
+    new = latest(pair.new).set_index("config_id", drop=False)
+    for key, cur in new.iterrows():
+        now = _outcome(kind, cur)
+        was = _outcome(kind, base.loc[key]) if base is not None and key in base.index else None
+        verdict = "no tests ran" if now == "no tests ran" else PASS_FAIL_VERDICTS.get((was, now))
+        if verdict:
+            note = f"all {int(cur['skipped'])} tests skipped" if now == "no tests ran" else ""
+            rows.append(_row(kind, pair, cur, verdict, float(was == "passed") if was else float("nan"),
+                             float(now == "passed"), note))
+    if base is not None:
+        for key, old in base.iterrows():
+            if key not in new.index:
+                rows.append(_row(kind, pair, old, "missing", float(_outcome(kind, old) == "passed"),
+                                 note="not run in the current run"))
+    return rows
+
+
+def compare_runs(pairs: list[RunPair], min_effect: float = MIN_EFFECT, alpha: float = 0.05) -> pd.DataFrame:
+    """The comparison table of `select_runs`' pairs: one row per config (see `compare`)."""
+    if not 0 <= min_effect < 1 or not 0 < alpha < 1:
+        raise ValueError(f"min_effect must lie in [0, 1) and alpha in (0, 1), got {min_effect} and {alpha}")
     rows = []
-    for kind in ("bench", "ops"):
-        supported = [[r for r in side if r.get("supported", True)] for side in (base, new)]
-        for old, cur in _pairs(*supported, kind):
-            (base_speed, base_samples), (new_speed, new_samples) = _speeds(kind, old), _speeds(kind, cur)
-            ratio = new_speed / base_speed
-            p = permutation_p(base_samples, new_samples)
-            significant = p < alpha  # False for NaN
-            verdict = ("regression" if ratio < 1 - threshold and significant else
-                       "improvement" if ratio > 1 + threshold and significant else "same")
-            rows.append(_row(kind, old, cur, base_speed, new_speed, ratio, p, verdict))
-    for kind in PASS_FAIL_KINDS:
-        for old, cur in _pairs(base, new, kind):
-            was, now = _passed(kind, old), _passed(kind, cur)
-            verdict = "new failure" if was and not now else "fixed" if now and not was else "same"
-            rows.append(_row(kind, old, cur, float(was), float(now), float("nan"), float("nan"), verdict))
-    columns = ["kind", "backend", "test", "config", "host", "base_commit", "new_commit", "base", "new", "unit",
-               "ratio", "p_value", "verdict"]
-    return pd.DataFrame(rows, columns=columns)
+    for pair in pairs:
+        if pair.kind in SPEED_KINDS:
+            rows += _speed_rows(pair, min_effect, alpha) if pair.base is not None else []
+        else:
+            rows += _pass_fail_rows(pair)
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _passed(kind: str, row) -> bool:
-    if kind == "conformance":
-        return int(row["failed"]) == 0
-    return bool(row["passed"])
-
-
-def _row(kind, old, cur, base_value, new_value, ratio, p, verdict) -> dict:
-    test, config = _label(kind, cur)
-    return {"kind": kind, "backend": cur["backend"], "test": test, "config": config, "host": cur["host"],
-            "base_commit": old["commit"], "new_commit": cur["commit"],
-            "base": base_value, "new": new_value, "unit": UNITS[kind], "ratio": ratio, "p_value": p,
-            "verdict": verdict}
+def compare(records: list[dict], baseline: str, min_effect: float = MIN_EFFECT, alpha: float = 0.05,
+            current_commit: str | None = None, current_run: str | None = None) -> pd.DataFrame:
+    """One row per config of the baseline run (and per failing config of the current run), each kind's current run
+    against its baseline run (`select_runs`). Speed: ratio of medians new/base, its bootstrap interval, the
+    Mann-Whitney p-value and a verdict: "regression" when p < alpha and ratio < 1 - min_effect, "improvement" when
+    p < alpha and ratio > 1 + min_effect, "inconclusive" when the sample sizes cannot give p < alpha, else "same";
+    "missing" when the current run did not measure a config the baseline measured. Conformance and parity: "new
+    failure", "still failing", "no tests ran" (every test skipped), "missing", "fixed" or "same"."""
+    return compare_runs(select_runs(records, baseline, current_commit, current_run), min_effect, alpha)
 
 
 def failing(comparison: pd.DataFrame) -> pd.DataFrame:
-    """The rows that fail a nightly: significant regressions and new failures."""
-    return comparison[comparison["verdict"].isin(["regression", "new failure"])]
+    """The rows that fail a nightly: significant regressions, configs gone missing, failures and configs where no
+    test ran."""
+    return comparison[comparison["verdict"].isin(FAILING)]

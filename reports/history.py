@@ -1,6 +1,8 @@
 """The result history: one JSON line per result, appended atomically so a crash never corrupts earlier records.
 
-Each record carries where it came from (time, machine, commit, backend, device, driver) beside its figures.
+Each record carries where it came from (time, machine, commit, run id, backend, device, driver) beside its figures.
+The history lives outside the repository (see `default_path`), so recording never makes the checkout "-dirty";
+reports/published-history.jsonl is the committed copy of the records behind the figures the README and notes quote.
 
 Reading checks every line: a torn line from a crash, a JSON value that is not a record (`42`, `null`, a list), or a
 record without the fields its kind needs (`problem` says which) is skipped and reported, never passed on to the
@@ -13,12 +15,36 @@ import functools
 import json
 import os
 import platform
+import secrets
 import subprocess
 from pathlib import Path
 
-# KBO_HISTORY points every command and `pytest --record-history` at another file (scripts/device-check.sh keeps a
-# device run's records beside its logs).
-HISTORY = Path(os.environ.get("KBO_HISTORY") or Path(__file__).resolve().parent / "history.jsonl")
+HISTORY_ENV = "KBO_HISTORY"
+RUN_ID_ENV = "KBO_RUN_ID"
+
+
+def default_path() -> Path:
+    """$KBO_HISTORY, else the per-user data folder: ${XDG_DATA_HOME:-~/.local/share}/kimi-backend-ops/history.jsonl."""
+    if os.environ.get(HISTORY_ENV):
+        return Path(os.environ[HISTORY_ENV])
+    data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data) / "kimi-backend-ops" / "history.jsonl"
+
+
+# The history every command and `pytest --record-history` use unless given another file. Read at call time (the
+# functions below default to it when passed no path), so tests can point it elsewhere.
+HISTORY = default_path()
+
+
+@functools.lru_cache(maxsize=None)
+def _process_run_id() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def run_id() -> str:
+    """The id of the run the records belong to: $KBO_RUN_ID when set (the nightly sets one for all its steps), else
+    one id per process (UTC start time and a random suffix)."""
+    return os.environ.get(RUN_ID_ENV) or _process_run_id()
 
 
 @functools.lru_cache(maxsize=None)
@@ -49,15 +75,16 @@ def commit() -> str:
 
 
 def stamp(record: dict) -> dict:
-    """A record with its provenance filled in (time, machine, commit) unless already present."""
+    """A record with its provenance filled in (time, machine, commit, run id) unless already present."""
     return {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-            "commit": commit(), **record}
+            "commit": commit(), "run_id": run_id(), **record}
 
 
-def writable(path: Path | str = HISTORY) -> str | None:
-    """None when records can be appended to `path`, else why not: opens it for appending the way `append` does
-    (creating it, and its folder, when missing), so a read-only file or folder is found before any work runs."""
-    path = Path(path)
+def writable(path: Path | str | None = None) -> str | None:
+    """None when records can be appended to `path` (default HISTORY), else why not: opens it for appending the way
+    `append` does (creating it, and its folder, when missing), so a read-only file or folder is found before any work
+    runs."""
+    path = Path(path or HISTORY)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
@@ -66,13 +93,13 @@ def writable(path: Path | str = HISTORY) -> str | None:
     return None
 
 
-def append(records: list[dict], path: Path | str = HISTORY) -> None:
-    """Append records as JSON lines in ONE write on an O_APPEND descriptor, then fsync: concurrent writers never
-    interleave lines, and a crash can at worst leave a torn last line, which `load` skips."""
+def append(records: list[dict], path: Path | str | None = None) -> None:
+    """Append records to `path` (default HISTORY) as JSON lines in ONE write on an O_APPEND descriptor, then fsync:
+    concurrent writers never interleave lines, and a crash can at worst leave a torn last line, which `load` skips."""
     if not records:
         return
     blob = "".join(json.dumps(stamp(r), sort_keys=True, default=str) + "\n" for r in records).encode()
-    path = Path(path)
+    path = Path(path or HISTORY)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -115,11 +142,13 @@ REQUIRED = {
 # Fields a record may leave out, but when present (and not null) must have this type: the report sums, plots and
 # tests them. _SAMPLES: a list of positive numbers (per-repetition speeds or times).
 _SAMPLES = "samples"
+# run_id groups a run's records (the comparison takes one whole run as its baseline); older records have none.
+COMMON_OPTIONAL = [("run_id", _TEXT)]
 OPTIONAL = {
     "bench": [("reps", _INT), ("weights_bytes", _NUMBER), ("state_bytes", _NUMBER),
               ("compute_planned_bytes", _NUMBER), ("compute_measured_bytes", _NUMBER), ("samples_ts", _SAMPLES)],
     "ops": [("gb_s", _NUMBER), ("copy_gb_s", _NUMBER), ("gflops", _NUMBER), ("ceiling_gflops", _NUMBER),
-            ("frac_ceiling", _NUMBER), ("samples_us", _SAMPLES)],
+            ("frac_ceiling", _NUMBER), ("samples_us", _SAMPLES), ("reps", _INT), ("budget_s", _NUMBER)],
     "delta_net": [("measured_compute_bytes", _NUMBER)],
 }
 
@@ -149,7 +178,7 @@ def problem(record) -> str | None:
             return f"{kind or 'a'} record without {name}"
         if not _type_ok(record[name], want):
             return f"{kind} record: {name} is {json.dumps(record[name])[:40]}"
-    for name, want in OPTIONAL.get(kind, []):
+    for name, want in COMMON_OPTIONAL + OPTIONAL.get(kind, []):
         if record.get(name) is not None and not _type_ok(record[name], want):
             return f"{kind} record: {name} is {json.dumps(record[name])[:40]}"
     try:
@@ -161,11 +190,11 @@ def problem(record) -> str | None:
     return None
 
 
-def load(path: Path | str = HISTORY, kind: str | None = None, skipped: list | None = None) -> list[dict]:
-    """The usable records (optionally of one kind). Torn lines from a crash and lines that are not usable records
-    (see `problem`) are left out; with `skipped` given, (line number, why) of each is appended to it. Blank lines
-    are ignored."""
-    path = Path(path)
+def load(path: Path | str | None = None, kind: str | None = None, skipped: list | None = None) -> list[dict]:
+    """The usable records of `path` (default HISTORY), optionally of one kind. Torn lines from a crash and lines that
+    are not usable records (see `problem`) are left out; with `skipped` given, (line number, why) of each is appended
+    to it. Blank lines are ignored."""
+    path = Path(path or HISTORY)
     if not path.exists():
         return []
     records = []

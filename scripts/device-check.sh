@@ -28,7 +28,7 @@
 #                  445 s of limits + 7 x 5 s of kill grace = 480 s = 8 minutes (a device call may take 10)
 #
 # OUT_DIR gets exactly 8 files, as many as a device call brings back: summary.txt, history.jsonl (the records the
-# benches and pytest --record-history append; reports/history.jsonl is left alone) and one log per step or pair.
+# benches and pytest --record-history append; the per-user default history is left alone) and one log per step or pair.
 # KBO_PYTHON (default python3), KBO_SITE (default /tmp/kbo-site), KBO_DEVICE_BUDGET (seconds, default 480),
 # KBO_WORKERS (pytest-xdist workers, default 8) and KBO_VK_ICD (default NVIDIA's ICD file) change the interpreter,
 # the wheels' install folder, the budget, the parallelism and the Vulkan driver offered.

@@ -58,7 +58,7 @@ install_sdist_wheel() {
 stamp="$VENV/.kbo-deps-$(cat pyproject.toml scripts/setup.sh scripts/patches/* | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   "$PY" -m pip install -q --upgrade pip
-  "$PY" -m pip install -q -e ".[cuda]"
+  "$PY" -m pip install -q -e ".[cuda,test,build]"
 
   # kp: an sdist whose default build downloads headers; point it at Debian's Vulkan headers and fmt and at pip's
   # pybind11 (Debian's pybind11 2.10 corrupts numpy-2 arrays). --no-deps: it declares numpy<2 but works with 2.

@@ -201,15 +201,21 @@ class CudaBackend(Backend):
         out = self.cp.empty((m, n), dtype=self.cp.float32)
         return lambda: self.cp.matmul(a, b, out=out)
 
-    def copy_launch(self, src, dst):
-        runtime = self.cp.cuda.runtime
-        nbytes = min(src.nbytes, dst.nbytes)
-        src_ptr, dst_ptr = src.handle.data.ptr, dst.handle.data.ptr
+    stream_source = "CUDA kernels (backends/cuda/stream.cu)"
+
+    def _stream(self, kernel, arrays, n, scalar):
+        function = self._function("stream.cu", f"stream_{kernel}")
+        params = self.cp.asarray(np.array([n, np.float32(scalar).view(np.int32)], dtype=np.int32))
+        handles = [b.handle for b in arrays]
+        args = (*handles, *handles[:1] * (3 - len(handles)), params)  # inputs a kernel does not read: out
+        blocks = min(_ceil_div(n, BLOCK), self.max_blocks)
 
         def run():
-            runtime.memcpyAsync(dst_ptr, src_ptr, nbytes, runtime.memcpyDeviceToDevice,
-                                self.cp.cuda.get_current_stream().ptr)
+            function((blocks,), (BLOCK,), args)
         return run
+
+    def last_level_cache_bytes(self) -> int | None:
+        return int(self.props["l2CacheSize"]) or None
 
 
 def _in_place(node: Node) -> bool:

@@ -32,6 +32,10 @@ class GgmlBackend(HostMemoryBackend):
         super().__init__()
         G.init()
 
+    # ggml has no STREAM kernel of its own (its CPY and ADD are ops we measure, and a triad would be two of them), and
+    # its buffers are host memory read by the host's cores: the host's NumPy STREAM kernels are its ceiling.
+    stream_source = "NumPy on host memory (ggml's buffers are host memory; ggml has no fused triad)"
+
     def supports(self, node: Node) -> str | None:
         return G.refusal(node)
 

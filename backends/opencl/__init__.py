@@ -318,9 +318,22 @@ class OpenCLBackend(Backend):
         return {"device": self.device.name.strip(),
                 "driver": f"{self.platform.version.strip()}; driver {self.device.driver_version.strip()}"}
 
-    def copy_launch(self, src: Buffer, dst: Buffer):
-        n = min(src.nbytes, dst.nbytes)
-        return lambda: cl.enqueue_copy(self.queue, dst.handle, src.handle, byte_count=n)
+    stream_source = "OpenCL kernels (backends/opencl/stream.cl)"
+
+    def _stream(self, kernel, arrays, n, scalar):
+        knl = self.kernel("stream.cl", f"stream_{kernel}", (f"CHUNK={CHUNK}",))
+        handles = [b.handle for b in arrays]
+        handles += handles[:1] * (3 - len(handles))  # the inputs a kernel does not read
+        knl.set_args(*handles, np.int32(n), np.float32(scalar))
+        runs = -(-n // CHUNK)
+        local = min(MAX_LOCAL, pow2_at_least(runs))
+        gsize, lsize = (-(-runs // local) * local,), (local,)
+        return lambda: cl.enqueue_nd_range_kernel(self.queue, knl, gsize, lsize)
+
+    def last_level_cache_bytes(self) -> int | None:
+        if self.device.type & cl.device_type.CPU:  # PoCL: the host's cores and caches
+            return super().last_level_cache_bytes()
+        return int(self.device.global_mem_cache_size) or None
 
 
 class OpenCLReplay(Replay):

@@ -522,9 +522,30 @@ class VulkanBackend(Backend):
             pass
         return {"device": props["device_name"], "driver": driver}
 
-    def copy_launch(self, src: Buffer, dst: Buffer):
-        seq = self.mgr.sequence().record(self.kp.OpTensorCopy([src.handle, dst.handle]))
-        return seq.eval
+    stream_source = "Vulkan compute shaders (backends/vulkan/stream.comp)"
+    stream_granule = 4 * 256  # stream.comp: a vec4 per thread, 256 threads a group, no bounds check
+
+    def _stream(self, kernel, arrays, n, scalar):
+        groups = n // self.stream_granule
+        if groups > MAX_GROUPS_X:
+            raise ValueError(f"vulkan stream kernels take at most {MAX_GROUPS_X * self.stream_granule} elements, "
+                             f"got {n}")
+        scalar_tensor = self.mgr.tensor_t(np.array([scalar], dtype=np.float32).view(np.uint32))
+        self._eval(self.kp.OpTensorSyncDevice([scalar_tensor]))
+        algo = self.mgr.algorithm([scalar_tensor, *(b.handle for b in arrays)],
+                                  spirv("stream.comp", (kernel.upper(),)), [groups, 1, 1],
+                                  np.zeros(0, np.uint32), np.zeros(0, np.uint32))
+        seq = self.mgr.sequence().record(self.kp.OpAlgoDispatch(algo))
+
+        def run(keep=(scalar_tensor, algo)):  # the scalar and the pipeline live as long as the callable
+            seq.eval()
+        return run
+
+    def last_level_cache_bytes(self) -> int | None:
+        # kp reports no cache sizes: lavapipe (llvmpipe) runs on the host's cores and caches; other devices: unknown
+        if "llvmpipe" in self.mgr.get_device_properties()["device_name"]:
+            return super().last_level_cache_bytes()
+        return None
 
 
 # Vulkan's flag bits, as kp.OpMemoryBarrier takes them

@@ -70,13 +70,34 @@ _ggml_rules = requires((0, "a", dense_nb0, "apply_binary_op (binary-ops.cpp) ass
 
 
 # ---- planted bugs -------------------------------------------------------------------------------------------------
+_PLAIN_LOOP_CL = "    for (int i = begin; i < end; ++i) dr[i * sd] = OP(ar[i * sa], br[i * sb]);\n"
+_AGAIN_CL = """\
+    const int again = (I1 + NE(T_DST, 1) / 2) % NE(T_DST, 1) - I1;
+    __global const float* b2 = b + OFF(T_B) + ((I1 + again) % NE(T_B, 1)) * NB(T_B, 1) + (I2 % NE(T_B, 2)) * NB(T_B, 2)
+                               + (I3 % NE(T_B, 3)) * NB(T_B, 3);
+    for (int i = begin; i < end; ++i)
+        dr[again * NB(T_DST, 1) + i * sd] = OP(ar[again * NB(T_A, 1) + i * sa], b2[i * sb]);
+"""
+_VEC4_STORE_COMP = "        D4[(off_d + f) >> 2] = floatBitsToUint(r);\n"
+_AGAIN_COMP = """\
+        int n4 = n & ~3, g = (f + ((n4 / 2) & ~3)) % n4;
+        vec4 a2 = uintBitsToFloat(S04[(off_0 + g) >> 2]), b2 = uintBitsToFloat(S14[(off_1 + g) >> 2]);
+        D4[(off_d + g) >> 2] = floatBitsToUint(vec4(apply(a2.x, b2.x), apply(a2.y, b2.y), apply(a2.z, b2.z),
+                                                    apply(a2.w, b2.w)));
+"""
 _MUTANTS = {
     "MUL": (Mutant("mul_bcast0_chunk_restart_opencl", "opencl", "j = begin % neb0", "j = 0", "broadcast",
                    "BCAST0: each work item's run restarted b's row at 0 instead of at begin % b.ne0, so b is "
                    "misaligned after the first run of a row longer than CHUNK"),),
     "ADD": (Mutant("add_b_strides_vulkan", "vulkan", "float b = LOAD_F32(S1, at(j, nb_1, off_1));",
                    "float b = LOAD_F32(S1, at(j, nb_0, off_1));", "stride",
-                   "the broadcast path read b through a's strides (right only when b has a's shape and layout)"),),
+                   "the broadcast path read b through a's strides (right only when b has a's shape and layout)"),
+            # Slowdowns: every element computed twice, the second time by the work item half the tensor away, so the
+            # second reads miss the caches the first warmed (same values written twice: the result is unchanged).
+            Mutant("add_twice_slowdown_opencl", "opencl", _PLAIN_LOOP_CL, _PLAIN_LOOP_CL + _AGAIN_CL, "slowdown",
+                   "the row half the rows away computed again: twice the memory traffic"),
+            Mutant("add_twice_slowdown_vulkan", "vulkan", _VEC4_STORE_COMP, _VEC4_STORE_COMP + _AGAIN_COMP,
+                   "slowdown", "the vec4 half the tensor away computed again: twice the memory traffic")),
 }
 
 # ---- the records ----------------------------------------------------------------------------------------------------

@@ -131,6 +131,10 @@ _GGML_MUL_MAT_ID = GgmlCall("ggml_mul_mat_id", (Src(0), Src(1), Src(2)), staged=
 
 
 # ---- the records ----------------------------------------------------------------------------------------------------
+# The start of mul_mat_pack's k loop (matmul.cl), which its slowdown runs twice.
+_PACK_K_LOOP = ("    for (int k0 = 0; k0 < K; k0 += KC) {\n        const int kc = min(KC, K - k0);\n"
+                "        pack_rows((__local float*)at, a0")
+
 register(OpSpec(
     "MUL_MAT", 2, _mul_mat_ref, lambda s, p: (F32, (s[0].ne[1], s[1].ne[1], s[1].ne[2], s[1].ne[3])),
     check=_check_mul_mat, src_dtypes=((F32, F16), (F32,)), nmse=5e-4,
@@ -155,6 +159,11 @@ register(OpSpec(
         Mutant("mul_mat_share_row7_vulkan", "vulkan", "subgroupBroadcast(a, 7)", "subgroupBroadcast(a, 6)",
                "wrong-op", "SHARE tile: the last lane's row of a (8r + 7) taken from lane 6, so dst row 8r + 7 "
                            "repeats row 8r + 6"),
+        # The packed kernel's whole k loop run twice: its first chunk overwrites dst, so the second pass recomputes
+        # the same tile bit for bit (correct, twice the work).
+        Mutant("mul_mat_pack_twice_slowdown_opencl", "opencl", _PACK_K_LOOP,
+               "    for (int pass = 0; pass < 2; ++pass)\n" + _PACK_K_LOOP, "slowdown",
+               "mul_mat_pack computes its tile twice: twice the work"),
     )))
 register(OpSpec(
     "MUL_MAT_ID", 3, _mul_mat_id_ref, lambda s, p: (F32, (s[0].ne[1], s[2].ne[0], s[2].ne[1], 1)),

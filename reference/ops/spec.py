@@ -126,15 +126,19 @@ for _name in ("__setitem__", "__delitem__", "__ior__", "update", "pop", "popitem
 
 
 # ---- planted bugs -------------------------------------------------------------------------------------------------
+# A "slowdown" is no bug: the kernel does its work twice and stays correct, so its tests pass. It measures the
+# detection power of the performance comparison (python -m bench calibrate), never the must-be-caught run.
+SLOWDOWN = "slowdown"
 MUTANT_KINDS = ("stride", "eps", "carry", "broadcast", "off-by-one", "hole", "out-of-bounds", "barrier", "precision",
-                "wrong-op", "sign")
+                "wrong-op", "sign", SLOWDOWN)
 
 
 @dataclass(frozen=True)
 class Mutant:
     """A realistic bug planted on purpose by one text edit of one kernel source, made in memory when the environment
     variable KBO_MUTANT names it (backends/base.py kernel_text), never to the file. The op's tests on that backend must
-    catch it: `python -m cases.mutants` runs them and fails on a survivor."""
+    catch it: `python -m cases.mutants` runs them and fails on a survivor. Kind "slowdown" is a correct but slower
+    kernel instead, for `python -m bench calibrate`."""
 
     name: str
     backend: str  # opencl, vulkan or cuda
