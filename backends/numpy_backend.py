@@ -4,17 +4,11 @@ from __future__ import annotations
 import numpy as np
 
 from reference.node import Node
-from reference.tensor import Buffer, DType, host_view
+from reference.tensor import Buffer, host_values, store_values
 
 from .base import Backend
 
 TRIAD_BLOCK = 1 << 16  # elements of the triad's scratch block: 256 KiB, stays in cache
-
-
-def read_operand(raw: np.ndarray, t) -> np.ndarray:
-    """A source as float64 (int64 for integer types), in NumPy shape."""
-    view = host_view(raw, t)
-    return view.astype(np.int64 if t.dtype == DType.I32 else np.float64)
 
 
 class HostMemoryBackend(Backend):
@@ -58,10 +52,11 @@ class NumpyBackend(HostMemoryBackend):
 
     def _prepare(self, node: Node):
         def run():
-            xs = [read_operand(s.buffer.handle, s) for s in node.srcs]
+            # quantized sources dequantized (ggml's to_float): the reference is "dequantized weights x floats"
+            xs = [host_values(s.buffer.handle, s) for s in node.srcs]
             out = np.asarray(node.op.reference(xs, node.params))
             with np.errstate(over="ignore", invalid="ignore"):
-                host_view(node.dst.buffer.handle, node.dst)[...] = out.reshape(node.dst.shape).astype(node.dst.dtype.np)
+                store_values(node.dst.buffer.handle, node.dst, out.reshape(node.dst.shape))
         return run
 
     def device_info(self) -> dict:

@@ -16,6 +16,11 @@ same rounds.
 Records carry test-backend-ops' perf fields (backend_name, op_name, op_params, test_mode, time_us, flops = FLOP/s,
 bandwidth_gb_s in its GiB-based unit, memory_kb, n_runs, device_description) beside our own, and console_line prints
 its line.
+
+Quantized weights (`--type q4_K`): MUL_MAT's perf cases become reference.ops.matmul.quantized_perf_cases(type), the
+decode mat-vec at Kimi's widest projection, reported as GB/s of weights read (weights_gb_s, against the STREAM
+ceiling) whatever its flops per byte, and the same weights over 512 columns, reported as GFLOPS. Every record carries
+its weights' type (`type`).
 """
 from __future__ import annotations
 
@@ -32,6 +37,8 @@ from cases.harness import host_buffers
 from reference.case import Case
 from reference.node import make_node
 from reference.ops import REGISTRY, get_op
+from reference.ops.matmul import quantized_perf_cases
+from reference.tensor import QUANTIZED, DType
 
 STREAM_ARRAY_BYTES = 64 << 20  # per array: several times any last-level cache (an H200's L2 holds 50 MiB)
 MATMUL_OPS = {"MUL_MAT", "MUL_MAT_ID"}
@@ -79,6 +86,37 @@ def why_over_ceiling(frac: float, read_bytes: int, written_bytes: int, pattern: 
     if pattern == "copy" and read_bytes < written_bytes:
         return "reads less than it writes: its small or broadcast source stays in cache"
     return f"the {pattern} kernel is slower than this op's own kernel on this backend"
+
+
+def weight_type(label: str) -> DType:
+    """The quantized type `bench ops --type` names (ggml's name, any case: q4_K, Q8_0); ValueError otherwise."""
+    by_label = {t.label.lower(): t for t in QUANTIZED}
+    if label.lower() not in by_label:
+        raise ValueError(f"--type must be a quantized type: {', '.join(t.label for t in QUANTIZED)}; got {label!r}")
+    return by_label[label.lower()]
+
+
+def perf_cases(ops: list[str], dtype: DType | None = None) -> list[Case]:
+    """What `bench ops` times: each op's record perf case, or with a weight type MUL_MAT's cases for that type (the
+    only op --type applies to; ValueError for another)."""
+    if dtype is None:
+        return [get_op(op).perf for op in ops]
+    if ops != ["MUL_MAT"]:
+        raise ValueError(f"--type selects MUL_MAT's quantized perf cases; --op must be MUL_MAT, got {','.join(ops)}")
+    return quantized_perf_cases(dtype)
+
+
+def case_keys(cases: list[Case]) -> list[str]:
+    """A name for each case in the rounds and records: its op, or its label where one op has several cases."""
+    ops = [c.op for c in cases]
+    return [c.op if ops.count(c.op) == 1 else c.label() for c in cases]
+
+
+def quantized_mat_vec(node) -> bool:
+    """A product of quantized weights by one column (decode): it reads each weight byte once, so GB/s is its figure
+    even where a low-bit type gives it more flops per byte than COMPUTE_BOUND_FLOP_PER_BYTE."""
+    b = node.srcs[1]
+    return node.op.name == "MUL_MAT" and node.srcs[0].dtype.quantized and b.ne[1] * b.ne[2] * b.ne[3] == 1
 
 
 def op_params(case: Case) -> str:
@@ -176,9 +214,14 @@ def _op_record(name: str, info: dict, prepared: PreparedOp, secs: list[float], r
     moved, flop = read + written, op.flops(node.srcs, node.dst, node.params)
     t = timing.median(secs)
     gb_s = moved / t / 1e9
-    compute_bound = flop >= COMPUTE_BOUND_FLOP_PER_BYTE * moved
+    compute_bound = flop >= COMPUTE_BOUND_FLOP_PER_BYTE * moved and not quantized_mat_vec(node)
     pattern = access_pattern(read, written)
     frac = gb_s / ceilings[f"{pattern}_gb_s"]
+    weights = node.srcs[0]
+    weights_gb_s = weights.nbytes() / t / 1e9
+    quantized = {} if not weights.dtype.quantized else {  # GB/s of the quantized blocks read (weights MiB's bytes)
+        "weight_bytes": weights.nbytes(), "weights_gb_s": weights_gb_s,
+        "frac_weights_bw_ceiling": weights_gb_s / ceilings[f"{pattern}_gb_s"]}
     return {
         # test-backend-ops' perf fields (build_commit and test_time are the history's commit and time)
         "backend_name": name, "op_name": op.name, "op_params": op_params(case), "test_mode": "perf",
@@ -192,22 +235,22 @@ def _op_record(name: str, info: dict, prepared: PreparedOp, secs: list[float], r
         "gb_s": gb_s, "gflops": flop / t / 1e9,
         "bw_ceiling": pattern, "bw_ceiling_gb_s": ceilings[f"{pattern}_gb_s"], "frac_bw_ceiling": frac,
         "over_ceiling_why": why_over_ceiling(frac, read, written, pattern, cache_bytes),
-        "copy_gb_s": ceilings["copy_gb_s"], "frac_copy": gb_s / ceilings["copy_gb_s"],
+        "copy_gb_s": ceilings["copy_gb_s"], "frac_copy": gb_s / ceilings["copy_gb_s"], **quantized,
     }
 
 
-def bench_backend(name: str, backend, info: dict, ops: list[str], budget_s: float, reps: int) -> list[dict]:
-    """The records of one backend: its STREAM ceilings (kind "copy") first, then one per op (kind "ops")."""
+def bench_backend(name: str, backend, info: dict, cases: list[Case], budget_s: float, reps: int) -> list[dict]:
+    """The records of one backend: its STREAM ceilings (kind "copy") first, then one per case (kind "ops")."""
     base = {"backend": name, **info}
     owned = []  # every buffer allocated here, freed when the rounds are over
     try:
         streams = prepare_streams(backend, owned)
-        prepared = {op: prepare_op(backend, get_op(op).perf, owned) for op in ops}
-        libraries = {op: _library_matmul(backend, p.case) for op, p in prepared.items()
-                     if op in MATMUL_OPS and p.timed}
+        prepared = {key: prepare_op(backend, case, owned) for key, case in zip(case_keys(cases), cases)}
+        libraries = {key: _library_matmul(backend, p.case) for key, p in prepared.items()
+                     if p.case.op in MATMUL_OPS and p.timed}
         samplers = {("stream", k): t for k, t in streams.items()}
-        samplers |= {("op", op): p.timed for op, p in prepared.items() if p.timed}
-        samplers |= {("library", op): t for op, (_, t) in libraries.items()}
+        samplers |= {("op", key): p.timed for key, p in prepared.items() if p.timed}
+        samplers |= {("library", key): t for key, (_, t) in libraries.items()}
         for timed in samplers.values():
             timed.runs = timing.runs_per_batch(timed.run, timed.sync, budget_s / reps)
         samples = timing.interleaved({key: t.sample for key, t in samplers.items()}, reps, progress=f"{name} ops")
@@ -217,32 +260,36 @@ def bench_backend(name: str, backend, info: dict, ops: list[str], budget_s: floa
     ceilings = _stream_record(name, info, backend, streams, samples, reps, budget_s)
     records = [ceilings]
     cache_bytes = ceilings["last_level_cache_bytes"]
-    for op, p in prepared.items():
-        rec = {"kind": "ops", **base, "op": op, "case": p.case.label()}
+    for key, p in prepared.items():
+        op = p.case.op
+        rec = {"kind": "ops", **base, "op": op, "case": p.case.label(), "type": p.case.inputs[0].dtype.label}
         if not p.timed:
             records.append({**rec, "backend_name": name, "op_name": op, "op_params": op_params(p.case),
                             "test_mode": "perf", "supported": False, "passed": False, "error_message": p.reason,
                             "reason": p.reason})
             continue
-        rec |= _op_record(name, info, p, samples[("op", op)], p.timed.runs, ceilings, cache_bytes, reps, budget_s)
-        if op in libraries:
-            library, timed = libraries[op]
+        rec |= _op_record(name, info, p, samples[("op", key)], p.timed.runs, ceilings, cache_bytes, reps, budget_s)
+        if key in libraries:
+            library, timed = libraries[key]
             m, n, k = _matmul_shape(p.case)
-            gflops = [2 * m * n * k / s / 1e9 for s in samples[("library", op)]]
+            gflops = [2 * m * n * k / s / 1e9 for s in samples[("library", key)]]
             rec |= {"ceiling": library, "ceiling_gflops": float(np.median(gflops)), "ceiling_samples_gflops": gflops}
             rec["frac_ceiling"] = rec["gflops"] / rec["ceiling_gflops"]
         records.append(rec)
     return records
 
 
-def run(ops: list[str], backends: list[str], budget_s: float = 0.5, reps: int = 5) -> list[dict]:
-    """Benchmark `ops` on `backends` (reps rounds sharing budget_s per op); returns history records, each backend's
-    ceilings first. Prints test-backend-ops' console lines on stderr as each backend finishes."""
+def run(ops: list[str], backends: list[str], budget_s: float = 0.5, reps: int = 5,
+        dtype: DType | None = None) -> list[dict]:
+    """Benchmark `ops` on `backends` (reps rounds sharing budget_s per case); with `dtype`, MUL_MAT's cases for
+    weights of that quantized type (perf_cases). Returns history records, each backend's ceilings first. Prints
+    test-backend-ops' console lines on stderr as each backend finishes."""
     if reps < 1:
         raise ValueError(f"-r/--repetitions must be >= 1, got {reps}")
+    cases = perf_cases(ops, dtype)
     records = []
     for name, backend, info in registry.usable(backends):
-        part = bench_backend(name, backend, info, ops, budget_s, reps)
+        part = bench_backend(name, backend, info, cases, budget_s, reps)
         print(f"Backend {name}: {info.get('device')}\n{ceiling_line(part[0])}", file=sys.stderr, flush=True)
         for rec in part[1:]:
             print(console_line(rec), file=sys.stderr, flush=True)

@@ -18,7 +18,7 @@ from backends.numpy_backend import NumpyBackend
 from reference.case import Case, Input
 from reference.node import Node, make_node
 from reference.ops import get_op
-from reference.tensor import DType, Tensor, footprint, host_view
+from reference.tensor import DType, Tensor, footprint, host_values, host_view, store_values
 
 GUARD = 64  # bytes of sentinel before and after every output
 SENTINEL = 0xA5
@@ -55,14 +55,22 @@ def build_input(inp: Input, values: np.ndarray | None, rng, op, index: int, para
         values = op.domain(rng, t.shape, index, params, shapes)
     if inp.dtype == DType.I32:
         values = np.round(np.asarray(values))  # integer inputs (indices, SET's i32 words) come from the op's domain
-    host_view(raw, t)[...] = np.asarray(values).astype(inp.dtype.np)
+    # a quantized input: the domain's floats encoded by ggml's quantizer (real blocks, finite scales); the reference
+    # reads them back dequantized (host_values), so it computes with exactly the weights the kernels read
+    store_values(raw, t, values)
     return HostTensor(raw, t)
 
 
+def output_offset(dtype: DType) -> int:
+    """Where an output of `dtype` starts in its buffer: after at least GUARD bytes, on a block boundary."""
+    return -(-GUARD // dtype.size) * dtype.size
+
+
 def build_output(dst: Tensor) -> HostTensor:
-    raw = np.full(GUARD + dst.nbytes() + GUARD, SENTINEL, dtype=np.uint8)
-    t = Tensor.new(dst.dtype, dst.ne, offset=GUARD)
-    raw[GUARD:GUARD + dst.nbytes()] = POISON
+    start = output_offset(dst.dtype)
+    raw = np.full(start + dst.nbytes() + GUARD, SENTINEL, dtype=np.uint8)
+    t = Tensor.new(dst.dtype, dst.ne, offset=start)
+    raw[start:start + dst.nbytes()] = POISON
     return HostTensor(raw, t)
 
 
@@ -135,7 +143,7 @@ def run_case(backend: Backend, case: Case) -> Outcome:
     got_srcs, got_out, _, reason = execute(backend, case, srcs, dst, params)
     if reason:
         raise NotImplementedError(f"{backend.name} does not support {case.label()}: {reason}")
-    outcome = Outcome(case, backend.name, True, bound=op.nmse)
+    outcome = Outcome(case, backend.name, True, bound=op.bound(dst_t))
 
     # Bytes outside the output must be untouched: guards, input padding, the inputs themselves.
     out_raw = srcs[0].raw if dst is None else dst.raw
@@ -152,14 +160,14 @@ def run_case(backend: Backend, case: Case) -> Outcome:
             outcome.problems.append(f"{label}: {where.size} byte(s) outside the output changed "
                                     f"(first at byte {where[0]}, last at {where[-1]})")
 
-    ref = host_view(ref_out, dst_t).astype(np.float64)
-    got = host_view(got_out, dst_t).astype(np.float64)
+    ref = host_values(ref_out, dst_t)
+    got = host_values(got_out, dst_t)
     if op.verify:
-        xs = [host_view(s.raw, s.tensor).astype(np.float64) for s in srcs]
+        xs = [host_values(s.raw, s.tensor) for s in srcs]
         value_problems = op.verify(got, ref, xs, params)
         outcome.nmse = 0.0 if not value_problems else float("nan")
     else:
-        outcome.nmse, value_problems = check_nmse(got, ref, op.nmse)
+        outcome.nmse, value_problems = check_nmse(got, ref, outcome.bound)
         if op.max_rel_error is not None:
             value_problems += check_rel_error(got, ref, op.max_rel_error)
     outcome.problems += value_problems
@@ -273,13 +281,13 @@ def check_graph_nodes(backend: Backend, graph, values: dict) -> list[str]:
         outside = ~footprint(node.dst, ref_after.nbytes)
         if (got_raw[outside] != before[dst_key][outside]).any():
             problems.append("bytes outside the output changed")
-        got = host_view(got_raw, node.dst).astype(np.float64)
-        ref = host_view(ref_after, node.dst).astype(np.float64)
+        got = host_values(got_raw, node.dst)
+        ref = host_values(ref_after, node.dst)
         if node.op.verify:
-            xs = [host_view(before[id(s.buffer)], s).astype(np.float64) for s in node.srcs]
+            xs = [host_values(before[id(s.buffer)], s) for s in node.srcs]
             value_problems = node.op.verify(got, ref, xs, node.params)
         else:
-            _, value_problems = check_nmse(got, ref, node.op.nmse)
+            _, value_problems = check_nmse(got, ref, node.op.bound(node.dst))
         problems += value_problems
         if problems:
             failures.append(f"{node.name} ({dev_node.label()}): " + "; ".join(problems))

@@ -24,7 +24,7 @@ from reference.case import Case, Input, Layout
 from reference.ops import get_op
 from reference.tensor import DType
 
-from .harness import GUARD, run_case
+from .harness import GUARD, output_offset, run_case
 
 REPRO_DIR = Path(__file__).resolve().parent.parent / "reports" / "repro"
 
@@ -167,7 +167,7 @@ def case_bytes(case: Case, max_bytes: int | None = None) -> int:
     except (TypeError, OverflowError, KeyError) as err:  # a parameter of the right kind the op cannot use
         raise ValueError(f"{case.label()}: {type(err).__name__} {err}") from None
     if not op.writes_in_place(params):
-        n = 2 * GUARD + dst.nbytes()
+        n = output_offset(dst.dtype) + dst.nbytes() + GUARD
         total += n
         parts.append(f"output {_human(n)}")
         check(total)
@@ -179,7 +179,8 @@ def replay_command(backend: str, case: Case) -> str:
 
 
 # ---- test-backend-ops --------------------------------------------------------------------------------------------
-_GGML_TYPE = {DType.F32: "GGML_TYPE_F32", DType.F16: "GGML_TYPE_F16", DType.I32: "GGML_TYPE_I32"}
+def _ggml_type(dtype: DType) -> str:
+    return f"GGML_TYPE_{dtype.name}"  # our member names are ggml's
 
 
 def ggml_call_text(case: Case, names: list[str]) -> str:
@@ -188,7 +189,7 @@ def ggml_call_text(case: Case, names: list[str]) -> str:
     srcs = [inp.descriptor() for inp in case.inputs]
     params = op.validate(srcs, case.param_dict)
     dst = op.output(srcs, params)
-    new_dst = f"ggml_new_tensor_4d(ctx, {_GGML_TYPE[dst.dtype]}, {', '.join(map(str, dst.ne))})"
+    new_dst = f"ggml_new_tensor_4d(ctx, {_ggml_type(dst.dtype)}, {', '.join(map(str, dst.ne))})"
     return op.ggml.c_call(op.param_kinds, params, op.writes_in_place(params), names, new_dst)
 
 
@@ -208,11 +209,11 @@ def test_backend_ops_case(case: Case, note: str = "") -> str:
         lay = inp.layout
         store = lay.storage_ne(inp.ne)
         backing = [n + pad for n, pad in zip(store, lay.pad)]
-        lines.append(f"        ggml_tensor * {v} = ggml_new_tensor_4d(ctx, {_GGML_TYPE[inp.dtype]}, "
+        lines.append(f"        ggml_tensor * {v} = ggml_new_tensor_4d(ctx, {_ggml_type(inp.dtype)}, "
                      f"{', '.join(map(str, backing))});")
         if any(lay.pad) or lay.offset:
             lines.append(f"        {v} = ggml_view_4d(ctx, {v}, {', '.join(map(str, store))}, {v}->nb[1], {v}->nb[2], "
-                         f"{v}->nb[3], {lay.offset * inp.dtype.size});")
+                         f"{v}->nb[3], {inp.dtype.row_bytes(lay.offset)});")
         if lay.permute:
             lines.append(f"        {v} = ggml_permute(ctx, {v}, {', '.join(map(str, lay.permute))});")
         lines.append(f'        ggml_set_name({v}, "{v}");')

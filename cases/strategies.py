@@ -15,7 +15,7 @@ from reference.node import make_node
 from reference.ops import get_op
 from reference.tensor import Tensor
 
-from .harness import GUARD
+from .harness import output_offset
 
 # ---- what a backend claims --------------------------------------------------------------------------------------------
 # The backend's supports() is the only truth about what it runs. The strategy asks it about a drawn case on buffer-less
@@ -28,7 +28,7 @@ def refusal(backend, case: Case) -> str | None:
     try:
         node = make_node(case.op, srcs, case.param_dict)
         if not node.inplace:  # in place: dst is src0's view
-            node.dst = Tensor.new(node.dst.dtype, node.dst.ne, offset=GUARD)  # as harness.build_output places it
+            node.dst = Tensor.new(node.dst.dtype, node.dst.ne, offset=output_offset(node.dst.dtype))  # as the harness
     except ValueError as invalid:
         return f"invalid: {invalid}"
     return backend.supports(node)

@@ -12,7 +12,9 @@ import backends
 from bench import ops as ops_bench
 from bench import timing
 from bench.__main__ import main
+from reference.case import Case, Input
 from reference.ops import REGISTRY, get_op
+from reference.tensor import DType
 
 
 def small_cases(monkeypatch, *ops):
@@ -231,3 +233,60 @@ def test_console_lines_json_and_sql_outputs(monkeypatch, capsys):
                  "-o", "csv"]) == 0
     header, row = capsys.readouterr().out.strip().splitlines()[:2]
     assert header.split(",")[:4] == ["backend", "op", "us_per_run", "gb_s"] and float(row.split(",")[2]) > 0
+
+
+# ---- --type: quantized weights --------------------------------------------------------------------------------------
+def small_quantized(monkeypatch):
+    """bench ops --type's cases at a small width (256 x 64 weights), and small STREAM arrays: plumbing only."""
+    def cases(dtype):
+        return [Case.of("MUL_MAT", Input((256, 64), dtype), Input((256, m))) for m in (1, 512)]
+    monkeypatch.setattr(ops_bench, "quantized_perf_cases", cases)
+    monkeypatch.setattr(ops_bench, "STREAM_ARRAY_BYTES", 1 << 20)
+
+
+def test_type_selects_the_mat_vec_as_gb_s_and_the_batch_as_gflops(monkeypatch):
+    small_quantized(monkeypatch)
+    ceilings, mat_vec, batch = ops_bench.run(["MUL_MAT"], ["numpy"], budget_s=0.01, reps=2, dtype=DType.Q4_K)
+    assert ceilings["kind"] == "copy"
+    for rec in (mat_vec, batch):
+        assert rec["type"] == "q4_K" and rec["op"] == "MUL_MAT" and rec["weight_bytes"] == 64 * 144
+        assert rec["weights_gb_s"] == pytest.approx(rec["weight_bytes"] / (rec["us_per_run"] / 1e6) / 1e9)
+        assert rec["frac_weights_bw_ceiling"] == pytest.approx(rec["weights_gb_s"] / rec["bw_ceiling_gb_s"])
+    assert mat_vec["flops"] == 0.0 and mat_vec["bandwidth_gb_s"] > 0 and "GB/s" in ops_bench.console_line(mat_vec)
+    assert batch["flops"] > 0 and "GFLOPS" in ops_bench.console_line(batch)
+    assert mat_vec["case"] != batch["case"] and "ne_a=[256,64]" in mat_vec["op_params"]
+
+
+def test_low_bit_mat_vec_stays_bandwidth_bound(monkeypatch):
+    """q2_K's mat-vec has more flops per byte than COMPUTE_BOUND_FLOP_PER_BYTE; it is reported in GB/s anyway."""
+    small_quantized(monkeypatch)
+    _, mat_vec, _ = ops_bench.run(["MUL_MAT"], ["numpy"], budget_s=0.01, reps=1, dtype=DType.Q2_K)
+    assert mat_vec["flop_per_run"] > ops_bench.COMPUTE_BOUND_FLOP_PER_BYTE * mat_vec["bytes"]
+    assert mat_vec["flops"] == 0.0 and mat_vec["type"] == "q2_K"
+
+
+def test_plain_records_carry_their_type_too(monkeypatch):
+    small_cases(monkeypatch, "ADD")
+    _, rec = ops_bench.run(["ADD"], ["numpy"], budget_s=0.01, reps=1)
+    assert rec["type"] == "f32" and "weights_gb_s" not in rec
+
+
+def test_type_table_names_cases_and_weights_gb_s(monkeypatch, capsys):
+    small_quantized(monkeypatch)
+    assert main(["ops", "--type", "q8_0", "--backend", "numpy", "--budget", "0.01", "-r", "1", "--no-record",
+                 "-o", "csv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    header = lines[0].split(",")
+    assert header[:3] == ["backend", "op", "case"] and "weights_gb_s" in header and len(lines) == 3
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--type", "f16"], "--type must be a quantized type: q8_0, q4_0"),
+    (["--type", "q9_0"], "got 'q9_0'"),
+    (["--type", "q4_K", "--op", "ADD"], "--type selects MUL_MAT's quantized perf cases; --op must be MUL_MAT, got ADD"),
+])
+def test_bad_type_refused_before_work(monkeypatch, capsys, argv, message):
+    monkeypatch.setattr(ops_bench, "prepare_streams", lambda *a: pytest.fail("work started"))
+    with pytest.raises(SystemExit) as done:
+        main(["ops", "--backend", "numpy", "--no-record", *argv])
+    assert done.value.code == 2 and message in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """The CUDA backend without a GPU: every kernel file compiles cleanly (no errors, no warnings) through NVRTC, and
-every op's kernel computes the upstream cases (and a few tiling edge cases) right when emulated on the host.
+every op's kernel computes the upstream cases (and a few tiling edge cases) right when emulated on the host, the
+quantized ones (quants.cuh, every type on every path) included.
 
 CUDA kernels only run on an NVIDIA GPU. Compilation is checked for the PTX target (compute_80) and through ptxas for
 Hopper (sm_90), which also checks the inline PTX of the f16 conversions; broken sources must be reported with their
@@ -9,6 +10,7 @@ compiler log. The emulated runs go through the real runtime's kernel table and l
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,18 +19,20 @@ import numpy as np
 import pytest
 
 from backends.base import MUTANT_ENV
-from backends.cuda import GDN_COLUMNS, IN_PLACE, KERNELS
+from backends.cuda import GDN_COLUMNS, IN_PLACE, KERNELS, MAT_VEC, QUANTIZE_TO, QUANTIZED_SRC0, quant_define
 from backends.cuda.compile_check import compile_all, compile_source
-from backends.cuda.build import (CHECK_ARCH, kernel_files, kernel_source, nvrtc, nvrtc_library_candidates,
-                                 nvrtc_options, program_source, select_arch)
+from backends.cuda.build import (CHECK_ARCH, compile_program, kernel_files, kernel_source, nvrtc,
+                                 nvrtc_library_candidates, nvrtc_options, program_source, select_arch)
 from reference.case import Case, Input, Layout
+from reference.node import Node, make_node
 from reference.ops import REGISTRY, get_op
-from reference.tensor import DType
+from reference.quants import quantize
+from reference.tensor import QUANTIZED, DType, Tensor
 
 from .harness import run_case
 
 FILES = kernel_files()
-F16 = DType.F16
+F16, I32 = DType.F16, DType.I32
 
 
 def _nvrtc_or_skip():
@@ -69,6 +73,38 @@ def test_cuda_kernel_table_names_existing_entry_points():
                  for s in ("f32", "f16") for d in ("f32", "f16") for c in GDN_COLUMNS]
         text = kernel_source(file)
         assert any(f"void {n}(" in text for n in names), f"{entry} is not an entry point of {file}"
+
+
+def _entry_points(file: str, defines=()) -> set[str]:
+    """The extern "C" entry points of a kernel file as the compiler sees it (macros expanded, by NVRTC's PTX)."""
+    code, log = compile_program(program_source(file), file, "compute_80", defines)
+    assert code is not None and not log, log
+    return set(re.findall(r"\.entry (\w+)\(", code.decode()))
+
+
+def test_cuda_quantized_entry_points_exist():
+    """Every quantized type the registry lets reach a kernel has each entry point the runtime may pick: the tiled and
+    mat-vec matmuls (MUL_MAT, MUL_MAT_ID) and GET_ROWS for every type of reference.tensor.QUANTIZED, and CPY's
+    quantizing copies. Read from the compiled PTX, so a type missing from FOR_EACH_QUANT fails here."""
+    _nvrtc_or_skip()
+    for op in QUANTIZED_SRC0:
+        assert set(get_op(op).src_dtypes[0]) - {DType.F32, DType.F16} <= set(QUANTIZED), op
+        entries = _entry_points(f"{REGISTRY[op].family}.cu")
+        for t in QUANTIZED:
+            wanted = {KERNELS[op].format(src=t.label)} | ({MAT_VEC[op].format(src=t.label)} if op in MAT_VEC else set())
+            assert wanted <= entries, f"{op} {t.label}: missing {sorted(wanted - entries)}"
+    assert {f"cpy_f32_{t.label}" for t in QUANTIZE_TO} <= _entry_points("cpy.cu")
+
+
+def test_cuda_module_per_quantized_type():
+    """The runtime builds matmul.cu and get_rows.cu once per quantized type its nodes use (quant_define), with that
+    type's entry points beside the plain ones, and with none for plain nodes; the file alone has every type."""
+    _nvrtc_or_skip()
+    plain = {"mul_mat_f32", "mul_mat_f16", "mul_mat_id_f32", "mul_mat_id_f16"}
+    assert _entry_points("matmul.cu", [quant_define(None)]) == plain
+    assert _entry_points("matmul.cu", [quant_define("q4_K")]) == plain | {
+        "mul_mat_q4_K", "mul_mat_vec_q4_K", "mul_mat_id_q4_K", "mul_mat_id_vec_q4_K"}
+    assert _entry_points("get_rows.cu", [quant_define("q5_1")]) == {"get_rows_f32", "get_rows_f16", "get_rows_q5_1"}
 
 
 @pytest.mark.parametrize("source, needle", [
@@ -194,7 +230,9 @@ def _extra_cases(op):
     (K, N, M not multiples of the tiles), an f16 a transposed, a strided b, and batch broadcast in ne2 and ne3;
     MUL_MAT_ID with more (e, t) pairs than one window and more than one column tile per expert, transposed and
     strided experts and b; rows past the shared-memory sort (the rank count); GET_ROWS from a permuted f16 a; masks
-    broadcast in ne2 or ne3, with spare rows and padding."""
+    broadcast in ne2 or ne3, with spare rows and padding. Quantized weights: the mat-vec paths with broadcast, a
+    transposed or padded b and their most columns (8), the tiles with tails and 9 columns, a permuted quantized
+    table, quantizing copies from transposed and padded sources."""
     from reference.ops.gated_delta_net import gdn_inputs
     if op == "GATED_DELTA_NET":
         return [Case.of(op, *gdn_inputs(S, H, T, n, kda, h_k, permuted), seed=S)
@@ -204,29 +242,55 @@ def _extra_cases(op):
         t, strided = Layout(permute=(1, 0, 2, 3)), Layout(pad=(3, 1, 0, 0), offset=5)
         return [Case.of(op, Input((100, 70, 2, 1), F16, t), Input((100, 65, 4, 3), layout=strided)),
                 Case.of(op, Input((257, 30, 1, 2), layout=Layout(permute=(0, 2, 1, 3))),
-                        Input((257, 3, 2, 2), layout=t))]
+                        Input((257, 3, 2, 2), layout=t)),
+                # quantized mat-vec: broadcast in ne2 and ne3, b transposed (k not unit stride), more warp rows than
+                # the emulation's blocks hold (grid-stride), and the most columns it takes (8)
+                Case.of(op, Input((256, 20, 2, 1), DType.Q4_K), Input((256, 5, 4, 3), layout=t)),
+                Case.of(op, Input((64, 9, 1, 2), DType.Q5_0), Input((64, 8, 3, 2), layout=strided)),
+                # quantized tiles: n and m tails past one tile, a padded b at an offset, broadcast; 9 columns
+                Case.of(op, Input((64, 70, 1, 2), DType.Q4_1, Layout(pad=(32, 0, 0, 0), offset=32)),
+                        Input((64, 65, 3, 2), layout=strided)),
+                Case.of(op, Input((256, 16), DType.Q3_K), Input((256, 9), layout=t))]
     if op == "MUL_MAT_ID":
         t = Layout(permute=(1, 0, 2, 3))
         return [Case.of(op, Input((33, 70, 3), F16, t), Input((33, 2, 600), layout=Layout(pad=(1, 0, 0, 0), offset=3)),
                         Input((4, 600), DType.I32)),
                 Case.of(op, Input((20, 9, 5), layout=Layout(pad=(0, 2, 0, 0), offset=1)), Input((20, 3, 7), layout=t),
-                        Input((3, 7), DType.I32, t))]
+                        Input((3, 7), DType.I32, t)),
+                *_quantized_mat_vec_id_cases()]
     if op in ("ARGSORT", "TOP_K"):
         return [Case.of(op, Input((5000, 2)), **({"order": "DESC"} if op == "ARGSORT" else {"k": 9}))]
     if op == "GET_ROWS":
         return [Case.of(op, Input((5, 17, 2, 3), F16, Layout(permute=(0, 2, 1, 3))),
-                        Input((6, 2, 3), DType.I32, Layout(permute=(1, 0, 2, 3))))]
+                        Input((6, 2, 3), DType.I32, Layout(permute=(1, 0, 2, 3)))),
+                # a quantized table's planes swapped (row and plane strides not in order), ids transposed
+                Case.of(op, Input((64, 5, 3, 2), DType.Q5_1, Layout(permute=(0, 2, 1, 3))),
+                        Input((6, 3, 2), DType.I32, Layout(permute=(1, 0, 2, 3))))]
+    if op == "CPY":  # quantizing a transposed source into rows of another length, and a padded one at an offset
+        return [Case.of(op, Input((32, 64), layout=Layout(permute=(1, 0, 2, 3))), dtype="q4_0", ne=[64, 32]),
+                Case.of(op, Input((96, 3, 2), layout=Layout(pad=(1, 0, 0, 0), offset=3)), dtype="q8_0")]
     if op == "SOFT_MAX_EXT":
         return [Case.of(op, Input((37, 3, 2, 3)), Input(mask, layout=Layout(pad=(2, 0, 0, 0), offset=1)), scale=0.3)
                 for mask in ((37, 6, 1, 3), (37, 3, 2, 1))]
     return []
 
 
+def _quantized_mat_vec_id_cases():
+    """MUL_MAT_ID's quantized mat-vec (few tokens): b broadcast over the slots (n_b1 = 1) with a padded expert stack,
+    and b per slot, transposed, at the most tokens it takes (8) with transposed ids."""
+    t = Layout(permute=(1, 0, 2, 3))
+    return [Case.of("MUL_MAT_ID", Input((512, 20, 6), DType.Q4_K, Layout(pad=(256, 0, 0, 0), offset=256)),
+                    Input((512, 1, 3)), Input((4, 3), I32)),
+            Case.of("MUL_MAT_ID", Input((64, 12, 5), DType.Q5_0), Input((64, 2, 8), layout=t), Input((2, 8), I32, t))]
+
+
 def _emulated_cases(op):
     # Block-wide scans, sums, sorts and tiles are slow to emulate (OS threads and barriers), so some ops run a part
     # of their pinned cases.
-    if op == "MUL_MAT_ID":  # the upstream experts are 256 x 512: one of those (b columns per slot), then small ones
-        return [c for c in get_op(op).pinned() if c.inputs[1].ne[1:3] == (4, 1)] + _extra_cases(op)
+    if op == "MUL_MAT_ID":  # the upstream experts are 256 x 512: one of those (b columns per slot), the quantized
+        # ones, then small ones
+        return [c for c in get_op(op).pinned()
+                if c.inputs[1].ne[1:3] == (4, 1) or c.inputs[0].dtype.quantized] + _extra_cases(op)
     cases = get_op(op).pinned() + _extra_cases(op)
     if op in ("ARGSORT", "TOP_K"):  # rows of 2^n and not, of one block's comparators and past them, the widest
         # upstream row, Kimi's router, and the rank count past the shared-memory sort
@@ -273,6 +337,57 @@ def test_cuda_emulated_denormal_results(emulated, op):
     for seed in (25, 36, 88, 116, 273):
         outcome = run_case(emulated, Case.of(op, Input((1,)), seed=seed))
         assert outcome.passed, outcome.report()
+
+
+def test_cuda_quantized_paths(emulated):
+    """Quantized weights with up to 8 columns of b (MUL_MAT's M, MUL_MAT_ID's tokens) take the mat-vec entry points,
+    more take the tiles; plain weights keep their tiles whatever the columns."""
+    from cases.coverage import case_path
+    for m, path in ((1, "mul_mat_vec_q4_K"), (8, "mul_mat_vec_q4_K"), (9, "mul_mat_q4_K")):
+        assert case_path(emulated, Case.of("MUL_MAT", Input((256, 4), DType.Q4_K), Input((256, m)))) == path
+    assert case_path(emulated, Case.of("MUL_MAT", Input((256, 4)), Input((256, 1)))) == "mul_mat_f32"
+    for tokens, path in ((8, "mul_mat_id_vec_q8_0"), (9, "mul_mat_id_q8_0")):
+        case = Case.of("MUL_MAT_ID", Input((32, 4, 3), DType.Q8_0), Input((32, 2, tokens)), Input((2, tokens), I32))
+        assert case_path(emulated, case) == path
+
+
+def _quantize_on(backend, x: np.ndarray, dtype: DType) -> np.ndarray:
+    """x (float32 rows) copied into `dtype` by the backend's CPY; the destination's bytes."""
+    src = Tensor.new(DType.F32, x.shape[::-1], backend.upload(x.view(np.uint8)))
+    dst = make_node("CPY", [src], {"dtype": dtype.label}).dst
+    dst = dst.with_buffer(backend.alloc(dst.nbytes()))
+    backend.compute(make_node("CPY", [src], {"dtype": dtype.label}, dst=dst))
+    return backend.read(dst.buffer)[:dst.nbytes()]
+
+
+@pytest.mark.parametrize("dtype", QUANTIZE_TO, ids=lambda t: f"cuda-emulated-quantize-{t.label}")
+def test_cuda_emulated_quantize_is_ggmls_bit_for_bit(emulated, dtype):
+    """CPY f32 -> q8_0/q4_0 writes the very bytes of ggml's quantizer (reference.quants.quantize), ties included:
+    blocks whose scale is 1 put x / d exactly halfway between two steps (q8_0 rounds those away from zero; q4_0
+    truncates x / d + 8.5), an all-zero block has scale 0, the rest are random."""
+    rng = np.random.default_rng(7)
+    ties = {DType.Q8_0: np.concatenate([[127.0, -127.0], np.arange(30) - 14.5]),
+            DType.Q4_0: np.concatenate([[-8.0], np.arange(31) / 2 - 7.5])}[dtype].astype(np.float32)
+    x = np.concatenate([ties, np.zeros(32, np.float32), rng.standard_normal(32 * 14).astype(np.float32)])
+    x = x.reshape(4, 128)
+    assert np.array_equal(_quantize_on(emulated, x, dtype), quantize(x, dtype.qtype).reshape(-1))
+
+
+def test_cuda_refuses_types_without_kernels(emulated):
+    """A node whose types no CUDA kernel reads (bf16 weights, a quantized source to CPY, a quantizing CPY from f16)
+    is unsupported with the reason, not launched on an entry point that does not exist. The registry refuses these
+    nodes itself today; hand-built ones reach supports() directly."""
+    def node(op, srcs, dst):
+        return Node(get_op(op), srcs, dst, {})
+    f32 = Tensor.new(DType.F32, (64, 4))
+    refusals = [node("MUL_MAT", [Tensor.new(DType.BF16, (64, 4)), f32], Tensor.new(DType.F32, (4, 4))),
+                node("CPY", [Tensor.new(DType.Q8_0, (64, 4))], f32),
+                node("CPY", [Tensor.new(F16, (64, 4))], Tensor.new(DType.Q8_0, (64, 4))),
+                node("CPY", [f32], Tensor.new(DType.Q4_K, (256, 1)))]
+    for n in refusals:
+        reason = emulated.supports(n)
+        assert reason and any(t.dtype.label in reason for t in n.tensors if t.dtype != DType.F32), reason
+    assert emulated.supports(node("CPY", [f32], Tensor.new(DType.Q4_0, (64, 4)))) is None
 
 
 def test_cuda_sanitizer_cases():

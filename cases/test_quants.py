@@ -7,8 +7,12 @@ import gguf
 import numpy as np
 import pytest
 
+from cases.harness import run_case
+from conftest import device_backend
 from reference import quants
+from reference.case import Case, Input
 from reference.quants import QUANT_TYPES, dequantize, ggml_to_float, quant_type, quantize
+from reference.tensor import DType
 
 N_BLOCKS = 96
 
@@ -97,3 +101,41 @@ def test_refusals():
     with pytest.raises(ValueError, match=r"ggml type Q9_0 is not read"):
         quant_type("q9_0")
     assert quant_type("q4_k") is QUANT_TYPES["Q4_K"]
+
+
+# ---- the ggml backend as the second opinion on the quantized ops ---------------------------------------------------
+def _halves_swapped(real):
+    """A dequantizer with a realistic bug: the two 16-element halves of every 32 values swapped (Q4_0's low nibbles
+    are elements 0-15 and its high nibbles 16-31: reading them in the other order)."""
+    def broken(raw, t):
+        out = real(raw, t)
+        groups = out.reshape(*out.shape[:-1], -1, 2, 16)
+        return groups[..., ::-1, :].reshape(out.shape).copy()
+    return broken
+
+
+QUANTIZED_CASES = [Case.of("MUL_MAT", Input((256, 16), DType.Q4_K), Input((256, 3))),
+                   Case.of("MUL_MAT_ID", Input((64, 16, 4), DType.Q8_0), Input((64, 2, 5)), Input((2, 5), DType.I32)),
+                   Case.of("GET_ROWS", Input((64, 5), DType.Q4_0), Input((4,), DType.I32))]
+
+
+@pytest.mark.parametrize("case", QUANTIZED_CASES, ids=lambda c: c.label())
+def test_ggml_catches_a_wrong_dequantizer(monkeypatch, case):
+    """ggml reads the blocks with its own dequantizer; the reference with reference.quants.dequantize. The case
+    passes, and fails once the reference's dequantizer reads the halves of each block in the wrong order."""
+    ggml = device_backend("ggml")
+    assert run_case(ggml, case).passed
+    monkeypatch.setattr(quants, "dequantize", _halves_swapped(quants.dequantize))
+    outcome = run_case(ggml, case)
+    assert not outcome.passed and outcome.nmse > 0.1, outcome.report()
+
+
+def test_ggml_catches_a_wrong_quantizer(monkeypatch):
+    """CPY f32 -> q4_0: the reference is reference.quants.quantize, ggml's is its own quantize_row_q4_0."""
+    ggml = device_backend("ggml")
+    case = Case.of("CPY", Input((256, 4)), dtype="q4_0")
+    assert run_case(ggml, case).nmse == 0  # bit for bit
+    real = quants.quantize
+    monkeypatch.setattr(quants, "quantize", lambda values, t: real(np.asarray(values) * 1.05, t))  # a scale 5% off
+    outcome = run_case(ggml, case)
+    assert not outcome.passed, outcome.report()

@@ -323,7 +323,7 @@ BAD_PARAMS = [
     ("CPY", {"ne": [2.5, 12.8]}, "CPY parameter ne must be 1 to 4 ints"),
     ("CPY", {"ne": [2, 2, 2, 2, 2]}, "CPY parameter ne must be 1 to 4 ints"),
     ("CPY", {"dtype": 5}, "CPY parameter dtype must be a string"),
-    ("CPY", {"dtype": "x"}, "CPY writes f32 or f16, not 'x'"),
+    ("CPY", {"dtype": "x"}, "CPY writes f32, f16, q8_0, q4_0, not 'x'"),
     ("REPEAT", {"ne": [2.5, 2, 1, 1]}, "REPEAT parameter ne must be 4 ints"),
     ("REPEAT", {"ne": (8, 4)}, "REPEAT parameter ne must be 4 ints"),
     ("REPEAT", {"ne": "8421"}, "REPEAT parameter ne must be 4 ints"),

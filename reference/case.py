@@ -47,19 +47,23 @@ class Input:
 
     def __post_init__(self):
         object.__setattr__(self, "ne", tuple(list(self.ne) + [1] * (4 - len(self.ne))))
+        block = self.dtype.block
+        if self.layout.offset % block or self.layout.pad[0] % block:  # views start on block boundaries
+            raise ValueError(f"a {self.dtype.label} input's offset and row padding must be whole blocks of {block} "
+                             f"elements, got {self.layout.describe()}")
 
     def descriptor(self) -> Tensor:
         """The tensor the harness builds: offset and padded strides in its own buffer, then permuted (no buffer)."""
         lay = self.layout
         store_ne = lay.storage_ne(self.ne)
         backing_ne = tuple(n + p for n, p in zip(store_ne, lay.pad))
-        t = Tensor(self.dtype, store_ne, contiguous_strides(self.dtype, backing_ne), lay.offset * self.dtype.size)
+        t = Tensor(self.dtype, store_ne, contiguous_strides(self.dtype, backing_ne), self.dtype.row_bytes(lay.offset))
         return t.permute(*lay.permute) if lay.permute else t
 
     def backing_bytes(self) -> int:
-        """Bytes of the buffer the input sits in: its offset, then its padded storage."""
+        """Bytes of the buffer the input sits in: its offset, then its padded storage (offset and pad in elements)."""
         lay = self.layout
-        return (lay.offset + math.prod(n + p for n, p in zip(lay.storage_ne(self.ne), lay.pad))) * self.dtype.size
+        return self.dtype.row_bytes(lay.offset + math.prod(n + p for n, p in zip(lay.storage_ne(self.ne), lay.pad)))
 
 
 @dataclass(frozen=True)

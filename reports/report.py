@@ -43,12 +43,6 @@ def _supported(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["supported"].map(lambda v: v is not False)] if "supported" in df else df
 
 
-def _series_label(row, fields: list[str], hosts: int) -> str:
-    """A legend label from the given config fields; the host only when several machines are in the history."""
-    parts = [str(row[f]) for f in fields if not pd.isna(row[f])]
-    return " ".join(parts) + (f" @{row['host']}" if hosts > 1 else "")
-
-
 # ---- plots: fixed colours, one line per (commit, device, config), log axes for wide ranges -------------------------
 # Fixed colours: a backend has the same colour in every panel and every report; a variant its line style and marker.
 BACKEND_COLORS = {"numpy": "tab:gray", "opencl": "tab:blue", "vulkan": "tab:red", "cuda": "tab:green",
@@ -367,7 +361,8 @@ def _conformance(records, out_dir, stem) -> list[str]:
     df = latest(frame(records, "conformance"))
     if df.empty:
         return ["No conformance records (`python -m pytest --record-history cases/test_ops.py`)."]
-    counts = df.groupby(["host", "backend"])[["passed", "failed", "skipped"]].sum().reset_index()
+    # One bar per backend and machine: a GPU machine's CUDA run and a CPU machine's all-skipped one never add up.
+    counts = df.groupby(["fingerprint", "backend"])[["passed", "failed", "skipped"]].sum().reset_index()
     failed = df[df["failed"] > 0]
     profiles = sorted(df["profile"].dropna().unique()) if "profile" in df else []
     lines = [f"Latest run per backend and op (Hypothesis profiles: {', '.join(profiles) or 'unknown'}).", "",
@@ -378,8 +373,8 @@ def _conformance(records, out_dir, stem) -> list[str]:
     if not idle.empty:
         lines += ["No test ran (all skipped, counted as failing): "
                   + ", ".join(f"{r.backend}/{r.op}" for r in idle.itertuples()), ""]
-    hosts = counts["host"].nunique()
-    labels = counts.apply(_series_label, axis=1, args=(["backend"], hosts))
+    machines = counts.groupby("backend")["fingerprint"].transform("nunique")
+    labels = [b if n == 1 else f"{b} @ {f}" for b, f, n in zip(counts["backend"], counts["fingerprint"], machines)]
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(counts) + 1.2))
     left = pd.Series(0, index=counts.index)
     total = counts[["passed", "failed", "skipped"]].sum(axis=1)

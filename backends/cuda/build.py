@@ -149,10 +149,10 @@ def nvrtc_options(arch: str) -> list[str]:
     return [f"-arch={arch}", *NVRTC_OPTIONS]
 
 
-def compile_program(source: str, name: str, arch: str) -> tuple[bytes | None, str]:
+def compile_program(source: str, name: str, arch: str, defines: Iterable[str] = ()) -> tuple[bytes | None, str]:
     """(code, compiler log); code is None when compilation failed. A virtual arch (compute_XX) gives PTX; a real
-    one (sm_XX) gives a cubin, so ptxas also runs (it checks inline PTX)."""
-    options = nvrtc_options(arch)
+    one (sm_XX) gives a cubin, so ptxas also runs (it checks inline PTX). `defines` are -D macro definitions."""
+    options = nvrtc_options(arch) + [f"-D{d}" for d in defines]
     rtc = nvrtc()
     prog = rtc.createProgram(source, name, [], [])
     failure = "the compiler returned no code"

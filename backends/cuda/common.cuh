@@ -138,12 +138,18 @@ __device__ __forceinline__ float block_exclusive_scan(float x, float* warp_sums,
     return before + excl;
 }
 
-// Sum over the block of one float per thread (same contract as block_exclusive_scan).
-__device__ __forceinline__ float block_sum(float x, float* warp_sums) {
+// Sum over the warp of one float per lane, the same value in every lane (butterfly: every lane must call it).
+__device__ __forceinline__ float warp_sum(float x) {
 #pragma unroll
     for (int d = 16; d > 0; d >>= 1) {
         x += __shfl_xor_sync(0xffffffffu, x, d);
     }
+    return x;
+}
+
+// Sum over the block of one float per thread (same contract as block_exclusive_scan).
+__device__ __forceinline__ float block_sum(float x, float* warp_sums) {
+    x = warp_sum(x);
     if ((threadIdx.x & 31) == 0) {
         warp_sums[threadIdx.x >> 5] = x;
     }

@@ -50,6 +50,11 @@ inline float __int_as_float(int i) {
     std::memcpy(&f, &i, 4);
     return f;
 }
+// Float operations rounded as written, which the GPU never fuses into an FMA; host_emulation.py compiles with
+// -ffp-contract=off, so the host does not fuse them either (aarch64 would by default).
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+
 // Shuffles exchange values through block-wide slots: valid because the kernels call them with the whole block.
 // Two slot sets alternate, so one barrier per shuffle suffices: a set is rewritten only after the next shuffle's
 // barrier, which every thread reaches after reading it.

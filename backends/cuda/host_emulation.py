@@ -23,7 +23,9 @@ from . import CudaBackend
 from .build import KERNEL_DIR, program_source
 
 CACHE_DIR = Path(tempfile.gettempdir()) / "kbo-cuda-host-emulation"
-CXX_FLAGS = ["-O1", "-std=c++17", "-shared", "-fPIC", "-pthread", "-Wall", "-Wno-unknown-pragmas", "-Werror"]
+# -ffp-contract=off: __fmul_rn / __fadd_rn (host_emulation.h) must stay unfused, as on the GPU
+CXX_FLAGS = ["-O1", "-std=c++17", "-shared", "-fPIC", "-pthread", "-ffp-contract=off", "-Wall", "-Wno-unknown-pragmas",
+             "-Werror"]
 
 
 def compiler() -> str | None:
@@ -31,10 +33,10 @@ def compiler() -> str | None:
 
 
 def build(file: str) -> ctypes.CDLL:
-    """The kernel file as a shared library (cached by a hash of its full source)."""
+    """The kernel file as a shared library (cached by a hash of its full source and the compiler flags)."""
     source = '#include "host_emulation.h"\n' + program_source(file)
     header = (KERNEL_DIR / "host_emulation.h").read_bytes()
-    digest = hashlib.sha256(source.encode() + header).hexdigest()[:16]
+    digest = hashlib.sha256(source.encode() + header + " ".join(CXX_FLAGS).encode()).hexdigest()[:16]
     lib = CACHE_DIR / f"{Path(file).stem}-{digest}.so"
     if not lib.exists():
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
@@ -83,7 +85,8 @@ class EmulatedCudaBackend(CudaBackend):
     def read(self, buf):
         return buf.handle.copy()
 
-    def _function(self, file, entry):
+    def _function(self, file, entry, quant=None):
+        # every quantized type in one library: the program the compile check builds
         if file not in self.libs:
             self.libs[file] = build(file)
         return EmulatedKernel(self.libs[file], entry)

@@ -31,6 +31,10 @@ SSM_TILE = 64  # ssm_conv.cl's TILE
 SOLVE_COLUMNS = 8  # columns per work item in solve_tri.cl
 # mul_mat_k1 (matrix-vector products): rows of a x rows of b per work item, work group shape
 MM_RN, MM_RM, MM_LOCAL = 4, 8, (2, 16)
+# mul_mat_vec_q (quantized a, few columns; "qrows" grid): rows of a per single-work-item group, each group staging its
+# columns of b in local memory first (PoCL, 2304 x 9216 q4_K, n = 1, one thread: 256 rows 15% faster than 64, 16
+# rows 50% slower; two rows at a time spilled the accumulators, 2x slower)
+QMV_ROWS = 256
 # mul_mat_pack / mul_mat_id: k per packed chunk, columns of b per MUL_MAT work group, columns per micro-kernel,
 # float8 rows of a per group (PoCL, 1024x1024x512, GFLOPS best of 3: CM x NV 4x3 150, 4x2 146, 6x2 150 but
 # 117-150; 8x1 105; 3x4 21 (spills). KC 128-384 and TM 128-256 within the noise)
@@ -41,7 +45,17 @@ SORT_LOCAL = 64  # "sort" grid (rows too long for argsort8): most work items per
 SORT8_LOCAL_BYTES = 256 << 10  # argsort8 (8 rows per work item) while its 64 * NP bytes of keys fit this
 # Defines that carry a size, not a code path (kernel_path keeps their names only); CHUNK (strided or not) and RM = 1
 # (a matrix-vector product) do choose the path.
-SIZE_DEFINES = {"NP", "KP", "D_CONV", "S_V", "RN", "KC", "TM", "CM", "NV"}
+SIZE_DEFINES = {"NP", "KP", "D_CONV", "S_V", "RN", "KC", "TM", "CM", "NV", "QROWS"}
+# Quantized weights (quants.cl): MUL_MAT, MUL_MAT_ID and GET_ROWS read every type quants.cl knows as src0 (define
+# A_<TYPE>); CPY encodes f32 into the types ggml's CPY writes (define DST_<TYPE>; cpy.cl's cpy_quantize).
+QUANT_READ = frozenset(t for t in DType if t.quantized)
+QUANT_READERS = ("MUL_MAT", "MUL_MAT_ID", "GET_ROWS")
+QUANT_WRITE = frozenset({DType.Q8_0, DType.Q4_0})
+QUANT_DEFINES = {f"{side}_{t.name}" for t in QUANT_READ for side in ("A", "DST")}
+# The f32 -> quantized encoders divide (d = amax / 127, 1 / d) exactly as ggml does only when division rounds
+# correctly, which OpenCL C promises only under this option (and a device that supports it).
+EXACT_DIVIDE = "-cl-fp32-correctly-rounded-divide-sqrt"
+assert PACK_KC % 256 == 0, "mul_mat_pack's k chunks must be whole blocks of every quantized type"
 PARAMS_DTYPE = np.dtype([("w", np.int32, PARAM_WORDS)])  # common.cl's Params, passed by value
 
 # op -> (entry point, defines, grid); the kernel file is the op's family (backends/opencl/<family>.cl). Grids: "rows" =
@@ -55,7 +69,10 @@ PARAMS_DTYPE = np.dtype([("w", np.int32, PARAM_WORDS)])  # common.cl's Params, p
 # are both contiguous along k), "heads" = one work group per (head, seq) with one work item per value column. prepare()
 # adds per-node defines: CHUNK, types (CPY/CONT, a of MUL_MAT), b broadcast (binary), taps
 # (SSM_CONV), head size and gate kind (GATED_DELTA_NET), types (GET_ROWS, MUL_MAT_ID), NP and KP (ARGSORT/TOP_K),
-# blocking and b's k stride (MUL_MAT, MUL_MAT_ID).
+# blocking and b's k stride (MUL_MAT, MUL_MAT_ID), the quantized type of src0 (A_<TYPE>: MUL_MAT, MUL_MAT_ID,
+# GET_ROWS; a quantized MUL_MAT with few columns runs entry mul_mat_vec_q on the "qrows" grid, one
+# single-work-item group per QMV_ROWS rows of a x RM columns of b, while its staged b fits local memory) or of
+# CPY's dst (DST_<TYPE>: entry cpy_quantize, CHUNK whole blocks).
 KERNELS = {
     "SOFTPLUS": ("unary", ["OP_SOFTPLUS"], "rows"),
     "SIGMOID": ("unary", ["OP_SIGMOID"], "rows"),
@@ -167,12 +184,28 @@ class OpenCLBackend(Backend):
         so its arguments are set once."""
         key = (file, defines)
         if key not in self._programs:
-            src = self._common + "\n" + kernel_text(self.name, HERE / file)
-            self._programs[key] = cl.Program(self.ctx, src).build(BUILD_OPTIONS + [f"-D{d}" for d in defines])
+            quantized = [d for d in defines if d in QUANT_DEFINES]
+            parts = [self._common] + [kernel_text(self.name, HERE / "quants.cl")] * bool(quantized)
+            src = "\n".join(parts + [kernel_text(self.name, HERE / file)])
+            options = [EXACT_DIVIDE] * any(d.startswith("DST_") for d in quantized)
+            self._programs[key] = cl.Program(self.ctx, src).build(BUILD_OPTIONS + options + [f"-D{d}" for d in defines])
         return cl.Kernel(self._programs[key], entry)
 
     def supports(self, node: Node) -> str | None:
         name = node.op.name
+        for i, t in enumerate(node.srcs):
+            if t.dtype == DType.BF16:
+                return "no bf16 kernels on OpenCL"
+            if t.dtype.quantized and (i or name not in QUANT_READERS or t.dtype not in QUANT_READ):
+                return (f"{name} reads no {t.dtype.label} src{i} on OpenCL (quantized: src0 of "
+                        f"{', '.join(QUANT_READERS)})")
+        if node.dst.dtype.quantized:
+            if node.dst.dtype not in QUANT_WRITE or node.srcs[0].dtype != DType.F32:
+                return (f"CPY encodes f32 into {'/'.join(sorted(t.label for t in QUANT_WRITE))} only, not "
+                        f"{node.srcs[0].dtype.label} into {node.dst.dtype.label}")
+            if not self.device.single_fp_config & cl.device_fp_config.CORRECTLY_ROUNDED_DIVIDE_SQRT:
+                return f"{self.device.name.strip()} cannot divide correctly rounded ({EXACT_DIVIDE}), which " \
+                       f"ggml's {node.dst.dtype.label} scales need"
         if name in ("ARGSORT", "TOP_K") and 8 * pow2_at_least(node.srcs[0].ne[0]) > self.device.local_mem_size:
             return f"{name} sorts a row in local memory: {node.srcs[0].ne[0]} keys do not fit"
         for t in node.tensors:
@@ -228,17 +261,26 @@ class OpenCLBackend(Backend):
                 _collapse(words, list(range(len(node.tensors))))
         if name in ("CPY", "CONT"):
             defines += ["SRC_F16"] * (srcs[0].dtype == DType.F16) + ["DST_F16"] * (dst.dtype == DType.F16)
+            if dst.dtype.quantized:
+                entry = "cpy_quantize"
+                defines.append(f"DST_{dst.dtype.name}")
         if name in ("ADD", "SUB", "MUL", "DIV") and words[19] != words[1]:
             defines.append("BCAST0")
         if name == "SSM_CONV":
             defines.append(f"D_CONV={srcs[1].ne[0]}")
         if name in ("MUL_MAT", "MUL_MAT_ID", "GET_ROWS"):
             defines += ["A_F16"] * (srcs[0].dtype == DType.F16)
+            defines += [f"A_{srcs[0].dtype.name}"] * srcs[0].dtype.quantized
         k_contiguous = words[TENSOR_WORDS + 5] == 1 and words[2 * TENSOR_WORDS + 5] == 1
-        if name == "MUL_MAT" and dst.ne[1] < PACK_MIN_M and k_contiguous:
-            entry, grid = "mul_mat_k1", "k1"
-            rn, rm = min(MM_RN, dst.ne[0]), min(MM_RM, dst.ne[1])  # a matrix-vector product takes RM = 1
-            defines += [f"RN={rn}", f"RM={rm}"]
+        if name == "MUL_MAT" and dst.ne[1] < PACK_MIN_M and k_contiguous and (
+                not srcs[0].dtype.quantized or self._mat_vec_q_local_bytes(node) <= self.device.local_mem_size):
+            rm = min(MM_RM, dst.ne[1])  # a matrix-vector product takes RM = 1
+            if srcs[0].dtype.quantized:
+                entry, grid = "mul_mat_vec_q", "qrows"
+                defines += [f"QROWS={QMV_ROWS}", f"RM={rm}"]
+            else:
+                entry, grid, rn = "mul_mat_k1", "k1", min(MM_RN, dst.ne[0])
+                defines += [f"RN={rn}", f"RM={rm}"]
         elif name in ("MUL_MAT", "MUL_MAT_ID"):
             defines += [f"KC={PACK_KC}", f"TM={PACK_TM}", f"CM={PACK_CM}", f"NV={PACK_NV}"]
             defines += ["BK1"] * int(words[2 * TENSOR_WORDS + 5] == 1)
@@ -253,7 +295,7 @@ class OpenCLBackend(Backend):
         # run and the work group many rows, so neighbouring work items share those lines.
         walked = range(1, 2) if name == "GET_ROWS" else range(1, len(node.tensors))  # not GET_ROWS' ids
         strided = grid == "rows" and any(words[TENSOR_WORDS * t + 5] != 1 for t in walked)
-        chunk = STRIDED_CHUNK if strided else CHUNK
+        chunk = STRIDED_CHUNK if strided and not dst.dtype.quantized else CHUNK  # cpy_quantize: whole blocks
         program = (file, entry, tuple(defines + [f"CHUNK={chunk}"]))
 
         bufs = [t.buffer.handle for t in ([dst] + srcs[1:] if inplace else node.tensors)]
@@ -288,6 +330,9 @@ class OpenCLBackend(Backend):
         elif grid == "pack":
             gsize = (-(-dst.ne[0] // (8 * PACK_NV)), -(-dst.ne[1] // PACK_TM), dst.ne[2] * dst.ne[3])
             lsize = (1, 1, 1)
+        elif grid == "qrows":
+            gsize, lsize = (-(-dst.ne[0] // QMV_ROWS), -(-dst.ne[1] // rm), dst.ne[2] * dst.ne[3]), (1, 1, 1)
+            args.append(cl.LocalMemory(self._mat_vec_q_local_bytes(node)))
         elif grid == "k1":
             blocks = (-(-dst.ne[0] // rn), -(-dst.ne[1] // rm))
             l0, l1 = (min(want, pow2_at_least(n)) for want, n in zip(MM_LOCAL, blocks))
@@ -301,6 +346,12 @@ class OpenCLBackend(Backend):
             local = min(MAX_LOCAL, pow2_at_least(groups))
             gsize, lsize = (-(-groups // local) * local, dst.ne[2] * dst.ne[3]), (local, 1)
         return program, args, gsize, lsize
+
+    @staticmethod
+    def _mat_vec_q_local_bytes(node: Node) -> int:
+        """mul_mat_vec_q's staged b: its RM columns of K floats and their K / 32 run sums (matmul.cl)."""
+        k, m = node.srcs[0].ne[0], min(MM_RM, node.dst.ne[1])
+        return 4 * m * (k + k // 32)
 
     def record(self, nodes, inputs, outputs):
         return OpenCLReplay(self, nodes)

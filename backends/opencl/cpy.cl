@@ -46,23 +46,78 @@ typedef uint DT;
 #define MOVE(d, j, s, i) (d[j] = s[i])
 #endif
 
+#ifdef FLAT
+// The src element at flat (logical, row-major over src ne) index f.
+inline int src_at(const Params P, int f) {
+    const int an0 = NE(T_A, 0), an1 = NE(T_A, 1), an2 = NE(T_A, 2);
+    const int j0 = f % an0;
+    f /= an0;
+    const int j1 = f % an1;
+    f /= an1;
+    return OFF(T_A) + j0 * NB(T_A, 0) + j1 * NB(T_A, 1) + (f % an2) * NB(T_A, 2) + (f / an2) * NB(T_A, 3);
+}
+#define FLAT_ROW (I1 + NE(T_DST, 1) * (int)get_global_id(2))  // flat index / ne0 of this dst row
+#endif
+
 __kernel void cpy(__global DT* d, __global const ST* a, const Params P) {
     if (!ROW_IN_GRID) return;
     const int sd = NB(T_DST, 0), sa = NB(T_A, 0), end = CHUNK_END;
     __global DT* dr = d + ROW(T_DST);
 #ifdef FLAT
-    const int an0 = NE(T_A, 0), an1 = NE(T_A, 1), an2 = NE(T_A, 2), ne0 = NE(T_DST, 0);
-    const int row = I1 + NE(T_DST, 1) * (int)get_global_id(2);  // flat index / ne0 of this dst row
-    for (int i = CHUNK_BEGIN; i < end; ++i) {
-        int f = row * ne0 + i;
-        const int j0 = f % an0;
-        f /= an0;
-        const int j1 = f % an1;
-        f /= an1;
-        MOVE(dr, i * sd, a, OFF(T_A) + j0 * sa + j1 * NB(T_A, 1) + (f % an2) * NB(T_A, 2) + (f / an2) * NB(T_A, 3));
-    }
+    const int base = FLAT_ROW * NE(T_DST, 0);
+    for (int i = CHUNK_BEGIN; i < end; ++i) MOVE(dr, i * sd, a, src_at(P, base + i));
 #else
     __global const ST* ar = a + ROW(T_A);
     for (int i = CHUNK_BEGIN; i < end; ++i) MOVE(dr, i * sd, ar, i * sa);
 #endif
 }
+
+#ifdef QK
+// CPY f32 -> Q8_0 / Q4_0 (host define DST_Q8_0 / DST_Q4_0; dst is quants.cl's blocks, CHUNK whole blocks): each work
+// item encodes the blocks of its run of a dst row as ggml's quantize_row_q8_0_ref / quantize_row_q4_0_ref (and
+// gguf.quants) do, bit for bit: float arithmetic in their order, no fma contraction, divisions correctly rounded
+// (the host builds with -cl-fp32-correctly-rounded-divide-sqrt), the scale d stored as half (round to nearest even).
+void quantize_block(const float* x, __global uchar* q) {
+#pragma OPENCL FP_CONTRACT OFF
+    float amax = 0.0f;
+#ifdef DST_Q8_0
+    for (int j = 0; j < QK; ++j) amax = fmax(amax, fabs(x[j]));
+    const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int j = 0; j < QK; ++j) q[2 + j] = (uchar)(char)round(x[j] * id);  // round: half away from zero, as roundf
+#else
+    float max = 0.0f;  // the element of largest magnitude, sign kept (the first of equals)
+    for (int j = 0; j < QK; ++j)
+        if (amax < fabs(x[j])) {
+            amax = fabs(x[j]);
+            max = x[j];
+        }
+    const float d = max / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int j = 0; j < QK / 2; ++j)  // element j in the low nibble of byte j, element j + 16 in the high one
+        q[2 + j] = (uchar)min(15.0f, trunc(x[j] * id + 8.5f))
+                   | (uchar)min(15.0f, trunc(x[j + QK / 2] * id + 8.5f)) << 4;
+#endif
+    const ushort h = float_to_half_bits(d);
+    q[0] = h & 0xFF;
+    q[1] = h >> 8;
+}
+
+__kernel void cpy_quantize(__global qblock* d, __global const float* a, const Params P) {
+    if (!ROW_IN_GRID) return;
+    const int end = CHUNK_END;
+    __global qblock* dr = d + ROW(T_DST);
+#ifdef FLAT
+    const int base = FLAT_ROW * NE(T_DST, 0);
+#else
+    __global const float* ar = a + ROW(T_A);
+#endif
+    float x[QK];
+    for (int i = CHUNK_BEGIN; i < end; i += QK) {
+#ifdef FLAT
+        for (int j = 0; j < QK; ++j) x[j] = a[src_at(P, base + i + j)];
+#else
+        for (int j = 0; j < QK; ++j) x[j] = ar[(i + j) * NB(T_A, 0)];
+#endif
+        quantize_block(x, dr[i / QK * NB(T_DST, 0)].q);
+    }
+}
+#endif

@@ -1,6 +1,12 @@
 // MUL_MAT: dst[n, m, i2, i3] = sum_k a[k, n, i2 / (b2 / a2), i3 / (b3 / a3)] * b[k, m, i2, i3] (ggml broadcasts a
-// by division). A_F16 (host define) reads a as half (vload_half is exact).
-#ifdef A_F16
+// by division). A_F16 (host define) reads a as half (vload_half is exact). A quantized a (a type define, quants.cl's
+// QK) is an array of blocks (its offset and strides count blocks) dequantized in registers, 16 elements at a time,
+// inside the kernels below: the matrix-vector product streams its blocks once, the packed product dequantizes each
+// chunk straight into its local tile.
+#ifdef QK
+typedef qblock AT;
+#define A_AT_K(p, k, ak) ((p) + (k) / QK * (ak))  // k: a multiple of QK
+#elif defined(A_F16)
 #define LOAD_A(p) vload_half(0, p)
 #define LOAD_A8(p) vload_half8(0, p)
 typedef half AT;
@@ -9,13 +15,16 @@ typedef half AT;
 #define LOAD_A8(p) vload8(0, p)
 typedef float AT;
 #endif
+#ifndef QK
+#define A_AT_K(p, k, ak) ((p) + (k) * (ak))
+#endif
 
 // MUL_MAT with few columns of b (matrix-vector products, where the packed kernel below would waste most of its
 // micro-kernel) when a and b are both contiguous along k: no local memory, no barrier. Each work item
 // takes RN rows of a x RM rows of b and walks k 8 at a time with float8 fma accumulators (the CPU caches do the
 // blocking: a work group's rows of a and b stay in L2). Rows past N / M are clamped to the last row (computed,
 // not stored), so the inner loop has no branches. Built when the host picks it (it passes RN and RM).
-#ifdef RN
+#if defined(RN) && !defined(QK)
 __kernel void mul_mat_k1(__global float* restrict d, __global const AT* restrict a, __global const float* restrict b,
                          const Params P) {
     const int n0 = get_global_id(0) * RN, m0 = get_global_id(1) * RM, z = get_global_id(2);
@@ -53,6 +62,45 @@ __kernel void mul_mat_k1(__global float* restrict d, __global const AT* restrict
 }
 #endif
 
+// MUL_MAT with a quantized a and few columns of b contiguous along k (ggml's mul_mat_vec_q shape). One work item per
+// work group, so the kernel is plain sequential code (PoCL vectorised 64 work items across each other into
+// gathers, 7x slower): it stages its RM columns of b in local memory once (quants.cl's stage_b: in the order the
+// type's block_dot reads them, with their 32-element sums) and then walks QROWS rows of a, each row's blocks once,
+// dequantized in registers by block_dot into one float16 accumulator per column. K is whole blocks (the host
+// checked); the host sizes bl: RM * (K + K / 32) floats.
+#if defined(QROWS)
+__kernel __attribute__((reqd_work_group_size(1, 1, 1)))
+void mul_mat_vec_q(__global float* restrict d, __global const qblock* restrict a, __global const float* restrict b,
+                   const Params P, __local float* bl) {
+    const int n0 = get_group_id(0) * QROWS, m0 = get_group_id(1) * RM, z = get_group_id(2);
+    const int K = NE(T_A, 0), N = NE(T_A, 1), M = NE(T_B, 1), n_end = min(N, n0 + QROWS);
+    const int i2 = z % NE(T_DST, 2), i3 = z / NE(T_DST, 2);
+    __local float* bs = bl + RM * K;
+    for (int c = 0; c < RM; ++c) {
+        __global const float* bc = b + OFF(T_B) + i2 * NB(T_B, 2) + i3 * NB(T_B, 3) + min(m0 + c, M - 1) * NB(T_B, 1);
+        for (int blk = 0; blk < K / QK; ++blk)
+            stage_b(bl + c * K + blk * QK, bs + c * (K / 32) + blk * (QK / 32), bc + blk * QK);
+    }
+    __global const qblock* a0 = a + OFF(T_A) + (i2 / (NE(T_B, 2) / NE(T_A, 2))) * NB(T_A, 2)
+                                + (i3 / (NE(T_B, 3) / NE(T_A, 3))) * NB(T_A, 3);
+    __global float* d0 = d + OFF(T_DST) + i2 * NB(T_DST, 2) + i3 * NB(T_DST, 3);
+    for (int n = n0; n < n_end; ++n) {
+        __global const qblock* row = a0 + n * NB(T_A, 1);
+        float16 acc[RM];
+        for (int c = 0; c < RM; ++c) acc[c] = 0.0f;
+        for (int blk = 0; blk < K / QK; ++blk)
+            for (int c = 0; c < RM; ++c)
+                acc[c] = block_dot(row + blk, bl + c * K + blk * QK, bs + c * (K / 32) + blk * (QK / 32), acc[c]);
+        for (int c = 0; c < RM && m0 + c < M; ++c) {
+            const float8 s8 = acc[c].lo + acc[c].hi;
+            const float4 s4 = s8.lo + s8.hi;
+            const float2 s2 = s4.lo + s4.hi;
+            d0[n * NB(T_DST, 0) + (m0 + c) * NB(T_DST, 1)] = s2.x + s2.y;
+        }
+    }
+}
+#endif
+
 // The packed product (MUL_MAT once M is not tiny, every stride pattern; MUL_MAT_ID always): one work item per work
 // group, so the kernel is plain sequential code and its float8 vectors map onto the CPU's SIMD registers (PoCL adds
 // no work-item loop). A group owns PN = 8 * NV rows of a (n). Per chunk of KC k it packs those rows transposed into
@@ -70,6 +118,20 @@ __kernel void mul_mat_k1(__global float* restrict d, __global const AT* restrict
 #define BK bk
 #endif
 
+#ifdef QK
+// at[k * PN + j] = a[k, min(n0 + j, N - 1)] for k < kc (whole blocks), j < PN: each row's blocks dequantized 16
+// elements at a time and stored transposed (ak = 1: a row's blocks lie side by side).
+void pack_rows(__local float* at, __global const qblock* a, int ak, int an, int kc, int n0, int N) {
+    for (int j = 0; j < PN; ++j) {
+        __global const qblock* row = a + min(n0 + j, N - 1) * an;
+        for (int k = 0; k < kc; k += 16) {
+            float v[16];
+            vstore16(dequant16(row + k / QK, k % QK / 16), 0, v);
+            _Pragma("unroll") for (int i = 0; i < 16; ++i) at[(k + i) * PN + j] = v[i];
+        }
+    }
+}
+#else
 // at[k * PN + j] = a[k * ak + min(n0 + j, N - 1) * an] for k < kc, j < PN, walking a along its smaller stride.
 // Rows contiguous along k: 8 x 8 blocks, read as 8 float8 rows and written as 8 float8 columns (transposed in
 // registers), then the k tail.
@@ -99,6 +161,7 @@ void pack_rows(__local float* at, __global const AT* a, int ak, int an, int kc, 
             for (int j = 0; j < PN; ++j) at[k * PN + j] = LOAD_A(a + k * ak + min(n0 + j, N - 1) * an);
     }
 }
+#endif
 
 // dst column c (dc[c], at row n0, row stride dn) += or = (first chunk) sum_k at[k][.] * bc[c][k * BK], for the
 // first nc columns and nr rows; bc[nc..] must point at readable columns (computed, not stored).
@@ -150,7 +213,7 @@ void mul_mat_pack(__global float* restrict d, __global const AT* restrict a, __g
     __global float* d0 = d + OFF(T_DST) + i2 * NB(T_DST, 2) + i3 * NB(T_DST, 3) + n0 * dn;
     for (int k0 = 0; k0 < K; k0 += KC) {
         const int kc = min(KC, K - k0);
-        pack_rows((__local float*)at, a0 + k0 * ak, ak, an, kc, n0, N);
+        pack_rows((__local float*)at, A_AT_K(a0, k0, ak), ak, an, kc, n0, N);
         for (int m = m0; m < m_end; m += CM) {
             __global const float* bc[CM];
             __global float* dc[CM];
@@ -190,7 +253,7 @@ void mul_mat_id(__global float* restrict d, __global const AT* restrict w, __glo
                 }
                 if (nc < CM && (nc == 0 || t + 1 < T || e + 1 < n_used)) continue;
                 if (!packed) {
-                    pack_rows((__local float*)at, w0 + k0 * ak, ak, an, kc, n0, N);
+                    pack_rows((__local float*)at, A_AT_K(w0, k0, ak), ak, an, kc, n0, N);
                     packed = true;
                 }
                 for (int c = nc; c < CM; ++c) bc[c] = bc[0];

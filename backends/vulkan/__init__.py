@@ -1,7 +1,8 @@
 """Vulkan backend through kp (vulkan-kompute 0.9.0); on CI it runs on Mesa's lavapipe (CPU driver).
 
 Kernels are GLSL compute shaders beside this file, one per op family, sharing common.glsl (parameter block, bindings,
-indexing, exact f16 conversion). An op runs its family's file with the #defines KERNELS below gives it. Every kernel
+indexing, exact f16 conversion) and quants.glsl (ggml's quantized blocks, read in place and dequantized in registers by
+MUL_MAT, MUL_MAT_ID and GET_ROWS; one type per compile, Q_<TYPE>). An op runs its family's file with the #defines KERNELS below gives it. Every kernel
 binds (params, dst, src0, src1, ...): the parameter block of backends/base.py sits in a small uint32 kp tensor; a
 one-source op gets src0 again as src1, GATED_DELTA_NET binds its six sources at 2..7.
 
@@ -70,14 +71,14 @@ KERNELS = {
     "SUB": ("OP_SUB",),
     "MUL": ("OP_MUL",),
     "DIV": ("OP_DIV",),
-    "CPY": (),  # + SRC_F16 / DST_F16 from the types
+    "CPY": (),  # + SRC_F16 / DST_F16 from the types, Q_<TYPE> for a quantized dst
     "CONT": (),
-    "MUL_MAT": (),  # + A_F16 for an f16 a
+    "MUL_MAT": (),  # + A_F16 for an f16 a, Q_<TYPE> with QMV/QTILE for a quantized a
     "REPEAT": ("OP_REPEAT",),
     "PAD": ("OP_PAD",),
     "GATED_DELTA_NET": (),  # + SDIM=S, WG (S/4 threads, whole 8s), KDA (per-key gates)
     "MUL_MAT_ID": ("OP_MUL_MAT_ID",),  # + A_F16 for f16 experts
-    "GET_ROWS": (),  # + SRC_F16 for an f16 a
+    "GET_ROWS": (),  # + SRC_F16 for an f16 a, Q_<TYPE> for a quantized a
     "ARGSORT": ("OP_ARGSORT",),
     "TOP_K": ("OP_TOP_K",),
     "SOFT_MAX_EXT": (),
@@ -108,6 +109,12 @@ MAX_GROUPS_X = 65535
 LOOP_LIMIT = 65535 - 1000  # llvmpipe ends an invocation's loops after 65535 iterations in all (sort.comp: keep below)
 MAX_BINDING_BYTES = 128 << 20  # lavapipe's maxStorageBufferRange: a larger buffer cannot be bound whole
 MAX_ALLOC_BYTES = 2 << 30  # larger allocations abort the process inside kp
+# Quantized types (quants.glsl: Q_<TYPE>): what MUL_MAT/MUL_MAT_ID/GET_ROWS read as a, and what CPY writes.
+QUANT_READ = {DType.Q8_0, DType.Q4_0, DType.Q4_1, DType.Q5_0, DType.Q5_1, DType.Q2_K, DType.Q3_K, DType.Q4_K,
+              DType.Q5_K, DType.Q6_K}
+QUANT_WRITE = {DType.Q8_0, DType.Q4_0}
+QMV_MAX_M = 4  # quantized MUL_MAT: up to this many columns per matrix the mat-vec path (QMV), more the QTILE path
+QMV_ROWS, QTILE_ROWS, QTILE_COLS = 8, 4, 8  # as matmul.comp defines QR/QC for QMV and QTILE
 
 
 # ---- SPIR-V compilation -----------------------------------------------------------------------------------------
@@ -215,6 +222,9 @@ def kernel_for(node: Node) -> tuple[str, tuple[str, ...]]:
     """The kernel file and #defines for this node (op, types, layout fast paths)."""
     op = node.op.name
     name, defines = f"{node.op.family}.comp", KERNELS[op]
+    quant = _quant_type(node)
+    if quant is not None:
+        return name, defines + (f"Q_{quant.name}",) + _quant_path(node)
     if op in ("CPY", "CONT"):
         defines += (("SRC_F16",) if node.srcs[0].dtype == DType.F16 else ()) \
                    + (("DST_F16",) if node.dst.dtype == DType.F16 else ())
@@ -265,6 +275,33 @@ def kernel_for(node: Node) -> tuple[str, tuple[str, ...]]:
     elif op in ("CPY", "CONT") and node.dst.is_contiguous() and _elems(node.dst, node.dst.offset) % 4 == 0:
         defines += ("DST_VEC4",)
     return name, defines
+
+
+def _quant_type(node: Node):
+    """The quantized type a node's kernel reads (a of MUL_MAT, MUL_MAT_ID, GET_ROWS) or writes (CPY's dst), else
+    None."""
+    t = node.dst if node.op.name == "CPY" or not node.srcs else node.srcs[0]
+    return t.dtype if t.dtype.quantized else None
+
+
+def _rows4(t) -> bool:
+    """f32 t's rows contiguous with 4-aligned starts (16-byte loads along them)."""
+    return t.nb[0] == 4 and all(_elems(t, b) % 4 == 0 for b in (t.offset, *t.nb[1:]))
+
+
+def _quant_path(node: Node) -> tuple[str, ...]:
+    """The quantized kernels' specialisations: matmul.comp QMV (with its QC) or QTILE and B_VEC4, get_rows.comp
+    DST_VEC4 (dst contiguous and 4-aligned); cpy.comp has one quantizing path."""
+    op = node.op.name
+    if op == "GET_ROWS":
+        return ("DST_VEC4",) if node.dst.is_contiguous() and _elems(node.dst, node.dst.offset) % 4 == 0 else ()
+    if op == "CPY":
+        return ()
+    b4 = ("B_VEC4",) if _rows4(node.srcs[1]) else ()
+    m = _mm_columns(node)[0] if op == "MUL_MAT" else 1
+    if m > QMV_MAX_M:
+        return ("QTILE",) + b4
+    return ("QMV", f"QC={1 << (m - 1).bit_length()}") + b4
 
 
 def _column_stride(t) -> int | None:
@@ -347,6 +384,14 @@ def _grid(groups: int) -> list[int]:
 
 def workgroups(node: Node) -> list[int]:
     op, dst = node.op.name, node.dst
+    if _quant_type(node) is not None:  # 64 threads a group (matmul.comp), 256 (get_rows.comp, cpy.comp)
+        if op == "MUL_MAT":  # a thread per QR rows x QC columns of one batch
+            m, batches = _mm_columns(node)
+            rows, cols = (QTILE_ROWS, QTILE_COLS) if "QTILE" in kernel_for(node)[1] else (QMV_ROWS, _qmv_cols(node))
+            return _grid(-(-(-(-dst.ne[0] // rows) * -(-m // cols) * batches) // 64))
+        if op == "MUL_MAT_ID":  # a thread per QMV_ROWS rows of one (slot, token) column
+            return _grid(-(-(-(-dst.ne[0] // QMV_ROWS) * dst.ne[1] * dst.ne[2]) // 64))
+        return _grid(-(-dst.nelements // 32 // 256) or 1)  # a thread per 32 elements (a block piece, a q8_0/q4_0 block)
     if op == "SOLVE_TRI":
         # A thread per 4 columns, each batch padded to whole subgroups (solve_tri.comp computes the same)
         sg = subgroup_size()
@@ -379,10 +424,43 @@ def workgroups(node: Node) -> list[int]:
     return _grid(max(1, -(-items // (wg * per))))  # an empty b in place still dispatches one (idle) group
 
 
+def _qmv_cols(node: Node) -> int:
+    return int(next(d for d in kernel_for(node)[1] if d.startswith("QC=")).split("=")[1])
+
+
 def _bound_handles(node: Node) -> list:
     """The kp tensors a kernel binds after its params: dst, then the sources (a one-source op gets src0 again)."""
     srcs = [s.buffer.handle for s in node.srcs]
     return [node.dst.buffer.handle, *srcs, *srcs[:1] * (2 - len(srcs))]
+
+
+def _unsupported_type(node: Node) -> str | None:
+    """Why the kernels cannot read or write this node's types, None when they can: f32/f16/i32 as before, quantized
+    a of MUL_MAT, MUL_MAT_ID and GET_ROWS (rows of whole blocks, read in place), f32 -> q8_0/q4_0 CPY."""
+    op = node.op.name
+    quant = _quant_type(node)
+    for role, t in [("dst", node.dst), *((f"src{i}", s) for i, s in enumerate(node.srcs))]:
+        if t.dtype == DType.BF16:
+            return f"vulkan kernels do not read or write bf16 ({role} of {op})"
+        if t.dtype.quantized and t.dtype is not quant:
+            return f"vulkan: {op} does not take a {t.dtype.label} {role} (quantized: a of MUL_MAT, MUL_MAT_ID, " \
+                   f"GET_ROWS; dst of CPY)"
+    if quant is None:
+        return None
+    if op not in ("MUL_MAT", "MUL_MAT_ID", "GET_ROWS", "CPY"):
+        return f"vulkan: {op} has no quantized kernel"
+    if op == "CPY":
+        if quant not in QUANT_WRITE or node.srcs[0].dtype != DType.F32:
+            return f"vulkan: CPY quantizes f32 to {', '.join(sorted(t.label for t in QUANT_WRITE))} only, not " \
+                   f"{node.srcs[0].dtype.label} to {quant.label}"
+        if node.dst.nb[0] != quant.type_size:
+            return "vulkan: CPY writes quantized rows of consecutive blocks (dst nb0 == type size)"
+        return None
+    if quant not in QUANT_READ:
+        return f"vulkan: no dequantizer for {quant.label} (quants.glsl)"
+    if node.srcs[0].nb[0] != quant.type_size:
+        return f"vulkan: quantized a must have consecutive blocks along its rows (nb0 == {quant.type_size})"
+    return None
 
 
 # ---- the backend ------------------------------------------------------------------------------------------------
@@ -441,6 +519,9 @@ class VulkanBackend(Backend):
 
     # ---- ops ----
     def supports(self, node: Node) -> str | None:
+        refused = _unsupported_type(node)
+        if refused:
+            return refused
         if node.op.name in ("ARGSORT", "TOP_K") and _sort_loop_iterations(node) > LOOP_LIMIT:
             return (f"rows of {node.srcs[0].ne[0]} need {_sort_loop_iterations(node)} loop iterations in sort.comp; "
                     f"llvmpipe stops an invocation's loops after {LOOP_LIMIT}")
@@ -455,8 +536,12 @@ class VulkanBackend(Backend):
     def kernel_path(self, node: Node) -> str:
         if node.dst.nelements == 0:
             return "nothing to dispatch"
-        name, defines = kernel_for(node)  # sizes (WG=, SDIM=, CHUNK=, ...) dropped: only the specialisations
-        return " ".join([name, *(d.split("=")[0] for d in defines)] + ["FOLDED"] * _folds_batches(node))
+        # sizes (WG=, SDIM=, CHUNK=, ...) dropped: only the specialisations. The quantized type (Q_<TYPE>) shows as
+        # QUANT: it selects quants.glsl's dequantizer, the same code on every path (each type is pinned, and checked
+        # bit for bit by cases/test_vulkan_quants.py), so a path is the kernel's structure, not type x structure.
+        name, defines = kernel_for(node)
+        shown = ["QUANT" if d.startswith("Q_") else d.split("=")[0] for d in defines]
+        return " ".join([name, *shown] + ["FOLDED"] * _folds_batches(node))
 
     def _dispatch(self, node: Node) -> tuple | None:
         """(params tensor, algorithm, one-dispatch sequence) of a bound node, None for an empty dst. Shared by every

@@ -4,6 +4,83 @@
 // Paths are chosen at compile time (lavapipe runs both sides of a divergent branch, masked): VEC4 when both are
 // contiguous and 4-aligned, DST_VEC4 when only dst is, else the general strided path.
 #include "common.glsl"
+#include "quants.glsl"
+
+#if defined(QK)
+// Q_Q8_0 / Q_Q4_0: f32 -> quantized dst as ggml's quantize_row_q8_0_ref / q4_0_ref encode it, a thread per block of
+// dst from the 32 elements of src in the same flat positions. The divisions are correctly rounded (div_rn) and the
+// products not fused, so the bytes are the reference's bit for bit. Blocks are 34 / 18 bytes, so a block's first or
+// last 16 bits may share a word with a neighbour's: those are written with atomics (store_f16_half), the rest whole.
+#define QHALVES (QBYTES / 2)
+
+// a / b rounded to nearest: the quotient or a neighbour, whichever leaves the smallest exact (fused) residual.
+float div_rn(float a, float b) {
+    precise float q = a / b;
+    uint u = floatBitsToUint(q);
+    precise float lo = uintBitsToFloat(u - 1u), hi = uintBitsToFloat(u + 1u);
+    precise float r = abs(fma(-q, b, a)), rlo = abs(fma(-lo, b, a)), rhi = abs(fma(-hi, b, a));
+    float best = rlo < r ? lo : q;
+    best = rhi < min(r, rlo) ? hi : best;
+    return q == 0.0 || isinf(q) || isnan(q) ? q : best;
+}
+
+// C's roundf: halves away from zero.
+float round_away(float v) {
+    float t = trunc(v);
+    return t + (abs(v - t) >= 0.5 ? sign(v) : 0.0);
+}
+
+void main() {
+    load_params();
+    int j = group_id() * WG + int(gl_LocalInvocationID.x);
+    if (j >= nelem(ne_d) / QK) return;
+    float x[QK];
+    ivec4 i = unflatten(j * QK, ne_0);
+    for (int k = 0; k < QK; ++k) {
+        x[k] = LOAD_F32(S0, at(i, nb_0, off_0));
+        step4(i, ne_0);
+    }
+    uint h[QHALVES]; // the block's bytes, two a half
+#if defined(Q_Q8_0) // d = amax / 127, qs = round(x / d)
+    float amax = 0.0;
+    for (int k = 0; k < QK; ++k) amax = max(amax, abs(x[k]));
+    float d = div_rn(amax, 127.0);
+    precise float id = d != 0.0 ? div_rn(1.0, d) : 0.0;
+    h[0] = f32_to_f16(d);
+    for (int k = 0; k < QK / 2; ++k) {
+        precise float x0 = x[2 * k] * id, x1 = x[2 * k + 1] * id;
+        h[k + 1] = (uint(int(round_away(x0))) & 0xFFu) | ((uint(int(round_away(x1))) & 0xFFu) << 8);
+    }
+#elif defined(Q_Q4_0) // d = (the value of largest magnitude) / -8, qs[l] = x[l] | x[l + 16] << 4 as x / d + 8
+    float amax = 0.0, vmax = 0.0;
+    for (int k = 0; k < QK; ++k) {
+        bool larger = amax < abs(x[k]); // the first of equal magnitudes wins
+        vmax = larger ? x[k] : vmax;
+        amax = larger ? abs(x[k]) : amax;
+    }
+    float d = vmax / -8.0; // exact
+    precise float id = d != 0.0 ? div_rn(1.0, d) : 0.0;
+    h[0] = f32_to_f16(d);
+    uint q[QK];
+    for (int k = 0; k < QK; ++k) {
+        precise float scaled = x[k] * id;
+        precise float biased = scaled + 8.5;
+        q[k] = uint(min(15, int(biased)));
+    }
+    for (int k = 0; k < QK / 4; ++k)
+        h[k + 1] = (q[2 * k] | (q[2 * k + 16] << 4)) | ((q[2 * k + 1] | (q[2 * k + 17] << 4)) << 8);
+#endif
+    ivec4 o = unflatten(j * QK, ne_d);
+    int first = at(ivec4(o.x / QK, o.y, o.z, o.w), nb_d, off_d) * QHALVES; // in halves (offsets in blocks)
+    int k = 0;
+    if ((first & 1) != 0) {
+        store_f16_half(first, h[0]);
+        k = 1;
+    }
+    for (; k + 1 < QHALVES; k += 2) D[(first + k) >> 1] = h[k] | (h[k + 1] << 16);
+    if (k < QHALVES) store_f16_half(first + k, h[k]);
+}
+#else
 
 // The source element as the destination's bits (f32 word or f16 half in the low 16 bits).
 uint load_bits(int idx) {
@@ -99,3 +176,4 @@ void main() {
 #endif
 #endif
 }
+#endif

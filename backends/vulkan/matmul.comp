@@ -17,6 +17,7 @@
 #extension GL_EXT_control_flow_attributes : enable
 #define WG 64
 #include "common.glsl"
+#include "quants.glsl"
 
 #if defined(A_F16)
 #define LOAD_A(i) LOAD_F16(S0, i)
@@ -52,7 +53,107 @@ void share_dot(inout vec4 acc[MT][2 * TNB], int ar[TNB], int br[MT], int K) {
 }
 #endif
 
+#if defined(QK)
+// Quantized a (Q_<TYPE>: quants.glsl reads its blocks in place). A thread computes QR rows n by QC columns m and walks
+// K in pieces of 32: per piece it loads each column's 32 values of b once, then dequantizes each row's piece in
+// registers (dq32) and dots it with every column - no dequantized copy of a anywhere. The host picks QMV (mat-vec:
+// M <= 4, QR 8, QC = M rounded up to a power of two: every block of a is read once) or QTILE (QR 4, QC 8: each
+// dequantized piece serves 8 columns). MUL_MAT_ID runs QMV per (slot, token) column. B_VEC4: b's rows contiguous
+// along K with 4-aligned starts (16-byte loads), else strided loads. Rows past N and columns past M are clamped
+// (valid loads, results dropped at the store).
+#if defined(QTILE)
+#define QR 4
+#define QC 8
+#else // QMV, QC from the host
+#define QR 8
+#endif
+
+void load_b32(int base, int k0, out vec4 bv[8]) {
+#if defined(B_VEC4)
+    [[unroll]] for (int i = 0; i < 8; ++i) bv[i] = uintBitsToFloat(S14[((base + k0) >> 2) + i]);
+#else
+    int sb = nb_1.x;
+    [[unroll]] for (int i = 0; i < 8; ++i) {
+        int k = base + (k0 + 4 * i) * sb;
+        bv[i] = vec4(LOAD_F32(S1, k), LOAD_F32(S1, k + sb), LOAD_F32(S1, k + 2 * sb), LOAD_F32(S1, k + 3 * sb));
+    }
+#endif
+}
+
+// acc[c][r] = sum_k a[k, row r] * b[k, column c]; ar: each row's first block, br: each column's first element.
+void qdot(int ar[QR], int br[QC], int K, out float acc[QC][QR]) {
+    [[unroll]] for (int c = 0; c < QC; ++c)
+        [[unroll]] for (int r = 0; r < QR; ++r) acc[c][r] = 0.0;
+    for (int k0 = 0; k0 < K; k0 += 32) {
+        int block = k0 / QK, piece = (k0 % QK) / 32;
+        vec4 bv[QC][8];
+        [[unroll]] for (int c = 0; c < QC; ++c) load_b32(br[c], k0, bv[c]);
+        [[unroll]] for (int r = 0; r < QR; ++r) {
+            vec4 av[8];
+            dq32((ar[r] + block) * QBYTES, piece, av);
+            [[unroll]] for (int c = 0; c < QC; ++c) {
+                vec4 sum = av[0] * bv[c][0] + av[1] * bv[c][1] + av[2] * bv[c][2] + av[3] * bv[c][3]
+                         + av[4] * bv[c][4] + av[5] * bv[c][5] + av[6] * bv[c][6] + av[7] * bv[c][7];
+                acc[c][r] += (sum.x + sum.y) + (sum.z + sum.w);
+            }
+        }
+    }
+}
+
 #if defined(OP_MUL_MAT_ID)
+layout(std430, binding = 4) readonly buffer IdsBuf { int S2[]; };
+
+void main() {
+    load_params();
+    int off_i = off_of(3);
+    ivec4 nb_i = nb_of(3);
+    int K = ne_0.x, N = ne_0.y, n_used = ne_d.y, T = ne_d.z;
+    int bn = (N + QR - 1) / QR;
+    int t = group_id() * WG + int(gl_LocalInvocationID.x);
+    if (t >= bn * n_used * T) return;
+    int n0 = (t % bn) * QR;
+    t /= bn;
+    int e = t % n_used, tok = t / n_used;
+    int expert = S2[off_i + e * nb_i.x + tok * nb_i.y];
+    int ar[QR];
+    [[unroll]] for (int r = 0; r < QR; ++r) ar[r] = off_0 + expert * nb_0.z + min(n0 + r, N - 1) * nb_0.y;
+    int br[QC];
+    [[unroll]] for (int c = 0; c < QC; ++c) br[c] = off_1 + (e % ne_1.y) * nb_1.y + tok * nb_1.z;
+    float acc[QC][QR];
+    qdot(ar, br, K, acc);
+    int d = off_d + e * nb_d.y + tok * nb_d.z;
+    for (int r = 0; r < QR; ++r) {
+        if (n0 + r < N) store_f32(d + (n0 + r) * nb_d.x, acc[0][r]);
+    }
+}
+#else
+void main() {
+    load_params();
+    int K = ne_0.x, N = ne_0.y, M = ne_1.y;
+    int bn = (N + QR - 1) / QR, bm = (M + QC - 1) / QC;
+    int t = group_id() * WG + int(gl_LocalInvocationID.x);
+    if (t >= bn * bm * ne_1.z * ne_1.w) return;
+    int n0 = (t % bn) * QR;
+    t /= bn;
+    int m0 = (t % bm) * QC;
+    t /= bm;
+    int i2 = t % ne_1.z, i3 = t / ne_1.z;
+    int a_batch = off_0 + (i2 / (ne_1.z / ne_0.z)) * nb_0.z + (i3 / (ne_1.w / ne_0.w)) * nb_0.w; // in blocks
+    int ar[QR];
+    [[unroll]] for (int r = 0; r < QR; ++r) ar[r] = a_batch + min(n0 + r, N - 1) * nb_0.y;
+    int br[QC];
+    [[unroll]] for (int c = 0; c < QC; ++c) br[c] = off_1 + i2 * nb_1.z + i3 * nb_1.w + min(m0 + c, M - 1) * nb_1.y;
+    float acc[QC][QR];
+    qdot(ar, br, K, acc);
+    int d = off_d + i2 * nb_d.z + i3 * nb_d.w;
+    for (int c = 0; c < QC; ++c) {
+        for (int r = 0; r < QR; ++r) {
+            if (n0 + r < N && m0 + c < M) store_f32(d + (n0 + r) * nb_d.x + (m0 + c) * nb_d.y, acc[c][r]);
+        }
+    }
+}
+#endif
+#elif defined(OP_MUL_MAT_ID)
 // MUL_MAT_ID: dst[n,e,t] = sum_k w[k,n,ids[e,t]] * b[k,e%n_b1,t] (w = a above, ids i32 at binding 4).
 // SHARE (VEC4, 8-lane subgroups): a subgroup owns 8*TNB rows of one expert and runs MUL_MAT's SHARE tile on the
 // expert's columns, 8*MT at a time (see main below); the host picks it while its loop iterations stay in bounds.

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from ..case import Case, Input, Layout
-from ..tensor import DType
+from ..tensor import QUANTIZED, DType
 
 # Row lengths that catch tile and workgroup edges: 1, primes, powers of two and their neighbours.
 ROW_SIZES = [1, 2, 3, 5, 7, 8, 13, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257, 511, 1023, 1025,
@@ -27,8 +27,12 @@ def shapes(draw, min_dims=1, max_elements=MAX_ELEMENTS, row_sizes=ROW_SIZES):
 
 
 @st.composite
-def layouts(draw, ne, allow_permute=True, fixed_dims=()):
-    """A way to lay out a tensor of logical `ne`; `fixed_dims` stay in place under permutation."""
+def layouts(draw, ne, allow_permute=True, fixed_dims=(), dtype=DType.F32):
+    """A way to lay out a tensor of logical `ne` and type `dtype`; `fixed_dims` stay in place under permutation. A
+    quantized tensor keeps its rows (dim 0) in place and is padded and offset by whole blocks."""
+    block = dtype.block
+    if block > 1:
+        fixed_dims = (0, *fixed_dims)
     kinds = ["contiguous", "padded"] + (["permuted", "permuted+padded"] if allow_permute else [])
     kind = draw(st.sampled_from(kinds))
     permute = None
@@ -43,7 +47,22 @@ def layouts(draw, ne, allow_permute=True, fixed_dims=()):
     if "padded" in kind:
         pad = tuple(draw(st.sampled_from([0, 0, 1, 3, 16])) for _ in range(4))
         offset = draw(st.sampled_from([0, 1, 5, 64]))
+        if block > 1:
+            pad, offset = (draw(st.sampled_from([0, block])), *pad[1:]), offset * block
     return Layout(permute, pad, offset)
+
+
+def weight_types(plain=(DType.F32, DType.F16)):
+    """A matrix's type: one of `plain` or a quantized type, each half the time (so the plain types stay drawn as often
+    as before the ten quantized ones came)."""
+    return st.sampled_from(plain) | st.sampled_from(QUANTIZED)
+
+
+def row_lengths(dtype: DType, plain_sizes):
+    """Row lengths for a tensor of `dtype`: `plain_sizes` for a plain type, 1 to 3 whole blocks for a quantized one."""
+    if dtype.quantized:
+        return st.sampled_from([dtype.block, 2 * dtype.block, 3 * dtype.block])
+    return st.sampled_from(plain_sizes)
 
 
 def seeds():

@@ -140,7 +140,7 @@ def contiguous_n(t: Tensor, n: int) -> bool:
     next_nb = size
     if t.ne[0] != 1 and t.nb[0] != next_nb:
         return False
-    next_nb *= t.ne[0]
+    next_nb *= t.ne[0] // t.dtype.block  # a quantized row is ne0 / block blocks
     for i in range(1, 4):
         if i > n:
             if t.ne[i] != 1 and t.nb[i] != next_nb:

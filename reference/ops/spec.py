@@ -167,6 +167,8 @@ class OpSpec:
     domain: Callable = uniform(-1, 1)
     src_dtypes: tuple = ((F32,),)  # per source (the last entry repeats): the types the op accepts
     nmse: float = 1e-7
+    # Bounds for outputs of particular types, where the type's rounding sets the bound (CPY into a quantized type)
+    nmse_by_dst: dict = field(default_factory=dict)
     flops: Callable = lambda srcs, dst, p: dst.nelements
     inplace_param: str | None = None  # params[inplace_param] true -> dst is a view of src0
     summary: str = ""
@@ -205,6 +207,10 @@ class OpSpec:
         lacking = [f for f in ("family", "pinned", "strategy", "perf", "ggml") if not getattr(self, f)]
         if lacking:
             raise TypeError(f"{self.name}: its record needs {', '.join(lacking)} (see reference/ops/spec.py)")
+
+    def bound(self, dst: Tensor) -> float:
+        """The NMSE bound for an output like `dst`: its type's (nmse_by_dst) or the op's."""
+        return self.nmse_by_dst.get(dst.dtype, self.nmse)
 
     def defaults(self, params: dict) -> dict:
         unknown = set(params) - set(self.params)
