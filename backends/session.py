@@ -1,7 +1,13 @@
 """A model resident on one backend: the Kimi-Linear graph of reference/model.py run ubatch by ubatch, its weights
 uploaded once and its per-slot recurrent state and KV cache kept in backend buffers that every ubatch updates in
-place (the runtime side of the model; the graphs, configs and the float64 loop stay in reference/)."""
+place (the runtime side of the model; the graphs, configs and the float64 loop stay in reference/).
+
+Weights read from a GGUF (FileWeights) stay resident in the file's types where the graph reads them only through
+kernels that take those types (reference.model.weight_types): the raw quantized or f16 blocks are uploaded as the
+file holds them; every other weight, and every weight of a preset's random set, is uploaded as float32."""
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 
@@ -9,9 +15,12 @@ from reference.config import KimiConfig
 from reference.delta_net import check_variant
 from reference.graph import Graph
 from reference.mla import causal_mask, check_form
-from reference.model import (F32, build_ubatch_graph, cache_stores, graph_weight_shapes, padded_kv, position_patches,
-                             state_shapes)
+from reference.model import (F32, build_ubatch_graph, cache_stores, padded_kv, position_patches, state_shapes,
+                             weight_consumers, weight_types)
+from reference.node import Node
+from reference.ops import get_op
 from reference.plan import GraphPlan
+from reference.tensor import Buffer, DType
 from reference.weights import check_weights, kv_b_from_split
 
 
@@ -25,7 +34,11 @@ class ModelSession:
     Ubatch graphs are compiled (reference/plan.py) once per shape: tokens, slots, outputs and each sequence's padded
     cache length (padded_kv, which changes every KV_PAD positions). A later ubatch of the same shape at other
     positions replays the compiled graph with its position parameters patched (position_patches) and its mask
-    written as an input; the MAX_PLANS most recently used stay compiled."""
+    written as an input; the MAX_PLANS most recently used stay compiled.
+
+    `weight_types`: the type each weight is resident in (reference.model.weight_types for a file's weights, less
+    any the backend refuses: those fall back to f32, said once on stderr); `weights_bytes`: what the resident
+    weights take on the backend."""
 
     def __init__(self, backend, c: KimiConfig, weights: dict[str, np.ndarray], n_slots: int = 1, n_ctx: int = 4096,
                  variant: str = "chunk16", form: str = "absorbed"):
@@ -46,9 +59,12 @@ class ModelSession:
             prefix = name.removesuffix("attn_kv_b.weight")
             return kv_b_from_split(weights[prefix + "attn_k_b.weight"], weights[prefix + "attn_v_b.weight"])
 
+        stored = getattr(weights, "stored", {})
+        self.weight_types = self._supported_types(weight_types(c, form, stored))
         try:
-            for name in graph_weight_shapes(c, form):
-                self.resident[name] = backend.upload(np.ascontiguousarray(host(name), dtype=np.float32).view(np.uint8))
+            for name, dtype in self.weight_types.items():
+                data = stored[name].raw if dtype != DType.F32 else np.asarray(host(name), dtype=np.float32)
+                self.resident[name] = backend.upload(np.ascontiguousarray(data).view(np.uint8).reshape(-1))
             self.weights_bytes = sum(buf.nbytes for buf in self.resident.values())
             self.state_names = list(state_shapes(c, n_slots, n_ctx))
             for name, ne in state_shapes(c, n_slots, n_ctx).items():
@@ -57,6 +73,29 @@ class ModelSession:
         except BaseException:
             self.close()
             raise
+
+    def _supported_types(self, types: dict[str, DType]) -> dict[str, DType]:
+        """`types` less the weights whose readers the backend refuses in their file type (supports() on the nodes of
+        a decode and a prefill graph, bound as a compiled graph binds them): those become f32, one line on stderr."""
+        kept = {name for name, dtype in types.items() if dtype != DType.F32}
+        if not kept:
+            return types
+        bind = lambda t: t.desc.with_buffer(Buffer(t.storage.nbytes))  # noqa: E731
+        refused = {}
+        for T, variant in ((1, "recurrent"), (2, self.variant)):
+            gr = build_ubatch_graph(self.config, T, 0, [0], 1, 1, 2, variant, self.form, types)
+            for name, readers in weight_consumers(gr).items():
+                for node, _ in readers if name in kept.difference(refused) else ():
+                    reason = self.backend.supports(Node(get_op(node.op), [bind(s) for s in node.srcs],
+                                                        bind(node.dst), node.params, node.name))
+                    if reason:
+                        refused[name] = f"{types[name].label} {node.op}: {reason}"
+                        break
+        if refused:
+            print(f"{self.backend.name}: {len(refused)} of {len(kept)} weights kept in their file's type are "
+                  f"uploaded as f32 instead, the backend refusing their readers: "
+                  + "; ".join(f"{name} ({why})" for name, why in refused.items()), file=sys.stderr, flush=True)
+        return {name: DType.F32 if name in refused else dtype for name, dtype in types.items()}
 
     def release_plans(self) -> None:
         """Close every compiled graph (their compute buffers go back to the backend)."""
@@ -78,7 +117,7 @@ class ModelSession:
 
     def graph(self, n_seq_tokens: int, first_slot: int, n_seqs: int, n_outputs: int) -> Graph:
         return build_ubatch_graph(self.config, n_seq_tokens, first_slot, self.positions[first_slot:first_slot + n_seqs],
-                                  n_outputs, self.n_slots, self.n_ctx, self.variant, self.form)
+                                  n_outputs, self.n_slots, self.n_ctx, self.variant, self.form, self.weight_types)
 
     @property
     def last_graph(self) -> Graph | None:

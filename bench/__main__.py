@@ -11,6 +11,7 @@ records are saved elsewhere (the message says where) and the exit code is 1.
                   [--form absorbed] [--history PATH] [--no-record]
   python -m bench parity [--backend all] [--model tiny] [--variant chunk16] [--form absorbed] [--against llama.cpp]
   python -m bench ops [--op CUMSUM,ADD] [--backend opencl,vulkan|all] [--budget 0.5] [-r 5] [-o md|csv|json|jsonl|sql]
+  python -m bench ops --type q4_K [--backend opencl] ...   (MUL_MAT with q4_K weights: mat-vec GB/s, n=512 GFLOPS)
   python -m bench support [--backend all]
   python -m bench delta-net [--backend all] [--variant all] [--S 128 --H 32 --T 512 --n-seqs 1] [--gda] [-r 3]
 """
@@ -133,10 +134,13 @@ def cmd_ops(args) -> int:
 
     if args.repetitions < 1:
         raise ValueError(f"-r/--repetitions must be >= 1, got {args.repetitions}")
-    op_names = [get_op(o).name for o in _list(args.op, sorted(REGISTRY), "ops", get_op)]
+    dtype = None if args.type is None else ops_bench.weight_type(args.type)
+    all_ops = ["MUL_MAT"] if dtype else sorted(REGISTRY)  # --type: MUL_MAT's quantized cases
+    op_names = [get_op(o).name for o in _list(args.op, all_ops, "ops", get_op)]
+    ops_bench.perf_cases(op_names, dtype)  # refuses --type with another op before any backend starts
     backends = _runnable(args.backend, TESTED_BACKENDS)
     _check_history(args)
-    records = ops_bench.run(op_names, backends, args.budget, args.repetitions)
+    records = ops_bench.run(op_names, backends, args.budget, args.repetitions, dtype)
     if args.output in ("json", "jsonl"):  # whole records: every round's sample, the ceilings' too
         import json
         print(json.dumps(records, indent=1) if args.output == "json" else "\n".join(json.dumps(r) for r in records))
@@ -146,30 +150,35 @@ def cmd_ops(args) -> int:
         now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         print(ops_bench.to_sql(records, history.commit(), now))
     else:
-        table = ops_table(records, percent=args.output == "md")
+        table = ops_table(records, percent=args.output == "md", quantized=dtype is not None)
         if not table.empty:
             _print_table(table if args.output == "csv" else table.astype(object).where(table.notna(), None),
                          args.output)  # None: a blank cell, where NaN prints nan
     return _record(records, args)
 
 
-def ops_table(records: list[dict], percent: bool) -> pd.DataFrame:
+def ops_table(records: list[dict], percent: bool, quantized: bool = False) -> pd.DataFrame:
     """The supported ops' figures, each beside the ceiling it is held against (and why it exceeds it, where it does);
-    fractions as percentages with `percent` (the markdown table), else as plain numbers (csv)."""
+    fractions as percentages with `percent` (the markdown table), else as plain numbers (csv). `quantized` (--type):
+    each row names its case and the GB/s of weights read, with their fraction of the ceiling."""
     rows = [r for r in records if r["kind"] == "ops" and r.get("supported")]
     if not rows:
         return pd.DataFrame()
     df = pd.DataFrame(rows)
     cols = ["backend", "op", "us_per_run", "gb_s", "gflops", "bw_ceiling", "bw_ceiling_gb_s", "frac_bw_ceiling"]
+    if quantized:
+        cols[2:2] = ["case"]
+        cols += ["weights_gb_s", "frac_weights_bw_ceiling"]
     if "frac_ceiling" in df:
         cols += ["ceiling", "ceiling_gflops", "frac_ceiling"]
     cols.append("over_ceiling_why")
     df = df[cols]
     if not percent:
         return df
-    return df.assign(frac_bw_ceiling=(100 * df["frac_bw_ceiling"]).round(1),
-                     **({"frac_ceiling": (100 * df["frac_ceiling"]).round(1)} if "frac_ceiling" in df else {})).rename(
+    fractions = [c for c in ("frac_bw_ceiling", "frac_weights_bw_ceiling", "frac_ceiling") if c in df]
+    return df.assign(**{c: (100 * df[c]).round(1) for c in fractions}).rename(
         columns={"bw_ceiling": "ceiling", "bw_ceiling_gb_s": "ceiling GB/s", "frac_bw_ceiling": "% of ceiling",
+                 "weights_gb_s": "weights GB/s", "frac_weights_bw_ceiling": "weights % of ceiling",
                  "ceiling": "library", "ceiling_gflops": "library GFLOPS", "frac_ceiling": "% of library",
                  "over_ceiling_why": "above its ceiling because"})
 
@@ -388,7 +397,8 @@ def cmd_throughput(argv: list[str]) -> int:
                       file=sys.stderr)
             run = (f"{' '.join(t.label(0) for t in tests)} at depth {','.join(map(str, depths))} with -b {n_batch} "
                    f"-ub {n_ubatch}")
-            need = throughput.memory_need(c, tests, depths, variants, args.form, n_batch, n_ubatch)
+            need = throughput.memory_need(c, tests, depths, variants, args.form, n_batch, n_ubatch,
+                                          getattr(weights, "stored", None))
             runs.append((n_batch, n_ubatch, _fitting(backends, run, need, ours == "all") +
                          ([throughput.LLAMA_CPP] if with_llama_cpp else [])))
         if weights is None:
@@ -446,6 +456,10 @@ def main(argv=None) -> int:
     p = sub.add_parser("ops", help="per-op us/run, GB/s, GFLOPS (test-backend-ops perf mode) vs the backend's own "
                        "STREAM bandwidth and the library's GFLOPS")
     p.add_argument("--op", default="all", help="comma-separated op names, or all")
+    p.add_argument("--type", metavar="TYPE",
+                   help="quantized weights (q8_0, q4_0, q4_1, q5_0, q5_1, q2_K ... q6_K): time MUL_MAT's cases for "
+                        "that type instead of the perf cases: the mat-vec at Kimi's 2304 x 9216 (GB/s of weights "
+                        "read) and 512 columns (GFLOPS)")
     p.add_argument("--backend", default="all", help="comma-separated backends, or all")
     p.add_argument("--budget", type=_seconds, default=0.5,
                    help="seconds of timed runs per op, shared by its rounds (default 0.5)")

@@ -22,7 +22,14 @@ logit gap between the two tokens is under NEAR_TIE_RMS times the row's RMS logit
 top1_excused). A discrete choice flips the same way: where a router picks k < n_expert experts, a near tie sends a
 token to another expert, changing its FFN output by O(1), so node-by-node parity on a quantized file needs a model
 whose router uses every expert (tiny-256 does); on a real checkpoint expect the MoE nodes after a flip to fail.
-Against our backends (`--backend B --model q.gguf`) both sides read the same dequantized weights: the f32 bounds.
+Against our backends (`--backend B --model q.gguf`) both sessions keep the file's blocks resident
+(reference.model.weight_types) and the backend's quantized kernels run against the reference, which dequantizes the
+same blocks: the same weights exactly, so the f32 bounds hold. Measured on tiny-256 quantized by llama.cpp (the
+parity scenario, 1226 node results), the worst node is at NMSE 4.4e-12 on OpenCL and 2.5e-12 on Vulkan for Q8_0,
+Q4_K_M and Q2_K alike - the f32 file's figures (3.6e-12, 2.2e-12): the kernels dequantize exactly and accumulate in
+f32. The ggml backend is the exception (Q8_ACTIVATIONS): its quantized matmuls are ggml's CPU path, which quantizes
+the activations first, as llama.cpp does; measured on the same files it reaches NMSE 2.6e-3 (Q8_0) to 3.8e-3 (Q2_K)
+at a node, so it is held to LLAMA_CPP_QUANT_NMSE with near-tie top-1 flips excused, as llama.cpp is.
 """
 from __future__ import annotations
 
@@ -48,6 +55,9 @@ ROUTED = ("ffn_moe_weights", "ffn_moe_weights_norm", "ffn_moe_weights_scaled", "
 LLAMA_CPP_NMSE = 1e-7
 LLAMA_CPP_QUANT_NMSE = 2e-2  # quantized files: llama.cpp's Q8 activations, measured <= 4.6e-3 (module docstring)
 NEAR_TIE_RMS = 3.0
+# Backends whose quantized matmuls quantize the activations to Q8 first (ggml's CPU path): on quantized weights they
+# differ from the reference as llama.cpp does (module docstring).
+Q8_ACTIVATIONS = {"ggml"}
 
 
 @dataclass(frozen=True)
@@ -182,12 +192,13 @@ def run_parity(backend_name: str, c: KimiConfig, weights: dict, variant: str, fo
     result = ParityResult(backend_name)
     with ModelSession(reference, c, weights, scenario.n_seqs, n_ctx, variant, form) as ref_session, \
             ModelSession(backend, c, weights, scenario.n_seqs, n_ctx, variant, form) as dev_session:
+        q8 = backend_name in Q8_ACTIVATIONS and any(t.quantized for t in dev_session.weight_types.values())
         for label, toks in scenario.steps(c.n_vocab):
             ref = ref_session.ubatch(toks, outputs="all", keep="nodes")
             got = dev_session.ubatch(toks, outputs="all", keep="nodes")
             ops = {node.name: node.op for node in ref_session.last_graph.nodes}
-            result.rows += compare_nodes(label, got, ref, ops)
-            _score_logits(result, got["logits"], ref["logits"])
+            result.rows += compare_nodes(label, got, ref, ops, LLAMA_CPP_QUANT_NMSE if q8 else None)
+            _score_logits(result, got["logits"], ref["logits"], q8)
     return result
 
 

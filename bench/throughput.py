@@ -13,8 +13,10 @@ the backend's allocator counted for those compiled graphs' buffers; the ubatch's
 Batches: as llama-bench, a prompt is submitted in batches of n_batch tokens, each split into ubatches of at most
 n_ubatch (so n_ubatch is clamped to n_batch, as llama.cpp does, and -b 24 -ub 16 runs 16 + 8 + 16 + ...).
 
-Before anything is allocated, `memory_need` works out what a run asks of memory (weights and state from the config,
-the compute buffer from the graph planner) and `check_memory` refuses a run that cannot fit the backend.
+Before anything is allocated, `memory_need` works out what a run asks of memory (weights from the config and the
+file's stored types, state from the config, the compute buffer from the graph planner) and `check_memory` refuses a
+run that cannot fit the backend. Weights are counted as resident: a GGUF's quantized and f16 blocks where the graph
+keeps them (reference.model.weight_types), f32 for the rest, so the weights column of a Q4_K_M file is its blocks.
 
 Every record also carries llama-bench's fields (bench.llama_bench.fields), and long work shows a progress bar on
 stderr when it is a terminal: the untimed depth prefill (ubatches), the warm-up and repetitions of each test, and
@@ -37,8 +39,8 @@ from backends import usable
 from backends.session import ModelSession
 from bench import llama_bench, timing
 from reference.graph import node_storages
-from reference.model import F32, KV_PAD, build_ubatch_graph, graph_weight_shapes, state_shapes
-from reference.tensor import aligned_size
+from reference.model import KV_PAD, build_ubatch_graph, graph_weight_shapes, state_shapes, weight_types
+from reference.tensor import DType, Tensor, aligned_size
 
 TEST_RE = re.compile(r"^(pp|tg)([1-9][0-9]*)$")
 LLAMA_CPP = "llama.cpp"  # --backend llama.cpp: llama.cpp's CPU backend run beside ours, as their anchor
@@ -298,21 +300,28 @@ def _test_fields(test: BenchTest, depth: int) -> dict:
 
 
 # ---- memory: what a run needs, what the backend has ------------------------------------------------------------
-def _tensor_bytes(shapes: dict) -> dict[str, int]:
-    return {name: aligned_size(int(np.prod(ne, dtype=object)) * F32) for name, ne in shapes.items()}
+def _tensor_bytes(shapes: dict, types: dict[str, DType] | None = None) -> dict[str, int]:
+    """The bytes each tensor's buffer takes, in its type of `types` (f32 by default), as a backend allocates it."""
+    return {name: aligned_size(Tensor.new((types or {}).get(name, DType.F32), ne).nbytes())
+            for name, ne in shapes.items()}
 
 
 def memory_need(c, tests: list[BenchTest], depths: list[int], variants: list[str], form: str, n_batch: int,
-                n_ubatch: int) -> dict:
+                n_ubatch: int, stored: dict | None = None) -> dict:
     """What a run asks of memory, worked out from the config and the graph planner before anything is allocated:
-    weights and state (conv + delta-net states, the latent cache for n_ctx) as ModelSession allocates them; the
-    compute buffer of the worst ubatch (the planner's peak) plus that ubatch's own inputs (tokens, output ids, the
-    attention mask over the cache); the largest single buffer; and the host's copies (the model's weight arrays and
-    the depth snapshot of the state). The graphs priced are, per ubatch size, the one at the deepest position any
-    test or depth prefill reaches, which bounds the others (a ubatch's buffers only grow with its position)."""
+    weights in the types ModelSession keeps them in (a GGUF's `stored` tensors, read_gguf's FileWeights.stored,
+    where reference.model.weight_types keeps them, f32 otherwise; a backend that refuses a kept type gets f32 from
+    ModelSession, which this does not foresee) and state (conv + delta-net states, the latent cache for n_ctx) as
+    ModelSession allocates them; the compute buffer of the worst ubatch (the planner's peak) plus that ubatch's own
+    inputs (tokens, output ids, the attention mask over the cache); the largest single buffer; and the host's copies
+    (the model's float32 weight arrays, a file's dequantized ones included, and the depth snapshot of the state).
+    The graphs priced are, per ubatch size, the one at the deepest position any test or depth prefill reaches, which
+    bounds the others (a ubatch's buffers only grow with its position)."""
     ub = min(n_batch, n_ubatch)
     n_ctx = context_size(tests, depths)
-    weights = _tensor_bytes(graph_weight_shapes(c, form))
+    shapes = graph_weight_shapes(c, form)
+    types = weight_types(c, form, stored)
+    weights = _tensor_bytes(shapes, types)
     state = _tensor_bytes(state_shapes(c, 1, n_ctx))
     depth = max(depths)
     deepest: dict[int, int] = {}  # ubatch tokens -> the deepest position a ubatch of that size starts at
@@ -328,7 +337,7 @@ def memory_need(c, tests: list[BenchTest], depths: list[int], variants: list[str
         for T, pos in sorted(deepest.items()):
             if T == 1 and variant != variants[0]:
                 continue  # single-token ubatches run the fused recurrence in every variant: one graph
-            gr = build_ubatch_graph(c, T, 0, [pos], 1, 1, n_ctx, variant, form)
+            gr = build_ubatch_graph(c, T, 0, [pos], 1, 1, n_ctx, variant, form, types)
             inputs = sum(aligned_size(t.storage.nbytes) for name, t in gr.inputs.items()
                          if name not in weights and name not in state)
             total = gr.plan()["compute_bytes"] + inputs
@@ -336,7 +345,7 @@ def memory_need(c, tests: list[BenchTest], depths: list[int], variants: list[str
                 compute = {"bytes": total, "variant": variant, "tokens": T, "position": pos}
             largest = max(largest, *(aligned_size(st.nbytes) for node in gr.nodes for st in node_storages(node)))
     return {"n_ctx": n_ctx, "weights": sum(weights.values()), "state": sum(state.values()), "compute": compute,
-            "largest_buffer": largest, "host_copies": sum(weights.values()) + sum(state.values())}
+            "largest_buffer": largest, "host_copies": sum(_tensor_bytes(shapes).values()) + sum(state.values())}
 
 
 def host_ram() -> int:

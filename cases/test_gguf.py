@@ -399,20 +399,6 @@ def test_quantized_parity_catches_a_broken_dequantizer(quantized_files, monkeypa
     assert result.failures[0]["nmse"] > 10 * parity.LLAMA_CPP_QUANT_NMSE, result.failures[0]
 
 
-@pytest.mark.parametrize("backend", ["opencl", "vulkan"])
-def test_quantized_parity_on_backend(quantized_files, backend):
-    """`bench parity --backend B --model q.gguf`: both sides read the same dequantized weights, f32 bounds."""
-    from backends import TESTED_BACKENDS
-    from conftest import device_backend
-
-    assert backend in TESTED_BACKENDS
-    device_backend(backend)
-    config, weights = read_gguf(quantized_files / "Q4_K_M.gguf")
-    summary = parity.run_parity(backend, config, weights, "chunk16", "absorbed",
-                                parity.Scenario(prompt=20, decode=2)).summary()
-    assert summary["passed"] and summary["top1_agreement"] == 1.0, summary
-
-
 # ---- the layouts llama.cpp accepts ------------------------------------------------------------------------------
 @pytest.mark.parametrize("layout", [GgufLayout(conv_dims=3), GgufLayout(ssm_a_dims=4), GgufLayout(kv_b="merged"),
                                     GgufLayout(conv_dims=3, ssm_a_dims=4, kv_b="merged")],

@@ -21,13 +21,14 @@ import re
 import numpy as np
 
 from .config import KimiConfig, weight_shapes
-from .delta_net import check_variant, delta_net
+from .delta_net import VARIANTS, check_variant, delta_net
 from .ffn import moe_ffn, moe_loop, swiglu, swiglu_loop
-from .graph import Graph, GTensor
+from .graph import Graph, GNode, GTensor
 from .mla import check_form, mla_attention, mla_loop
+from .ops import get_op
 from .ops.gated_delta_net import gdn_recurrence
 from .tensor import DType
-from .weights import kv_b_from_split
+from .weights import kv_b_from_split, trim_ne
 
 F32 = 4
 KV_PAD = 256  # MLA reads the cache in multiples of this many positions (llama.cpp's n_kv padding)
@@ -48,6 +49,57 @@ def graph_weight_shapes(c: KimiConfig, form: str) -> dict[str, tuple[int, ...]]:
             del shapes[b + "attn_k_b.weight"], shapes[b + "attn_v_b.weight"]
             shapes[b + "attn_kv_b.weight"] = (c.kv_lora, c.n_head * (c.qk_nope + c.v_head))
     return shapes
+
+
+# Where a weight may stay in its file's type: (op, source index) of the ops whose kernels read quantized or f16
+# weights in place (src0 of a matrix product, the table of a row gather).
+WEIGHT_READERS = {("MUL_MAT", 0), ("MUL_MAT_ID", 0), ("GET_ROWS", 0)}
+
+
+def weight_consumers(gr: Graph) -> dict[str, list[tuple[GNode, int]]]:
+    """Per graph input, the (node, source index) of every node that reads it (through any view of its storage)."""
+    by_storage = {t.storage: name for name, t in gr.inputs.items()}
+    found: dict[str, list[tuple[GNode, int]]] = {name: [] for name in gr.inputs}
+    for node in gr.nodes:
+        for i, s in enumerate(node.srcs):
+            if s.storage in by_storage:
+                found[by_storage[s.storage]].append((node, i))
+    return found
+
+
+def weight_types(c: KimiConfig, form: str, stored: dict | None = None) -> dict[str, DType]:
+    """The type each weight of the ubatch graph is resident in, decided from the graph itself: a weight stays in its
+    file's type (quantized blocks or f16, `stored`: reference.quants.StoredTensor by GGUF name, as read_gguf keeps
+    them) when every node that reads it reads the whole tensor as it is (no view, reshape or permute) in a
+    WEIGHT_READERS slot that accepts that type (the op's src_dtypes), in the decode graph and in the prefill graph of
+    every delta-net variant. Every other weight is f32 (dequantized): norms, conv taps, biases, a weight used as
+    src1 or through a view, one the file does not hold as such (attn_kv_b rebuilt from the split pair, a file
+    tensor of another shape) and a type no reader takes (BF16, the IQ types). Weights without a file (random ones)
+    are all f32."""
+    shapes = graph_weight_shapes(c, form)
+    types = {name: DType.F32 for name in shapes}
+    candidates = {}
+    for name, ne in shapes.items():
+        st = (stored or {}).get(name)
+        if st is None or st.qtype.name == "F32" or st.qtype.name not in DType.__members__:
+            continue
+        if trim_ne(st.ne) == trim_ne(ne):
+            candidates[name] = DType[st.qtype.name]
+    if not candidates:
+        return types
+    probes = [build_ubatch_graph(c, 1, 0, [0], 1, 1, 2, "recurrent", form)]
+    probes += [build_ubatch_graph(c, 2, 0, [0], 1, 1, 2, variant, form) for variant in VARIANTS]
+    for gr in probes:
+        for name, readers in weight_consumers(gr).items():
+            if name not in candidates:
+                continue
+            whole = gr.inputs[name].desc
+            if not readers or not all(
+                    (node.op, i) in WEIGHT_READERS and candidates[name] in get_op(node.op).src_dtypes[i]
+                    and node.srcs[i].desc.ne == whole.ne and node.srcs[i].desc.nb == whole.nb
+                    and node.srcs[i].desc.offset == whole.offset for node, i in readers):
+                del candidates[name]
+    return {**types, **candidates}
 
 
 def state_shapes(c: KimiConfig, n_slots: int, n_ctx: int) -> dict[str, tuple[int, ...]]:
@@ -81,9 +133,12 @@ def position_patches(gr: Graph, positions: list[int], stores: list[tuple[int, in
 
 
 def build_ubatch_graph(c: KimiConfig, n_seq_tokens: int, first_slot: int, positions: list[int], n_outputs: int,
-                       n_slots: int, n_ctx: int, variant: str = "chunk16", form: str = "absorbed") -> Graph:
+                       n_slots: int, n_ctx: int, variant: str = "chunk16", form: str = "absorbed",
+                       types: dict[str, DType] | None = None) -> Graph:
     """One ubatch: inputs `tokens` (I32 [T*n], sequence-major), `out_ids` (I32 [n_outputs], rows of that token order
-    whose logits are wanted), `kq_mask_s{j}` per sequence, the weights of graph_weight_shapes() and the state inputs of state_shapes(); output `logits` [n_vocab, n_outputs]."""
+    whose logits are wanted), `kq_mask_s{j}` per sequence, the weights of graph_weight_shapes() (each of the type
+    `types` gives it, f32 by default; see weight_types) and the state inputs of state_shapes(); output `logits`
+    [n_vocab, n_outputs]."""
     check_variant(variant)
     check_form(form)
     T, n = n_seq_tokens, len(positions)
@@ -98,7 +153,8 @@ def build_ubatch_graph(c: KimiConfig, n_seq_tokens: int, first_slot: int, positi
         raise ValueError(f"n_outputs must be in 1..{T * n}, got {n_outputs}")
 
     gr = Graph()
-    w = {name: gr.input(name, ne) for name, ne in graph_weight_shapes(c, form).items()}
+    w = {name: gr.input(name, ne, (types or {}).get(name, DType.F32))
+         for name, ne in graph_weight_shapes(c, form).items()}
     states = {name: gr.input(name, ne) for name, ne in state_shapes(c, n_slots, n_ctx).items()}
     tokens = gr.input("tokens", (T * n,), DType.I32)
     out_ids = gr.input("out_ids", (n_outputs,), DType.I32)
