@@ -102,11 +102,18 @@ class Step:
         return self.status.startswith("failed")
 
 
+# The nightly's bench and ops steps each run in this many processes, so the comparison's samples are processes, whose
+# spread on the 2-core VM exceeds that of the repetitions inside one (reports/compare.py); 5 a side can reach
+# p = 2 / C(10, 5) = 0.008.
+PROCESSES = 5
+
+
 def nightly_steps(quick: bool, cuda: bool) -> list[Step]:
-    """The fixed nightly set, each a subprocess of this interpreter (this venv). --quick: the ci Hypothesis profile,
-    depth 0 only, 4 repetitions and a short per-op budget, so the whole pipeline can be tried in minutes. 4, not
-    fewer: with 3 samples a side no rank test p-value can fall below 0.1, with 4 the smallest is 2/70 = 0.029. The
-    conformance step requires the CPU backends, and CUDA where it is available (`cuda`)."""
+    """The fixed nightly set, each a subprocess of this interpreter (this venv); bench and ops in PROCESSES processes
+    of 3 repetitions / the default per-op budget each. --quick: the ci Hypothesis profile, depth 0 only, one process
+    of 4 repetitions and a short per-op budget, so the whole pipeline can be tried in minutes (4, not fewer: with 3
+    samples a side no rank test p-value can fall below 0.1, with 4 the smallest is 2/70 = 0.029). The conformance
+    step requires the CPU backends, and CUDA where it is available (`cuda`)."""
     py = sys.executable
     bench = [py, "-m", "bench"]
     required = ",".join(NIGHTLY_REQUIRED + (("cuda",) if cuda else ()))
@@ -114,12 +121,19 @@ def nightly_steps(quick: bool, cuda: bool) -> list[Step]:
         Step("conformance", [py, "-m", "pytest", "-n", "auto", "-q", "-p", "no:cacheprovider",
                              f"--hypothesis-profile={'ci' if quick else 'nightly'}", "--record-history",
                              "cases/test_ops.py"], env={"KBO_REQUIRE": required}),
-        Step("bench", [*bench, "pp512", "tg128", "--depth", "0" if quick else "0,8192", "--backend", "all",
-                       "--model", "tiny", *(["-r", "4"] if quick else [])]),
+        *_in_processes("bench", [*bench, "pp512", "tg128", "--depth", "0" if quick else "0,8192", "--backend", "all",
+                                 "--model", "tiny", "-r", "4" if quick else "3"], 1 if quick else PROCESSES),
         Step("parity", [*bench, "parity", "--backend", "all", "--model", "tiny"]),
         Step("llama.cpp parity", [*bench, "parity", "--against", "llama.cpp", "--model", "tiny"]),
-        Step("ops", [*bench, "ops", *(["--budget", "0.05"] if quick else [])]),
+        *_in_processes("ops", [*bench, "ops", *(["--budget", "0.05"] if quick else [])], 1 if quick else PROCESSES),
     ]
+
+
+def _in_processes(name: str, argv: list[str], processes: int) -> list[Step]:
+    """The step run `processes` times, each a process of its own under the nightly's run id."""
+    if processes == 1:
+        return [Step(name, argv)]
+    return [Step(f"{name} {i}/{processes}", argv) for i in range(1, processes + 1)]
 
 
 def run_step(step: Step, env: dict | None = None) -> None:
@@ -258,6 +272,8 @@ def cmd_calibrate(args) -> int:
         BenchTest.parse(test)
     if args.runs < 2:
         raise ValueError(f"--runs must be >= 2 (A/A comparisons need two unchanged runs), got {args.runs}")
+    if args.processes < 1:
+        raise ValueError(f"--processes must be >= 1, got {args.processes}")
     if args.budget is not None and not args.budget > 0:
         raise ValueError(f"--budget must be > 0 seconds, got {args.budget}")
     reason = availability(backend)
@@ -265,12 +281,14 @@ def cmd_calibrate(args) -> int:
         raise ValueError(f"{backend} cannot run here: {reason}")
     argv = calibration_argv(op, backend, args.budget, tests)
     kind = "bench" if tests else "ops"
-    # Unchanged and slowed runs interleaved, so a drift of the machine's speed touches both alike.
-    order = [(f"{label}-{i}", label == "slowed") for i in range(1, args.runs + 1) for label in ("unchanged", "slowed")]
+    # Unchanged and slowed runs interleaved, so a drift of the machine's speed touches both alike; each run is
+    # --processes processes under one run id (the comparison's samples are then processes, see reports/compare.py).
+    order = [(f"{label}-{i}", label == "slowed") for i in range(1, args.runs + 1) for label in ("unchanged", "slowed")
+             for _ in range(args.processes)]
     with tempfile.TemporaryDirectory(prefix="kbo-calibrate-") as folder:
         path = Path(folder) / "history.jsonl"
         base_env = {k: v for k, v in os.environ.items() if k != MUTANT_ENV}
-        for run, slowed in tqdm(order, desc=f"calibrate {slowdown}", unit="run", file=sys.stderr):
+        for run, slowed in tqdm(order, desc=f"calibrate {slowdown}", unit="process", file=sys.stderr):
             env = {**base_env, history.HISTORY_ENV: str(path), history.RUN_ID_ENV: run,
                    **({MUTANT_ENV: slowdown} if slowed else {})}
             done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -282,7 +300,7 @@ def cmd_calibrate(args) -> int:
     table = calibration_table(records, kind, args.runs, args.min_effect, args.alpha)
     cols = ["comparison", "runs", "test", "config", "ratio", "ci_low", "ci_high", "p_value", "verdict", "note"]
     print(f"{' '.join(argv[1:])}: {args.runs} unchanged runs and {args.runs} with KBO_MUTANT={slowdown}, "
-          f"min effect {args.min_effect}, alpha {args.alpha}\n")
+          f"{args.processes} process(es) each, min effect {args.min_effect}, alpha {args.alpha}\n")
     print(markdown_table(table[cols]))
     aa, slowed = table[table.comparison == "A/A"], table[table.comparison == "slowed"]
     alarms = int(aa.verdict.isin(["regression", "improvement", "missing"]).sum())
@@ -338,7 +356,9 @@ def add_commands(subparsers) -> None:
                                                        "comparisons)")
     p.add_argument("--slowdown", help=f"the slowed kernel ({', '.join(_slowdown_names())}); default the one "
                                       f"registered for the op on the backend")
-    p.add_argument("--budget", type=float, help="bench ops --budget of each run (seconds)")
+    p.add_argument("--processes", type=int, default=PROCESSES,
+                   help=f"processes per run, under one run id (default {PROCESSES}, as the nightly)")
+    p.add_argument("--budget", type=float, help="bench ops --budget of each process (seconds)")
     p.add_argument("--tests", action="append", help="throughput tests instead of bench ops, e.g. pp64 (comma-"
                                                     "separated or repeated)")
     _thresholds(p)

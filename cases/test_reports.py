@@ -255,6 +255,30 @@ def test_the_baseline_is_one_whole_run_never_a_mix_of_configs():
     assert (summary["baseline run"], summary["baseline commit"], summary["current run"]) == ("r2", OLD, "r4")
 
 
+def _processes(us, commit, time, run, levels, seed):
+    """One run of an op measured in len(levels) processes: each process's 5 rounds lie within 0.5% of us * level."""
+    return [_run(ops(us * level, commit=commit, time=time, seed=seed + i), run) for i, level in enumerate(levels)]
+
+
+def test_processes_are_the_samples_when_both_runs_have_several():
+    # Unchanged code whose processes land 25% apart (as unchanged pp64 runs did on the 2-core VM): tested on the
+    # repetitions of one process a side it is a false alarm; tested one sample per process it is not.
+    rng = np.random.default_rng(7)
+    base_levels, new_levels = rng.uniform(0.8, 1.2, 5), rng.uniform(0.8, 1.2, 5)
+    one_each = [_run(ops(1000.0 * base_levels[0]), "a"), _run(ops(1000.0 * 1.25, commit=NEW, time=NEW_TIME), "b")]
+    [row] = cmp.compare(one_each, OLD).itertuples()
+    assert row.verdict == "regression" and row.note.startswith("1 vs 1 processes")
+    five_each = (_processes(1000.0, OLD, OLD_TIME, "a", base_levels, 0)
+                 + _processes(1000.0, NEW, NEW_TIME, "b", new_levels, 10))
+    [row] = cmp.compare(five_each, OLD).itertuples()
+    assert (row.verdict, row.note) == ("same", "")
+    # twice as slow in every process: a regression at p = 2 / C(10, 5)
+    slowed = (_processes(1000.0, OLD, OLD_TIME, "a", base_levels, 0)
+              + _processes(2000.0, NEW, NEW_TIME, "b", new_levels, 10))
+    [row] = cmp.compare(slowed, OLD).itertuples()
+    assert row.verdict == "regression" and row.p_value == pytest.approx(2 / 252)
+
+
 def test_a_config_that_vanished_or_became_unsupported_is_missing_and_fails(tmp_path, capsys):
     old = [ops(1000.0, "ADD", "opencl"), ops(1000.0, "ADD", "vulkan"), ops(1000.0, "CUMSUM", "opencl"),
            {**ops(1000.0, "SOLVE_TRI", "opencl"), "supported": False, "reason": "no kernel"}]
@@ -263,7 +287,8 @@ def test_a_config_that_vanished_or_became_unsupported_is_missing_and_fails(tmp_p
             "reason": "needs contiguous rows"}]
     table = cmp.compare(old + new, OLD)
     verdicts = {(r.backend, r.test): (r.verdict, r.note) for r in table.itertuples()}
-    assert verdicts == {("opencl", "ADD"): ("same", ""),
+    one_process = "1 vs 1 processes: repetitions tested, the spread between processes not sampled"
+    assert verdicts == {("opencl", "ADD"): ("same", one_process),
                         ("vulkan", "ADD"): ("missing", "not measured in the current run"),
                         ("opencl", "CUMSUM"): ("missing", "unsupported now: needs contiguous rows")}
     assert len(cmp.failing(table)) == 2  # an op unsupported in the baseline too is not missing
@@ -298,6 +323,28 @@ def test_the_published_history_renders(tmp_path, capsys):
     assert main(["report", "--history", str(published), "-o", str(tmp_path)]) == 0
     assert "## Throughput" in (tmp_path / "report.md").read_text()
     assert not (Path(reporting.ROOT) / "reports" / "history.jsonl").exists()  # no history in the tracked tree
+
+
+def test_two_models_of_one_variant_get_their_own_bars_and_lines(tmp_path, monkeypatch):
+    # the same backend, variant and form on two models (a preset and a GGUF file): one bar and one line each
+    recs = [bench(1500.0, "pp64"), {**bench(100.0, "pp64"), "model": "/tmp/q4km.gguf"}]
+    saved = _figures(monkeypatch)
+    render_report(recs, tmp_path, "two models")
+    [ax] = saved["compute-buffer"].axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["tiny chunk16 absorbed", "q4km.gguf chunk16 absorbed"]
+    [ax] = saved["throughput"].axes
+    assert sorted(_lines(ax)) == ["q4km.gguf opencl chunk16 absorbed", "tiny opencl chunk16 absorbed"]
+
+
+def test_memory_bound_products_stay_out_of_the_library_plot(tmp_path, monkeypatch):
+    # a quantized mat-vec (flops 0: judged by bandwidth) is not a percentage of a BLAS product's GFLOPS
+    compute = {**ops(1000.0, "MUL_MAT"), "flops": 4e9, "type": "q4_K", "case": "MUL_MAT(ne_a=[256,64],ne_b=[256,512])"}
+    mat_vec = {**ops(10.0, "MUL_MAT"), "flops": 0.0, "type": "q4_K", "case": "MUL_MAT(ne_a=[256,64],ne_b=[256])",
+               "frac_ceiling": 5.76}
+    saved = _figures(monkeypatch)
+    render_report([compute, mat_vec], tmp_path, "products")
+    assert [t.get_text() for t in saved["matmul"].axes[0].get_yticklabels()] == [
+        "MUL_MAT q4_K [256,64] x [256,512] opencl"]
 
 
 # ---- calibrate -------------------------------------------------------------------------------------------------------
@@ -335,14 +382,15 @@ def test_calibrate_runs_unchanged_and_slowed_runs_interleaved_and_counts(monkeyp
     monkeypatch.setenv("KBO_MUTANT", "leaked_from_the_caller")
     monkeypatch.setattr(reporting.subprocess, "run", fake_run)
     monkeypatch.setattr("backends.availability", lambda name: None)
-    assert main(["calibrate", "--runs", "3", "--budget", "0.01"]) == 0
-    assert calls == [("unchanged-1", None), ("slowed-1", "add_twice_slowdown_opencl"), ("unchanged-2", None),
-                     ("slowed-2", "add_twice_slowdown_opencl"), ("unchanged-3", None),
-                     ("slowed-3", "add_twice_slowdown_opencl")]
+    assert main(["calibrate", "--runs", "2", "--budget", "0.01", "--processes", "4"]) == 0
+    slow = "add_twice_slowdown_opencl"
+    assert calls == [("unchanged-1", None)] * 4 + [("slowed-1", slow)] * 4 + [("unchanged-2", None)] * 4 \
+        + [("slowed-2", slow)] * 4
     out = capsys.readouterr().out
-    assert "ops --op ADD --backend opencl --budget 0.01: 3 unchanged runs and 3 with KBO_MUTANT=" in out
-    assert "false alarms: 0 of 2 A/A comparisons" in out and "detected: 3 of 3 slowed runs flagged" in out
-    assert out.count("| A/A ") == 2 and out.count("| slowed ") == 3
+    assert "ops --op ADD --backend opencl --budget 0.01: 2 unchanged runs and 2 with KBO_MUTANT=" in out
+    assert "4 process(es) each" in out  # 4 vs 4 processes: the smallest p is 2 / 70
+    assert "false alarms: 0 of 1 A/A comparisons" in out and "detected: 2 of 2 slowed runs flagged" in out
+    assert out.count("| A/A ") == 1 and out.count("| slowed ") == 2
 
 
 def test_calibration_counts_false_alarms_and_misses():

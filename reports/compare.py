@@ -13,7 +13,13 @@ Machines. A config is matched on its settings and its fingerprint: the CPU model
 device and driver of the record. Different budgets or repetition counts are different configs.
 
 Speed (higher is better): t/s for "bench" records (samples_ts, one per repetition), runs/s for "ops" records (1e6 /
-samples_us, one per interleaved round). The ratio is median(new) / median(base). Significance: a two-sided
+samples_us, one per interleaved round). The ratio is median(new) / median(base). Processes: on the 2-core VM whole
+processes differ (buffer placement, the machine's memory bandwidth over seconds) by more than repetitions inside one
+do - unchanged pp64 runs came out 0.69x-1.34x of each other, each at p = 0.008 over its repetitions - so when both
+runs measured a config in several processes (several records of one run id: the nightly and `calibrate` run each
+command in --processes processes; by hand, the same KBO_RUN_ID for every invocation), the samples tested are one per
+process (the median of its repetitions), which takes that spread into account. With one process a side the
+repetitions are tested, and the note says the spread between processes was not sampled. Significance: a two-sided
 Mann-Whitney U test (scipy.stats.mannwhitneyu, exact for small samples): no normality assumed, and robust to the
 occasional disturbed repetition. With n and m samples the smallest possible two-sided p is 2 / C(n + m, n): 0.1 for
 3 vs 3, 0.029 for 4 vs 4, 0.008 for 5 vs 5. When it cannot fall below alpha the verdict is "inconclusive", never
@@ -325,19 +331,36 @@ def _measured(df: pd.DataFrame) -> pd.DataFrame:
     return df[~df["supported"].map(_unsupported)] if "supported" in df else df
 
 
+def _units(kind: str, base: pd.DataFrame, new: pd.DataFrame) -> tuple[list[float], list[float], str]:
+    """The samples compared for one config (its records in each run): one per process (the median of its
+    repetitions) when both runs measured it in several processes, else the newest record's repetitions, noted."""
+    if len(base) >= 2 and len(new) >= 2:
+        def medians(side):
+            return [float(np.median(_samples(kind, row))) for _, row in side.iterrows()]
+        return medians(base), medians(new), ""
+    return (_samples(kind, base.iloc[-1]), _samples(kind, new.iloc[-1]),
+            f"{len(base)} vs {len(new)} processes: repetitions tested, the spread between processes not sampled")
+
+
 def _speed_rows(pair: RunPair, min_effect: float, alpha: float) -> list[dict]:
     """Each config the baseline run measured: its speed test against the current run, or "missing" when the current
     run did not measure it (absent, or now unsupported)."""
     kind, rows = pair.kind, []
-    new = latest(pair.new).set_index("config_id", drop=False)
-    for _, old in latest(_measured(pair.base)).iterrows():
-        cur = new.loc[old["config_id"]] if old["config_id"] in new.index else None
-        if cur is None or _unsupported(cur.get("supported")):
-            why = "not measured in the current run" if cur is None else f"unsupported now: {cur.get('reason', '')}"
-            rows.append(_row(kind, pair, old, "missing", base=float(np.median(_samples(kind, old))), note=why))
+    new_groups = dict(tuple(pair.new.groupby("config_id", sort=False)))
+    for key, old in _measured(pair.base).groupby("config_id", sort=False):
+        cur = new_groups.get(key)
+        if cur is None or _unsupported(cur.iloc[-1].get("supported")):
+            why = ("not measured in the current run" if cur is None
+                   else f"unsupported now: {cur.iloc[-1].get('reason', '')}")
+            rows.append(_row(kind, pair, old.iloc[-1], "missing",
+                             base=float(np.median(_samples(kind, old.iloc[-1]))), note=why))
             continue
-        result = speed_test(_samples(kind, old), _samples(kind, cur), min_effect, alpha)
-        rows.append(_row(kind, pair, cur, result.verdict, test=result))
+        cur = _measured(cur)
+        base_units, new_units, note = _units(kind, old, cur)
+        result = speed_test(base_units, new_units, min_effect, alpha)
+        if note and not result.note:
+            result = dataclasses.replace(result, note=note)
+        rows.append(_row(kind, pair, cur.iloc[-1], result.verdict, test=result))
     return rows
 
 

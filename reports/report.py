@@ -86,11 +86,12 @@ def _line_labels(df: pd.DataFrame, fields: list[str], commits: bool = True) -> p
     """A label per row naming its line: the config fields, then the commit (unless not `commits`: bars, which join
     nothing) and the device only where the plotted rows have several (lines are never joined across them: they are
     part of the line's key)."""
-    many = {key: df[key].nunique(dropna=False) > 1 for key in ("commit", "fingerprint", "reps") if key in df}
+    many = {key: df[key].nunique(dropna=False) > 1 for key in ("commit", "fingerprint", "reps", "model") if key in df}
     many["commit"] = commits and many.get("commit", False)
 
     def label(row) -> str:
-        parts = [str(row[f]) for f in fields if f in row and not pd.isna(row[f])]
+        parts = [Path(str(row["model"])).name] if many.get("model") else []
+        parts += [str(row[f]) for f in fields if f in row and not pd.isna(row[f])]
         parts += [f"r{row['reps']}"] if many.get("reps") and not pd.isna(row["reps"]) else []
         parts += [f"@{_short_commit(row['commit'])}"] if many.get("commit") else []
         parts += [f"[{str(row['device'])[:28]}]"] if many.get("fingerprint") else []
@@ -107,6 +108,17 @@ def _shape(case) -> str:
     """An op case's first operand shape ([4096,1024]), from its label."""
     found = SHAPE.search(str(case))
     return found.group(1) if found else ""
+
+
+def _columns(case) -> str:
+    """The second operand's shape of a matrix product case (b = ne_b=[...]): what the first multiplies."""
+    found = re.search(r"ne_b=\[([0-9,]+)\]", str(case))
+    return f"[{found.group(1)}]" if found else "?"
+
+
+def _weights_type(dtype) -> str:
+    """A product's weights type for its label ("q4_K "), empty for f32 and for records from before types."""
+    return "" if pd.isna(dtype) or dtype == "f32" else f"{dtype} "
 
 
 def _save(fig, out_dir: Path, stem: str, name: str) -> str:
@@ -222,7 +234,8 @@ def _compute_buffer(records, out_dir, stem, all_commits=False) -> list[str]:
                                               measured=("compute_measured_bytes", "max")).reset_index()
         bench = bench.dropna(subset=["planned", "measured"], how="all")  # llama.cpp reports neither
         several = bench["commit"].nunique() > 1
-        label = bench["variant"].astype(str) + " " + bench["form"].astype(str) \
+        label = (bench["model"].map(lambda m: Path(str(m)).name) + " " if bench["model"].nunique() > 1 else "") \
+            + bench["variant"].astype(str) + " " + bench["form"].astype(str) \
             + (" @" + bench["commit"].map(_short_commit) if several else "")
         models = ", ".join(f"{m} ub{u}" for m, u in bench[["model", "n_ubatch"]].drop_duplicates().itertuples(False))
         sources.append((f"model compute buffer, worst test (bench)\nmodel {models}", bench.assign(
@@ -296,14 +309,19 @@ def _ops(records, out_dir, stem, all_commits=False) -> list[str]:
         "ceiling": "library", "ceiling_gflops": "library GFLOPS", "pct_library": "% of library"})
     lines += [markdown_table(table, max_chars=110), ""]
     lines.append(_ops_plot(df, out_dir, stem))
-    matmul = df.dropna(subset=["pct_library"]).sort_values(["op", "series"], ascending=False)
+    matmul = df.dropna(subset=["pct_library"])
+    if "flops" in matmul:  # memory-bound products (quantized mat-vecs: flops 0) are judged by bandwidth above
+        matmul = matmul[matmul["flops"].fillna(1) > 0]
+    matmul = matmul.sort_values(["op", "series"], ascending=False)
     if matmul.empty:
         return lines + ["", "No matrix-product ceiling records."]
     fig, ax = plt.subplots(figsize=(9, 0.4 * len(matmul) + 1.4))
     ax.barh(range(len(matmul)), matmul["pct_library"], 0.7, color=[backend_color(b) for b in matmul["backend"]])
     library = matmul["ceiling"] if "ceiling" in matmul else pd.Series("the library", index=matmul.index)
-    ax.set_yticks(range(len(matmul)), [f"{op} {shape} {s}" for op, shape, s in
-                                       zip(matmul["op"], matmul["shape"], matmul["series"])], fontsize=8)
+    types = matmul["type"] if "type" in matmul else pd.Series(pd.NA, index=matmul.index)
+    labels = [f"{op} {_weights_type(t)}{shape} x {_columns(case)} {s}"
+              for op, t, shape, case, s in zip(matmul["op"], types, matmul["shape"], matmul["case"], matmul["series"])]
+    ax.set_yticks(range(len(matmul)), labels, fontsize=8)
     for y, (value, lib) in enumerate(zip(matmul["pct_library"], library)):
         ax.text(value, y, f" {value:.0f}% of {lib}", va="center", fontsize=7)
     ax.axvline(100, color="k", lw=0.8, ls="--")
