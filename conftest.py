@@ -45,7 +45,8 @@ def device_backend(name: str):
 def pytest_addoption(parser):
     group = parser.getgroup("kimi-backend-ops")
     group.addoption("--record-history", action="store_true",
-                    help="append pass/fail/skip counts per backend and op to reports/history.jsonl")
+                    help="append pass/fail/skip counts per backend and op to the history ($KBO_HISTORY, else "
+                         "~/.local/share/kimi-backend-ops/history.jsonl)")
     group.addoption("--op", metavar="OPS",
                     help="run only the tests of these ops (comma-separated exact names, any case, e.g. ACC,SET; like "
                          "test-backend-ops -o): tests parametrised by a case or an op name; the others are deselected")
