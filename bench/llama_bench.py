@@ -228,18 +228,22 @@ def _sql_literal(value) -> str:
     return repr(value)
 
 
-def to_sql(records: list[dict]) -> str:
-    """llama-bench's sql: `CREATE TABLE IF NOT EXISTS llama_bench (...)` with our columns added after its fields,
-    then one INSERT per result (`| sqlite3 file.sqlite`). A database that llama-bench itself created lacks our
-    columns: append ours to a file of our own."""
-    columns, rows = _flat(records)
+def sql_script(table: str, columns: list[tuple[str, str]], rows: list[list]) -> str:
+    """`CREATE TABLE IF NOT EXISTS table (...)` of (name, SQL type) columns, then one INSERT per row of values (None
+    as NULL), as llama-bench and test-backend-ops print their `-o sql` (`| sqlite3 file.sqlite`)."""
     names = ", ".join(name for name, _ in columns)
-    lines = [f"CREATE TABLE IF NOT EXISTS {SQL_TABLE} ("]
-    lines += [f"  {name} {_SQL_TYPES[kind]}{',' if i < len(columns) - 1 else ''}"
-              for i, (name, kind) in enumerate(columns)]
+    lines = [f"CREATE TABLE IF NOT EXISTS {table} ("]
+    lines += [f"  {name} {kind}{',' if i < len(columns) - 1 else ''}" for i, (name, kind) in enumerate(columns)]
     lines += [");", ""]
-    lines += [f"INSERT INTO {SQL_TABLE} ({names}) VALUES ({', '.join(map(_sql_literal, values))});" for values in rows]
+    lines += [f"INSERT INTO {table} ({names}) VALUES ({', '.join(map(_sql_literal, values))});" for values in rows]
     return "\n".join(lines) + "\n"
+
+
+def to_sql(records: list[dict]) -> str:
+    """llama-bench's sql: the llama_bench table with our columns added after its fields, one INSERT per result. A
+    database that llama-bench itself created lacks our columns: append ours to a file of our own."""
+    columns, rows = _flat(records)
+    return sql_script(SQL_TABLE, [(name, _SQL_TYPES[kind]) for name, kind in columns], rows)
 
 
 PRINTERS = {"csv": to_csv, "json": to_json, "jsonl": to_jsonl, "sql": to_sql}

@@ -33,6 +33,7 @@ import numpy as np
 import backends as registry
 from backends.base import STREAM_SCALAR, STREAM_SOURCES
 from bench import timing
+from bench.llama_bench import sql_script
 from cases.harness import host_buffers
 from reference.case import Case
 from reference.node import make_node
@@ -336,28 +337,18 @@ SQL_FIELDS = [("test_time", "TEXT"), ("build_commit", "TEXT"), ("backend_name", 
               ("frac_bw_ceiling", "REAL"), ("over_ceiling_why", "TEXT")]
 
 
-def _sql_value(value, kind: str) -> str:
-    if value is None:
-        return "NULL"
-    if kind == "INTEGER":
-        return str(int(value))
-    if kind == "REAL":
-        return repr(float(value))
-    return "'" + str(value).replace("'", "''") + "'"
+def _sql_value(value, kind: str):
+    """A record's value as its column's type; None (NULL) for a missing or non-finite figure."""
+    if value is None or (kind == "REAL" and not np.isfinite(float(value))):
+        return None
+    return {"INTEGER": int, "REAL": float, "TEXT": str}[kind](value)
 
 
 def to_sql(records: list[dict], commit: str, time: str) -> str:
     """The "ops" records as test-backend-ops' `-o sql` writes them: CREATE TABLE IF NOT EXISTS, one INSERT each."""
-    columns = ",\n".join(f"  {name} {kind}" for name, kind in SQL_FIELDS)
-    lines = [f"CREATE TABLE IF NOT EXISTS {SQL_TABLE} (\n{columns}\n);", ""]
-    names = ", ".join(name for name, _ in SQL_FIELDS)
-    for rec in records:
-        if rec.get("kind") != "ops":
-            continue
-        row = {"test_time": time, "build_commit": commit, **rec}
-        values = ", ".join(_sql_value(row.get(name), kind) for name, kind in SQL_FIELDS)
-        lines.append(f"INSERT INTO {SQL_TABLE} ({names}) VALUES ({values});")
-    return "\n".join(lines)
+    rows = [[_sql_value({"test_time": time, "build_commit": commit, **rec}.get(name), kind)
+             for name, kind in SQL_FIELDS] for rec in records if rec.get("kind") == "ops"]
+    return sql_script(SQL_TABLE, SQL_FIELDS, rows)
 
 
 def support_matrix(backends: list[str]) -> dict[str, dict[str, str]]:

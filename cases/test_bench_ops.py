@@ -290,3 +290,16 @@ def test_bad_type_refused_before_work(monkeypatch, capsys, argv, message):
     with pytest.raises(SystemExit) as done:
         main(["ops", "--backend", "numpy", "--no-record", *argv])
     assert done.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_sql_writes_a_missing_or_non_finite_figure_as_null():
+    import sqlite3
+
+    from bench import ops as ops_bench
+
+    record = {"kind": "ops", "backend_name": "OpenCL", "op_name": "ADD", "supported": True, "time_us": 5.0,
+              "gb_s": float("nan"), "n_runs": 3}
+    db = sqlite3.connect(":memory:")
+    db.executescript(ops_bench.to_sql([record, {"kind": "copy"}], "abc", "2026-12-01T00:00:00Z"))
+    assert db.execute(f"SELECT op_name, supported, time_us, gb_s, memory_kb FROM {ops_bench.SQL_TABLE}").fetchall() \
+        == [("ADD", 1, 5.0, None, None)]
