@@ -157,8 +157,12 @@ def pytest_runtest_logreport(report):
 def pytest_sessionfinish(session, exitstatus):
     if not session.config.getoption("--record-history") or hasattr(session.config, "workerinput"):
         return
+    from backends import availability
     from reports import history
 
     profile = session.config.getoption("hypothesis_profile", None) or os.environ.get("HYPOTHESIS_PROFILE", "ci")
+    # A backend whose runtime this machine lacks (CUDA without a GPU) measured nothing here: no record, rather than
+    # a config where "no tests ran", which the comparison rightly fails for a backend that is present.
+    absent = {b for b, _ in _counts if availability(b) is not None}
     history.append([{"kind": "conformance", "backend": b, "op": op, "profile": profile, **c}
-                    for (b, op), c in sorted(_counts.items())])
+                    for (b, op), c in sorted(_counts.items()) if b not in absent])

@@ -182,3 +182,18 @@ def test_support_verdict_says_yes_partial_or_no_with_the_first_reason():
     partial = support_verdict(_Refusing({"b"}), ["a", "b", "c"])
     assert partial.startswith("partial (2/3 cases): no b here") and partial.endswith("...") and len(partial) < 120
     assert support_verdict(_Refusing({"a", "b"}), ["a", "b"]).startswith("no: no a here")
+
+
+def test_record_history_counts_backends_that_ran_and_leaves_out_absent_runtimes(tmp_path, monkeypatch):
+    from backends import availability
+    from reports import history
+
+    monkeypatch.setenv("KBO_HISTORY", str(tmp_path / "h.jsonl"))
+    done = pytest_run("cases/test_ops.py", "--op", "SET", "--params", "type=i32", "-k", "ggml or cuda", "-n", "0",
+                      "--record-history")
+    assert done.returncode == 0, done.stdout[-2000:]
+    records = history.load(tmp_path / "h.jsonl", kind="conformance")
+    counted = {(r["backend"], r["op"]) for r in records}
+    assert ("ggml", "SET") in counted and all(r["passed"] > 0 for r in records if r["backend"] == "ggml")
+    # CUDA without a GPU measured nothing: no record (it would read as "no tests ran", a failure)
+    assert (("cuda", "SET") in counted) == (availability("cuda") is None)
