@@ -22,29 +22,29 @@ class DType(enum.Enum):
     size for plain types). `size` is ggml_type_size, the bytes of one unit along dim 0 (an element or a block), which
     is also nb[0] of a row-contiguous tensor. The quantized layouts are reference/quants.py's (ggml-common.h's)."""
 
-    # member = (label, np, code, block, type_size)
-    F32 = ("f32", np.float32, 0, 1, 4)
-    F16 = ("f16", np.float16, 1, 1, 2)
-    I32 = ("i32", np.int32, 2, 1, 4)
-    BF16 = ("bf16", np.uint16, 3, 1, 2)
-    Q8_0 = ("q8_0", np.uint8, 4, 32, 34)
-    Q4_0 = ("q4_0", np.uint8, 5, 32, 18)
-    Q4_1 = ("q4_1", np.uint8, 6, 32, 20)
-    Q5_0 = ("q5_0", np.uint8, 7, 32, 22)
-    Q5_1 = ("q5_1", np.uint8, 8, 32, 24)
-    Q2_K = ("q2_K", np.uint8, 9, 256, 84)
-    Q3_K = ("q3_K", np.uint8, 10, 256, 110)
-    Q4_K = ("q4_K", np.uint8, 11, 256, 144)
-    Q5_K = ("q5_K", np.uint8, 12, 256, 176)
-    Q6_K = ("q6_K", np.uint8, 13, 256, 210)
+    # member = (label, np, code); block and type_size come from reference/quants.py (i32: 1 and 4)
+    F32 = ("f32", np.float32, 0)
+    F16 = ("f16", np.float16, 1)
+    I32 = ("i32", np.int32, 2)
+    BF16 = ("bf16", np.uint16, 3)
+    Q8_0 = ("q8_0", np.uint8, 4)
+    Q4_0 = ("q4_0", np.uint8, 5)
+    Q4_1 = ("q4_1", np.uint8, 6)
+    Q5_0 = ("q5_0", np.uint8, 7)
+    Q5_1 = ("q5_1", np.uint8, 8)
+    Q2_K = ("q2_K", np.uint8, 9)
+    Q3_K = ("q3_K", np.uint8, 10)
+    Q4_K = ("q4_K", np.uint8, 11)
+    Q5_K = ("q5_K", np.uint8, 12)
+    Q6_K = ("q6_K", np.uint8, 13)
 
-    def __init__(self, label: str, np_dtype, code: int, block: int, type_size: int):
+    def __init__(self, label: str, np_dtype, code: int):
         self.label = label
         self.np = np.dtype(np_dtype)
         self.code = code  # the number kernels see in their parameter block
-        self.block = block
-        self.type_size = type_size
-        self.size = type_size
+        layout = quants.QUANT_TYPES.get(self._name_)  # ggml's layout, kept in one place
+        self.block, self.type_size = (layout.block, layout.type_size) if layout else (1, self.np.itemsize)
+        self.size = self.type_size
 
     @property
     def quantized(self) -> bool:
@@ -70,10 +70,6 @@ class DType(enum.Enum):
 
 
 QUANTIZED = tuple(t for t in DType if t.quantized)
-# the layouts above are reference/quants.py's (checked there against gguf and ggml), or a typo
-for _t in DType:
-    if _t is not DType.I32:
-        assert (_t.block, _t.type_size) == (_t.qtype.block, _t.qtype.type_size), _t
 
 
 ALIGN = 16  # every allocation is rounded up to this many bytes (kp and vec loads want whole words)
