@@ -2,9 +2,10 @@
 
 Kernels are GLSL compute shaders beside this file, one per op family, sharing common.glsl (parameter block, bindings,
 indexing, exact f16 conversion) and quants.glsl (ggml's quantized blocks, read in place and dequantized in registers by
-MUL_MAT, MUL_MAT_ID and GET_ROWS; one type per compile, Q_<TYPE>). An op runs its family's file with the #defines KERNELS below gives it. Every kernel
-binds (params, dst, src0, src1, ...): the parameter block of backends/base.py sits in a small uint32 kp tensor; a
-one-source op gets src0 again as src1, GATED_DELTA_NET binds its six sources at 2..7.
+MUL_MAT, MUL_MAT_ID and GET_ROWS; one type per compile, Q_<TYPE>). An op runs its family's file with the #defines
+KERNELS below gives it. Every kernel binds (params, dst, src0, src1, ...): the parameter block of backends/base.py
+sits in a small uint32 kp tensor; a one-source op gets src0 again as src1, GATED_DELTA_NET binds its six sources at
+2..7.
 
 A compiled graph (reference/plan.py) replays as ONE recorded kp sequence (VulkanReplay): kp's OpAlgoDispatch only
 orders transfers before shaders, so the sequence records kp.OpMemoryBarrier (added to kp's binding by
